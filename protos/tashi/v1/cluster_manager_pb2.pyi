@@ -1,0 +1,416 @@
+from tashi.v1 import resources_pb2 as _resources_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InstanceRef(_message.Message):
+    __slots__ = ("id", "name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class HostRef(_message.Message):
+    __slots__ = ("id", "name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CreateInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance", "count")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: _resources_pb2.Instance
+    count: int
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CreateInstanceResponse(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Instance]
+    def __init__(self, instances: _Optional[_Iterable[_Union[_resources_pb2.Instance, _Mapping]]] = ...) -> None: ...
+
+class GetInstanceRequest(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: InstanceRef
+    def __init__(self, instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class GetInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ListInstancesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "owner", "states", "host_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    owner: str
+    states: _containers.RepeatedScalarFieldContainer[_resources_pb2.InstanceState]
+    host_id: int
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., owner: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_resources_pb2.InstanceState, str]]] = ..., host_id: _Optional[int] = ...) -> None: ...
+
+class ListInstancesResponse(_message.Message):
+    __slots__ = ("instances", "next_page_token", "seq")
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Instance]
+    next_page_token: str
+    seq: int
+    def __init__(self, instances: _Optional[_Iterable[_Union[_resources_pb2.Instance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class DeleteInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class DeleteInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ShutdownInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class ShutdownInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class PauseInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class PauseInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class UnpauseInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class UnpauseInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class SuspendInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class SuspendInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ResumeInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ...) -> None: ...
+
+class ResumeInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class MigrateInstanceRequest(_message.Message):
+    __slots__ = ("request_id", "instance", "target_host")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_HOST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance: InstanceRef
+    target_host: HostRef
+    def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[InstanceRef, _Mapping]] = ..., target_host: _Optional[_Union[HostRef, _Mapping]] = ...) -> None: ...
+
+class MigrateInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _resources_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class CreateHostRequest(_message.Message):
+    __slots__ = ("request_id", "name", "notes")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    notes: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class CreateHostResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
+
+class DeleteHostRequest(_message.Message):
+    __slots__ = ("request_id", "host")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ...) -> None: ...
+
+class DeleteHostResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
+
+class GetHostRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: HostRef
+    def __init__(self, host: _Optional[_Union[HostRef, _Mapping]] = ...) -> None: ...
+
+class GetHostResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts", "next_page_token", "seq")
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Host]
+    next_page_token: str
+    seq: int
+    def __init__(self, hosts: _Optional[_Iterable[_Union[_resources_pb2.Host, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class SetHostStateRequest(_message.Message):
+    __slots__ = ("request_id", "host", "state")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    state: _resources_pb2.HostState
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ..., state: _Optional[_Union[_resources_pb2.HostState, str]] = ...) -> None: ...
+
+class SetHostStateResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
+
+class SetHostNotesRequest(_message.Message):
+    __slots__ = ("request_id", "host", "notes")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    notes: str
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class SetHostNotesResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
+
+class AddReservationRequest(_message.Message):
+    __slots__ = ("request_id", "host", "user")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    user: str
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
+
+class AddReservationResponse(_message.Message):
+    __slots__ = ("reservation",)
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    reservation: _resources_pb2.Reservation
+    def __init__(self, reservation: _Optional[_Union[_resources_pb2.Reservation, _Mapping]] = ...) -> None: ...
+
+class RemoveReservationRequest(_message.Message):
+    __slots__ = ("request_id", "host", "user")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    user: str
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
+
+class RemoveReservationResponse(_message.Message):
+    __slots__ = ("reservation",)
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    reservation: _resources_pb2.Reservation
+    def __init__(self, reservation: _Optional[_Union[_resources_pb2.Reservation, _Mapping]] = ...) -> None: ...
+
+class GetReservationRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: HostRef
+    def __init__(self, host: _Optional[_Union[HostRef, _Mapping]] = ...) -> None: ...
+
+class GetReservationResponse(_message.Message):
+    __slots__ = ("reservation",)
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    reservation: _resources_pb2.Reservation
+    def __init__(self, reservation: _Optional[_Union[_resources_pb2.Reservation, _Mapping]] = ...) -> None: ...
+
+class CreateUserRequest(_message.Message):
+    __slots__ = ("request_id", "name")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CreateUserResponse(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: _resources_pb2.User
+    def __init__(self, user: _Optional[_Union[_resources_pb2.User, _Mapping]] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListUsersResponse(_message.Message):
+    __slots__ = ("users", "next_page_token")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[_resources_pb2.User]
+    next_page_token: str
+    def __init__(self, users: _Optional[_Iterable[_Union[_resources_pb2.User, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CreateNetworkRequest(_message.Message):
+    __slots__ = ("request_id", "network")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    network: _resources_pb2.Network
+    def __init__(self, request_id: _Optional[str] = ..., network: _Optional[_Union[_resources_pb2.Network, _Mapping]] = ...) -> None: ...
+
+class CreateNetworkResponse(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: _resources_pb2.Network
+    def __init__(self, network: _Optional[_Union[_resources_pb2.Network, _Mapping]] = ...) -> None: ...
+
+class DeleteNetworkRequest(_message.Message):
+    __slots__ = ("request_id", "network_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    network_id: int
+    def __init__(self, request_id: _Optional[str] = ..., network_id: _Optional[int] = ...) -> None: ...
+
+class DeleteNetworkResponse(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: _resources_pb2.Network
+    def __init__(self, network: _Optional[_Union[_resources_pb2.Network, _Mapping]] = ...) -> None: ...
+
+class ListNetworksRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListNetworksResponse(_message.Message):
+    __slots__ = ("networks", "next_page_token")
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    networks: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Network]
+    next_page_token: str
+    def __init__(self, networks: _Optional[_Iterable[_Union[_resources_pb2.Network, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images", "next_page_token")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Image]
+    next_page_token: str
+    def __init__(self, images: _Optional[_Iterable[_Union[_resources_pb2.Image, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("since", "max_batch")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    since: int
+    max_batch: int
+    def __init__(self, since: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_resources_pb2.Event, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Shared runtime every Tashi service imports: config, server bootstrap, auth, client."""

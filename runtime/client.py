@@ -1,0 +1,228 @@
+"""Typed client for the cluster manager, used by the CLI and by the other services.
+
+Callers get protobuf resources back and `TashiError` (code + message) on
+failure, never a raw `grpc.RpcError`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from tashi.runtime.auth import user_metadata
+from tashi.runtime.server import MAX_MESSAGE_BYTES
+from tashi.v1 import cluster_manager_pb2 as cm
+from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
+from tashi.v1 import node_registry_pb2_grpc as reg_grpc
+from tashi.v1 import placement_pb2 as pl
+from tashi.v1 import placement_pb2_grpc as pl_grpc
+from tashi.v1 import resources_pb2 as pb
+
+DEFAULT_CM = "127.0.0.1:9882"
+MAX_PAGE = 5000
+
+
+class TashiError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_http_proxy", 0),
+        ],
+    )
+
+
+def instance_ref(instance: str | int) -> cm.InstanceRef:
+    """A number names an instance id, anything else its name."""
+    if isinstance(instance, int) or (isinstance(instance, str) and instance.isdigit()):
+        return cm.InstanceRef(id=int(instance))
+    return cm.InstanceRef(name=instance)
+
+
+def host_ref(host: str | int) -> cm.HostRef:
+    if isinstance(host, int) or (isinstance(host, str) and host.isdigit()):
+        return cm.HostRef(id=int(host))
+    return cm.HostRef(name=host)
+
+
+class ClusterClient:
+    """The cluster manager's three services behind one object."""
+
+    def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0):
+        self.address = address
+        self.user = user
+        self.timeout = timeout
+        self._channel = channel(address)
+        self.cm = cm_grpc.ClusterManagerServiceStub(self._channel)
+        self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
+        self.placement = pl_grpc.PlacementServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout,
+                          metadata=user_metadata(self.user))
+        except grpc.RpcError as exc:
+            raise TashiError(exc.code(), exc.details() or "") from None
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise TashiError(grpc.StatusCode.UNAVAILABLE,
+                             f"cluster manager at {self.address} did not answer") from None
+
+    # -- instances -----------------------------------------------------------
+    def create_instances(self, spec: pb.Instance, count: int = 0,
+                         request_id: str | None = None) -> list[pb.Instance]:
+        req = cm.CreateInstanceRequest(request_id=request_id or new_request_id(),
+                                       instance=spec, count=count)
+        return list(self.call(self.cm.CreateInstance, req).instances)
+
+    def get_instance(self, instance: str | int) -> pb.Instance:
+        req = cm.GetInstanceRequest(instance=instance_ref(instance))
+        return self.call(self.cm.GetInstance, req).instance
+
+    def list_instances(self, owner: str = "", states: list[int] | None = None,
+                       host_id: int = 0, page_size: int = MAX_PAGE) -> list[pb.Instance]:
+        out: list[pb.Instance] = []
+        token = ""
+        while True:
+            req = cm.ListInstancesRequest(page_size=page_size, page_token=token, owner=owner,
+                                          states=states or [], host_id=host_id)
+            resp = self.call(self.cm.ListInstances, req)
+            out.extend(resp.instances)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def instance_action(self, verb: str, instance: str | int,
+                        request_id: str | None = None, **extra: Any) -> pb.Instance:
+        """verb: Delete, Shutdown, Pause, Unpause, Suspend, Resume, Migrate."""
+        request_cls = getattr(cm, f"{verb}InstanceRequest")
+        req = request_cls(request_id=request_id or new_request_id(),
+                          instance=instance_ref(instance), **extra)
+        return self.call(getattr(self.cm, f"{verb}Instance"), req).instance
+
+    def migrate_instance(self, instance: str | int, host: str | int) -> pb.Instance:
+        return self.instance_action("Migrate", instance, target_host=host_ref(host))
+
+    # -- hosts ---------------------------------------------------------------
+    def create_host(self, name: str, notes: str = "") -> pb.Host:
+        req = cm.CreateHostRequest(request_id=new_request_id(), name=name, notes=notes)
+        return self.call(self.cm.CreateHost, req).host
+
+    def delete_host(self, host: str | int) -> pb.Host:
+        req = cm.DeleteHostRequest(request_id=new_request_id(), host=host_ref(host))
+        return self.call(self.cm.DeleteHost, req).host
+
+    def get_host(self, host: str | int) -> pb.Host:
+        return self.call(self.cm.GetHost, cm.GetHostRequest(host=host_ref(host))).host
+
+    def list_hosts(self) -> list[pb.Host]:
+        out: list[pb.Host] = []
+        token = ""
+        while True:
+            resp = self.call(self.cm.ListHosts,
+                             cm.ListHostsRequest(page_size=MAX_PAGE, page_token=token))
+            out.extend(resp.hosts)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def set_host_state(self, host: str | int, state: int) -> pb.Host:
+        req = cm.SetHostStateRequest(request_id=new_request_id(), host=host_ref(host), state=state)
+        return self.call(self.cm.SetHostState, req).host
+
+    def set_host_notes(self, host: str | int, notes: str) -> pb.Host:
+        req = cm.SetHostNotesRequest(request_id=new_request_id(), host=host_ref(host), notes=notes)
+        return self.call(self.cm.SetHostNotes, req).host
+
+    # -- reservations, users, networks, images --------------------------------
+    def add_reservation(self, host: str | int, user: str) -> pb.Reservation:
+        req = cm.AddReservationRequest(request_id=new_request_id(), host=host_ref(host), user=user)
+        return self.call(self.cm.AddReservation, req).reservation
+
+    def remove_reservation(self, host: str | int, user: str) -> pb.Reservation:
+        req = cm.RemoveReservationRequest(request_id=new_request_id(), host=host_ref(host),
+                                          user=user)
+        return self.call(self.cm.RemoveReservation, req).reservation
+
+    def get_reservation(self, host: str | int) -> pb.Reservation:
+        req = cm.GetReservationRequest(host=host_ref(host))
+        return self.call(self.cm.GetReservation, req).reservation
+
+    def create_user(self, name: str) -> pb.User:
+        req = cm.CreateUserRequest(request_id=new_request_id(), name=name)
+        return self.call(self.cm.CreateUser, req).user
+
+    def list_users(self) -> list[pb.User]:
+        return list(self.call(self.cm.ListUsers, cm.ListUsersRequest(page_size=MAX_PAGE)).users)
+
+    def create_network(self, network: pb.Network) -> pb.Network:
+        req = cm.CreateNetworkRequest(request_id=new_request_id(), network=network)
+        return self.call(self.cm.CreateNetwork, req).network
+
+    def delete_network(self, network_id: int) -> pb.Network:
+        req = cm.DeleteNetworkRequest(request_id=new_request_id(), network_id=network_id)
+        return self.call(self.cm.DeleteNetwork, req).network
+
+    def list_networks(self) -> list[pb.Network]:
+        resp = self.call(self.cm.ListNetworks, cm.ListNetworksRequest(page_size=MAX_PAGE))
+        return list(resp.networks)
+
+    def list_images(self) -> list[pb.Image]:
+        return list(self.call(self.cm.ListImages, cm.ListImagesRequest(page_size=MAX_PAGE)).images)
+
+    # -- events and placement -------------------------------------------------
+    def watch_events(self, since: int, max_batch: int = 1000) -> Iterator[list[pb.Event]]:
+        """Yield batches of events after `since`; raises TashiError(OUT_OF_RANGE) when
+        `since` is older than the retained history.  Use `.cancel()` on the
+        returned iterator's `stream` attribute to stop from another thread."""
+        stream = self.cm.WatchEvents(cm.WatchEventsRequest(since=since, max_batch=max_batch),
+                                     metadata=user_metadata(self.user))
+        try:
+            for resp in stream:
+                yield list(resp.events)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise TashiError(exc.code(), exc.details() or "") from None
+        finally:
+            stream.cancel()
+
+    def activate(self, placements: list[pl.Placement],
+                 request_id: str | None = None) -> pl.ActivateInstancesResponse:
+        req = pl.ActivateInstancesRequest(request_id=request_id or new_request_id(),
+                                          placements=placements)
+        return self.call(self.placement.ActivateInstances, req)
+
+    def hold(self, holds: list[pl.Hold], request_id: str | None = None) -> list[pb.Instance]:
+        req = pl.HoldInstancesRequest(request_id=request_id or new_request_id(), holds=holds)
+        return list(self.call(self.placement.HoldInstances, req).instances)
