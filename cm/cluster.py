@@ -1,0 +1,359 @@
+"""The cluster manager's truth: the whole cluster in memory, written through
+to the store one transaction per change, with its events.
+
+Every object held in the dictionaries here is treated as immutable: a
+change copies it, edits the copy and puts it through a `Txn`, so readers and
+events never see half-made objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from tashi.cm.config import CMConfig
+from tashi.cm.errors import CMError, denied, invalid, not_found
+from tashi.cm.eventlog import EventLog
+from tashi.cm.lifecycle import HOSTLESS
+from tashi.cm.store import Batch, Store
+from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+E = pb  # event types live in resources_pb2
+
+KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
+
+
+def copy_of(msg: R) -> R:
+    new = type(msg)()
+    new.CopyFrom(msg)
+    return new
+
+
+def charged_hosts(inst: pb.Instance) -> list[int]:
+    """Hosts whose capacity this instance holds: its own, and a migration target."""
+    hosts = []
+    if inst.host_id and inst.state not in HOSTLESS:
+        hosts.append(inst.host_id)
+    target = inst.hints.get("__migrate_target")
+    if target and inst.state in (pb.INSTANCE_STATE_MIGRATE_PREP, pb.INSTANCE_STATE_MIGRATE_TRANS):
+        hosts.append(int(target))
+    return hosts
+
+
+@dataclass
+class Usage:
+    cores: int = 0
+    memory_mib: int = 0
+    count: int = 0
+
+
+@dataclass
+class Txn:
+    actor: str
+    changes: list[tuple[str, int, Message | None]] = field(default_factory=list)
+    events: list[pb.Event] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+    meta: dict[str, int] = field(default_factory=dict)
+    staged: dict[tuple[str, int], Message | None] = field(default_factory=dict)
+
+    def put(self, obj: Message, etype: int, message: str = "") -> None:
+        kind = KIND_OF[type(obj)]
+        oid = obj.id  # type: ignore[attr-defined]
+        self.changes.append((kind, oid, obj))
+        self.staged[(kind, oid)] = obj
+        self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
+                                    **{kind: obj}))  # type: ignore[arg-type]
+
+    def delete(self, obj: Message, etype: int, message: str = "") -> None:
+        kind = KIND_OF[type(obj)]
+        oid = obj.id  # type: ignore[attr-defined]
+        self.changes.append((kind, oid, None))
+        self.staged[(kind, oid)] = None
+        self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
+                                    **{kind: obj}))  # type: ignore[arg-type]
+
+
+class Cluster:
+    def __init__(self, config: CMConfig, store: Store) -> None:
+        self.cfg = config
+        self.store = store
+        self.images = Path(config.images) if config.images else None
+        self.lock = threading.RLock()
+        loaded = store.load(recent=min(config.event_retention, 100_000))
+        self.hosts: dict[int, pb.Host] = {}
+        self.instances: dict[int, pb.Instance] = {}
+        self.networks: dict[int, pb.Network] = {}
+        self.users: dict[int, pb.User] = {}
+        self.host_ids: dict[str, int] = {}
+        self.instance_ids: dict[str, int] = {}
+        self.user_ids: dict[str, int] = {}
+        self.usage: dict[int, Usage] = {}
+        for body in loaded.resources.get("host", []):
+            self._apply("host", pb.Host.FromString(body))
+        for body in loaded.resources.get("instance", []):
+            self._apply("instance", pb.Instance.FromString(body))
+        for body in loaded.resources.get("network", []):
+            self._apply("network", pb.Network.FromString(body))
+        for body in loaded.resources.get("user", []):
+            self._apply("user", pb.User.FromString(body))
+        self.meta = dict(loaded.meta)
+        self.events = EventLog(store, loaded.first_seq, loaded.last_seq, loaded.recent_events,
+                               config.event_retention)
+        self.heartbeats: dict[int, float] = {}
+        self.applied_reports: dict[int, int] = {}
+        self.dispatch: Callable[[str, int], None] = lambda action, iid: None
+        self._commits = 0
+
+    # -- ids and lookups -------------------------------------------------------
+    def next_id(self, txn: Txn, kind: str) -> int:
+        key = f"next_{kind}_id"
+        current = txn.meta.get(key) or self.meta.get(key) or 1
+        existing = {"host": self.hosts, "instance": self.instances, "user": self.users}[kind]
+        if existing:
+            current = max(current, max(existing) + 1)
+        txn.meta[key] = current + 1
+        return current
+
+    def user(self, name: str) -> pb.User:
+        uid = self.user_ids.get(name)
+        if uid is None:
+            if not name:
+                raise CMError(grpc.StatusCode.UNAUTHENTICATED,
+                              "no user given: set --user or TASHI_USER")
+            raise CMError(grpc.StatusCode.UNAUTHENTICATED,
+                          f"unknown user {name!r}: an admin adds it with `tashi addUser`")
+        return self.users[uid]
+
+    def is_admin(self, name: str) -> bool:
+        return name in self.cfg.admins
+
+    def require_user(self, name: str) -> pb.User:
+        return self.user(name)
+
+    def require_admin(self, name: str, what: str) -> None:
+        self.user(name)
+        if not self.is_admin(name):
+            raise denied(f"only admins may {what}; {name!r} is not an admin")
+
+    def find_instance(self, ref: cmpb.InstanceRef) -> pb.Instance:
+        which = ref.WhichOneof("ref")
+        if which == "id":
+            inst = self.instances.get(ref.id)
+            if inst is None:
+                raise not_found(f"no instance with id {ref.id}")
+            return inst
+        if which == "name":
+            iid = self.instance_ids.get(ref.name)
+            if iid is None:
+                raise not_found(f"no instance named {ref.name!r}")
+            return self.instances[iid]
+        raise invalid("name the instance by id or name")
+
+    def find_host(self, ref: cmpb.HostRef) -> pb.Host:
+        which = ref.WhichOneof("ref")
+        if which == "id":
+            host = self.hosts.get(ref.id)
+            if host is None:
+                raise not_found(f"no host with id {ref.id}")
+            return host
+        if which == "name":
+            hid = self.host_ids.get(ref.name)
+            if hid is None:
+                raise not_found(f"no host named {ref.name!r}")
+            return self.hosts[hid]
+        raise invalid("name the host by id or name")
+
+    def check_owner(self, actor: str, inst: pb.Instance) -> None:
+        self.user(actor)
+        if inst.owner != actor and not self.is_admin(actor):
+            raise denied(f"instance {inst.name!r} belongs to {inst.owner!r}, not to {actor!r}")
+
+    def host_view(self, host: pb.Host) -> pb.Host:
+        view = copy_of(host)
+        use = self.usage.get(host.id)
+        if use:
+            view.used_cores = use.cores
+            view.used_memory_mib = use.memory_mib
+            view.instance_count = use.count
+        beat = self.heartbeats.get(host.id)
+        if beat is not None:
+            view.last_heartbeat_time.FromSeconds(int(time.time() - (time.monotonic() - beat)))
+        return view
+
+    def free(self, host: pb.Host) -> tuple[int, int]:
+        use = self.usage.get(host.id, Usage())
+        return host.cores - use.cores, host.memory_mib - use.memory_mib
+
+    # -- writing -----------------------------------------------------------------
+    def _apply(self, kind: str, obj: Message | None, oid: int = 0) -> None:
+        """Install one committed change in memory (obj None deletes `oid`)."""
+        if kind == "instance":
+            old = self.instances.get(oid or obj.id)  # type: ignore[union-attr]
+            if old is not None:
+                for h in charged_hosts(old):
+                    use = self.usage.setdefault(h, Usage())
+                    use.cores -= old.cores
+                    use.memory_mib -= old.memory_mib
+                    use.count -= 1
+                if self.instance_ids.get(old.name) == old.id:
+                    del self.instance_ids[old.name]
+            if obj is None:
+                self.instances.pop(oid, None)
+                return
+            assert isinstance(obj, pb.Instance)
+            self.instances[obj.id] = obj
+            self.instance_ids[obj.name] = obj.id
+            for h in charged_hosts(obj):
+                use = self.usage.setdefault(h, Usage())
+                use.cores += obj.cores
+                use.memory_mib += obj.memory_mib
+                use.count += 1
+        elif kind == "host":
+            old_h = self.hosts.get(oid or obj.id)  # type: ignore[union-attr]
+            if old_h is not None:
+                self.host_ids.pop(old_h.name, None)
+            if obj is None:
+                self.hosts.pop(oid, None)
+                self.heartbeats.pop(oid, None)
+                return
+            assert isinstance(obj, pb.Host)
+            self.hosts[obj.id] = obj
+            self.host_ids[obj.name] = obj.id
+        elif kind == "network":
+            if obj is None:
+                self.networks.pop(oid, None)
+                return
+            assert isinstance(obj, pb.Network)
+            self.networks[obj.id] = obj
+        elif kind == "user":
+            if obj is None:
+                old_u = self.users.pop(oid, None)
+                if old_u is not None:
+                    self.user_ids.pop(old_u.name, None)
+                return
+            assert isinstance(obj, pb.User)
+            self.users[obj.id] = obj
+            self.user_ids[obj.name] = obj.id
+
+    def commit(self, txn: Txn, request: tuple[str, str, Message] | None = None) -> None:
+        """Write `txn` (and the answer to `request`) in one transaction, then apply it."""
+        if not txn.changes and not txn.meta and request is None:
+            return
+        now = time.time()
+        seq = self.events.last_seq
+        batch = Batch(meta=dict(txn.meta))
+        for event in txn.events:
+            seq += 1
+            event.seq = seq
+            event.time.FromNanoseconds(int(now * 1e9))
+            batch.events.append((seq, event.SerializeToString()))
+        for kind, oid, obj in txn.changes:
+            if obj is None:
+                batch.deletes.append((kind, oid))
+            else:
+                batch.puts.append((kind, oid, obj.SerializeToString()))
+        if txn.events:
+            batch.meta["last_seq"] = seq
+        if request is not None:
+            rid, method, resp = request
+            batch.request = (rid, method, resp.SerializeToString())
+        self.store.commit(batch)
+        for kind, oid, obj in txn.changes:
+            self._apply(kind, obj, oid)
+        self.meta.update(txn.meta)
+        self.events.publish(txn.events)
+        self._commits += 1
+        if self._commits % 1000 == 0:
+            self._prune()
+
+    def _prune(self) -> None:
+        keep_from = self.events.last_seq - self.cfg.event_retention + 1
+        if keep_from > self.events.first_seq:
+            self.store.prune(keep_from, time.time() - self.cfg.request_retention_seconds)
+            self.events.trimmed_to(keep_from)
+
+    def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
+               body: Callable[[Txn], R]) -> R:
+        """Run `body` under the lock and commit what it staged, once per request_id."""
+        with self.lock:
+            if request_id:
+                prior = self.store.request(request_id)
+                if prior is not None:
+                    if prior[0] != method:
+                        raise invalid(f"request_id {request_id!r} was already used for {prior[0]}")
+                    return resp_cls.FromString(prior[1])
+            txn = Txn(actor)
+            resp = body(txn)
+            self.commit(txn, (request_id, method, resp) if request_id else None)
+        for action in txn.after:
+            action()
+        return resp
+
+    def write(self, actor: str, body: Callable[[Txn], None]) -> None:
+        """An internal change (no request id), e.g. from the liveness monitor."""
+        with self.lock:
+            txn = Txn(actor)
+            body(txn)
+            self.commit(txn)
+        for action in txn.after:
+            action()
+
+    # -- start-up -----------------------------------------------------------------
+    def recover(self) -> None:
+        """After a (re)start: hosts are down until they register, instances on
+        hosts are Orphaned until their NM reports them, starts in flight go back
+        to Pending, and the configured admins exist."""
+
+        def body(txn: Txn) -> None:
+            for name in self.cfg.admins:
+                if name not in self.user_ids:
+                    txn.put(pb.User(id=self.next_id(txn, "user"), name=name),
+                            E.EVENT_TYPE_USER_CREATED, "admin from config")
+            for host in list(self.hosts.values()):
+                if host.up:
+                    new = copy_of(host)
+                    new.up = False
+                    txn.put(new, E.EVENT_TYPE_HOST_UPDATED,
+                            "cluster manager restarted: waiting for the node manager to register")
+            for inst in list(self.instances.values()):
+                new = copy_of(inst)
+                if inst.state == pb.INSTANCE_STATE_ACTIVATING:
+                    new.state = pb.INSTANCE_STATE_PENDING
+                    new.ClearField("host_id")
+                    new.ClearField("host_name")
+                    new.state_reason = "cluster manager restarted before the start completed"
+                elif inst.host_id and inst.state not in HOSTLESS and inst.state not in (
+                        pb.INSTANCE_STATE_ORPHANED, pb.INSTANCE_STATE_DESTROYING):
+                    new.state = pb.INSTANCE_STATE_ORPHANED
+                    new.state_reason = "cluster manager restarted: waiting for the host to report"
+                else:
+                    continue
+                txn.put(new, E.EVENT_TYPE_INSTANCE_UPDATED, new.state_reason)
+
+        self.write("tashi-cm", body)
+
+    # -- reading ------------------------------------------------------------------
+    def page(self, items: Iterable[int], page_size: int, token: str) -> tuple[list[int], str]:
+        size = page_size or 1000
+        if size < 0 or size > 5000:
+            raise invalid("page_size must be between 1 and 5000")
+        after = 0
+        if token:
+            try:
+                after = int(token)
+            except ValueError:
+                raise invalid(f"page_token {token!r} is not one this server gave") from None
+        ids = sorted(i for i in items if i > after)
+        chosen = ids[:size]
+        return chosen, (str(chosen[-1]) if len(ids) > size else "")

@@ -1,0 +1,33 @@
+"""Cluster manager settings: defaults < TOML (--config) < flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tashi.runtime.config import data_dir
+
+
+def _default_db() -> str:
+    return str(data_dir("cm") / "cm.db")
+
+
+@dataclass
+class CMConfig:
+    listen: str = field(default="127.0.0.1:9882", metadata={"help": "HOST:PORT to serve on"})
+    db: str = field(default_factory=_default_db, metadata={"help": "SQLite file of the store"})
+    images: str = field(default="", metadata={"help": "image store directory"})
+    admins: list[str] = field(default_factory=lambda: ["root"],
+                              metadata={"help": "users allowed admin operations"})
+    max_cores: int = field(default=8, metadata={"help": "most cores one instance may have"})
+    max_memory: int = field(default=8192, metadata={"help": "most MiB one instance may have"})
+    max_count: int = field(default=100_000, metadata={"help": "most instances one createMany"})
+    expire_host_seconds: float = field(
+        default=10.0, metadata={"help": "a host not heard from this long is down"})
+    event_retention: int = field(default=1_000_000, metadata={"help": "events kept for watchers"})
+    request_retention_seconds: float = field(
+        default=86_400.0, metadata={"help": "how long request_id answers are kept for retries"})
+    sync: str = field(default="normal", metadata={
+        "help": "normal: durable across a killed CM; full: also across power loss"})
+    nm_call_seconds: float = field(default=120.0, metadata={"help": "timeout of calls to NMs"})
+    metrics_listen: str = field(default="", metadata={"help": "HOST:PORT for /metrics (off)"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})

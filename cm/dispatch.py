@@ -1,0 +1,269 @@
+"""Calls from the cluster manager to node managers, made in the background
+after the change that asked for them has committed.
+
+Each call is one row of `CALLS`: which transitional state it starts from,
+the node manager method, and where the instance goes on success.  The
+answer is applied under the lock only if the instance is still where the
+call left it, so late answers never undo newer changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.instances import remove, transition
+from tashi.runtime.auth import user_metadata
+from tashi.runtime.client import channel
+from tashi.v1 import node_manager_pb2 as nmpb
+from tashi.v1 import node_manager_pb2_grpc as nm_grpc
+from tashi.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+S = pb
+
+
+@dataclass(frozen=True)
+class Call:
+    expect: int  # state the instance must be in when the answer arrives
+    done: int  # state after success (EXITED: removed)
+    undo: int  # state after failure
+
+
+CALLS = {
+    "pause": Call(S.INSTANCE_STATE_PAUSING, S.INSTANCE_STATE_PAUSED, S.INSTANCE_STATE_RUNNING),
+    "unpause": Call(S.INSTANCE_STATE_UNPAUSING, S.INSTANCE_STATE_RUNNING,
+                    S.INSTANCE_STATE_PAUSED),
+    "shutdown": Call(S.INSTANCE_STATE_SHUTTING_DOWN, S.INSTANCE_STATE_SHUTTING_DOWN,
+                     S.INSTANCE_STATE_RUNNING),
+    "destroy": Call(S.INSTANCE_STATE_DESTROYING, S.INSTANCE_STATE_EXITED,
+                    S.INSTANCE_STATE_DESTROYING),
+    "suspend": Call(S.INSTANCE_STATE_SUSPENDING, S.INSTANCE_STATE_SUSPENDED,
+                    S.INSTANCE_STATE_RUNNING),
+}
+
+
+def _details(exc: grpc.RpcError) -> str:
+    return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+
+
+class Dispatcher:
+    def __init__(self, cluster: Cluster, workers: int = 32) -> None:
+        self.cluster = cluster
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nm-call")
+        self._stubs: dict[str, nm_grpc.NodeManagerServiceStub] = {}
+        self._channels: list[grpc.Channel] = []
+        self._lock = threading.Lock()
+        self.timeout = cluster.cfg.nm_call_seconds
+        self.metadata = user_metadata(cluster.cfg.admins[0] if cluster.cfg.admins else "root")
+        cluster.dispatch = self.submit
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for ch in self._channels:
+            ch.close()
+
+    def submit(self, action: str, iid: int) -> None:
+        try:
+            self.pool.submit(self._run, action, iid)
+        except RuntimeError:  # shutting down
+            pass
+
+    def stub(self, address: str) -> nm_grpc.NodeManagerServiceStub:
+        with self._lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                ch = channel(address)
+                self._channels.append(ch)
+                stub = self._stubs[address] = nm_grpc.NodeManagerServiceStub(ch)
+            return stub
+
+    def _run(self, action: str, iid: int) -> None:
+        try:
+            if action == "start":
+                self._start(iid)
+            elif action == "migrate":
+                self._migrate(iid)
+            else:
+                self._simple(action, iid)
+        except Exception:
+            log.exception("%s of instance %d failed unexpectedly", action, iid)
+
+    def _snapshot(self, iid: int, expect: int) -> tuple[pb.Instance, pb.Host] | None:
+        c = self.cluster
+        with c.lock:
+            inst = c.instances.get(iid)
+            if inst is None or inst.state != expect:
+                return None
+            host = c.hosts.get(inst.host_id)
+            if host is None:
+                return None
+            return inst, host
+
+    def _finish(self, iid: int, expect: int, change: Any) -> None:
+        """Apply `change(txn, inst)` if the instance is still in `expect`."""
+        c = self.cluster
+
+        def body(txn: Txn) -> None:
+            inst = c.instances.get(iid)
+            if inst is not None and inst.state == expect:
+                change(txn, inst)
+
+        c.write("tashi-cm", body)
+
+    def _networks(self, inst: pb.Instance) -> list[pb.Network]:
+        with self.cluster.lock:
+            ids = {n.network_id for n in inst.nics}
+            return [self.cluster.networks[i] for i in sorted(ids) if i in self.cluster.networks]
+
+    def _start(self, iid: int) -> None:
+        snap = self._snapshot(iid, S.INSTANCE_STATE_ACTIVATING)
+        if snap is None:
+            return
+        inst, host = snap
+        stub = self.stub(host.nm_address)
+        suspend_file = inst.hints.get("__suspend_file", "")
+        try:
+            if suspend_file:
+                vm = stub.ResumeVm(nmpb.ResumeVmRequest(
+                    request_id=f"resume-{iid}-{inst.update_time.ToNanoseconds()}",
+                    instance=inst, suspend_file=suspend_file, networks=self._networks(inst)),
+                    timeout=self.timeout, metadata=self.metadata).vm
+            else:
+                vm = stub.StartVm(nmpb.StartVmRequest(
+                    request_id=f"start-{iid}-{inst.update_time.ToNanoseconds()}",
+                    instance=inst, networks=self._networks(inst)),
+                    timeout=self.timeout, metadata=self.metadata).vm
+        except grpc.RpcError as exc:
+            reason = f"start on {host.name} failed: {_details(exc)}"
+
+            def held(txn: Txn, cur: pb.Instance) -> None:
+                new = copy_of(cur)
+                new.state = S.INSTANCE_STATE_HELD
+                new.state_reason = reason
+                new.ClearField("host_id")
+                new.ClearField("host_name")
+                new.update_time.GetCurrentTime()
+                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
+
+            self._finish(iid, S.INSTANCE_STATE_ACTIVATING, held)
+            return
+
+        def running(txn: Txn, cur: pb.Instance) -> None:
+            new = copy_of(cur)
+            new.state = vm.state if vm.state in (S.INSTANCE_STATE_RUNNING,
+                                                 S.INSTANCE_STATE_PAUSED) \
+                else S.INSTANCE_STATE_RUNNING
+            new.vm_id = vm.vm_id
+            new.state_reason = ""
+            new.hints.pop("__suspend_file", None)
+            new.update_time.GetCurrentTime()
+            txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"started on {host.name}")
+
+        self._finish(iid, S.INSTANCE_STATE_ACTIVATING, running)
+
+    def _simple(self, action: str, iid: int) -> None:
+        call = CALLS[action]
+        snap = self._snapshot(iid, call.expect)
+        if snap is None:
+            return
+        inst, host = snap
+        stub = self.stub(host.nm_address)
+        method = getattr(stub, f"{action.capitalize()}Vm")
+        request = getattr(nmpb, f"{action.capitalize()}VmRequest")(
+            request_id=f"{action}-{iid}-{inst.update_time.ToNanoseconds()}", instance_id=iid)
+        try:
+            answer = method(request, timeout=self.timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            if action == "destroy" and code == grpc.StatusCode.NOT_FOUND:
+                self._finish(iid, call.expect, lambda txn, cur: remove(
+                    txn, cur, f"destroyed (it was no longer on {host.name})"))
+                return
+            reason = f"{action} on {host.name} failed: {_details(exc)}"
+            log.warning("instance %d: %s", iid, reason)
+            if action != "destroy":
+                self._finish(iid, call.expect, lambda txn, cur: transition(
+                    txn, cur, call.undo, reason, reason))
+            return
+        if call.done == S.INSTANCE_STATE_EXITED:
+            self._finish(iid, call.expect, lambda txn, cur: remove(
+                txn, cur, f"destroyed on {host.name}"))
+        elif call.done == S.INSTANCE_STATE_SUSPENDED:
+            def suspended(txn: Txn, cur: pb.Instance) -> None:
+                new = copy_of(cur)
+                new.state = S.INSTANCE_STATE_SUSPENDED
+                new.state_reason = ""
+                new.hints["__suspend_file"] = answer.suspend_file
+                new.ClearField("host_id")
+                new.ClearField("host_name")
+                new.vm_id = ""
+                new.update_time.GetCurrentTime()
+                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"suspended on {host.name}")
+            self._finish(iid, call.expect, suspended)
+        elif call.done != call.expect:
+            self._finish(iid, call.expect, lambda txn, cur: transition(
+                txn, cur, call.done, f"{action} done on {host.name}"))
+
+    def _migrate(self, iid: int) -> None:
+        c = self.cluster
+        snap = self._snapshot(iid, S.INSTANCE_STATE_MIGRATE_PREP)
+        if snap is None:
+            return
+        inst, source = snap
+        with c.lock:
+            target = c.hosts.get(int(inst.hints.get("__migrate_target", "0")))
+        step = "prepare"
+
+        def back(reason: str) -> None:
+            def change(txn: Txn, cur: pb.Instance) -> None:
+                new = copy_of(cur)
+                new.state = S.INSTANCE_STATE_RUNNING
+                new.state_reason = reason
+                new.hints.pop("__migrate_target", None)
+                new.update_time.GetCurrentTime()
+                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
+            for state in (S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS):
+                self._finish(iid, state, change)
+
+        if target is None:
+            back("migration target host is gone")
+            return
+        src, dst = self.stub(source.nm_address), self.stub(target.nm_address)
+        rid = f"migrate-{iid}-{inst.update_time.ToNanoseconds()}"
+        try:
+            cookie = dst.PrepareReceiveVm(nmpb.PrepareReceiveVmRequest(
+                request_id=rid, instance=inst, networks=self._networks(inst)),
+                timeout=self.timeout, metadata=self.metadata).cookie
+            src.PrepareSourceVm(nmpb.PrepareSourceVmRequest(request_id=rid, instance_id=iid),
+                                timeout=self.timeout, metadata=self.metadata)
+            self._finish(iid, S.INSTANCE_STATE_MIGRATE_PREP, lambda txn, cur: transition(
+                txn, cur, S.INSTANCE_STATE_MIGRATE_TRANS, f"sending to {target.name}"))
+            step = "send"
+            src.SendVm(nmpb.SendVmRequest(request_id=rid, instance_id=iid,
+                                          target_uri=target.nm_address, cookie=cookie),
+                       timeout=self.timeout, metadata=self.metadata)
+            step = "receive"
+            vm = dst.ReceiveVm(nmpb.ReceiveVmRequest(request_id=rid, instance_id=iid,
+                                                     cookie=cookie),
+                               timeout=self.timeout, metadata=self.metadata).vm
+        except grpc.RpcError as exc:
+            back(f"migration to {target.name} failed at {step}: {_details(exc)}")
+            return
+
+        def arrived(txn: Txn, cur: pb.Instance) -> None:
+            new = copy_of(cur)
+            new.state = S.INSTANCE_STATE_RUNNING
+            new.host_id, new.host_name = target.id, target.name
+            new.vm_id = vm.vm_id or new.vm_id
+            new.state_reason = ""
+            new.hints.pop("__migrate_target", None)
+            new.update_time.GetCurrentTime()
+            txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"migrated to {target.name}")
+
+        self._finish(iid, S.INSTANCE_STATE_MIGRATE_TRANS, arrived)

@@ -1,0 +1,87 @@
+"""The event log as watchers see it: a bounded in-memory tail over the store.
+
+Writers append under the CM's lock and notify; each watcher pulls from its
+own cursor, so a slow watcher costs only its own thread and never blocks
+the CM.  Watchers that fall behind the memory tail read from the store;
+those behind the retention window get `OutOfRange`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from tashi.cm.store import Store
+from tashi.v1 import resources_pb2 as pb
+
+
+class OutOfRange(Exception):
+    pass
+
+
+class EventLog:
+    def __init__(self, store: Store, first_seq: int, last_seq: int,
+                 recent: list[tuple[int, bytes]], retention: int, memory: int = 100_000) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._memory = memory
+        self._tail: deque[pb.Event] = deque(maxlen=memory)
+        for _seq, body in recent[-memory:]:
+            self._tail.append(pb.Event.FromString(body))
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self.retention = retention
+        self.closed = False
+        self.watchers = 0
+
+    def publish(self, events: list[pb.Event]) -> None:
+        """Called after the store committed `events` (in seq order)."""
+        if not events:
+            return
+        with self._cond:
+            self._tail.extend(events)
+            self.last_seq = events[-1].seq
+            if self.first_seq > events[0].seq:
+                self.first_seq = events[0].seq
+            self._cond.notify_all()
+
+    def trimmed_to(self, first_seq: int) -> None:
+        with self._cond:
+            self.first_seq = max(self.first_seq, first_seq)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def check_since(self, since: int) -> None:
+        with self._cond:
+            if since < self.first_seq - 1:
+                raise OutOfRange(
+                    f"events after {since} are no longer retained (oldest kept is "
+                    f"{self.first_seq}): list again and watch from the seq the list answers"
+                )
+            if since > self.last_seq:
+                raise OutOfRange(
+                    f"since {since} is ahead of the cluster manager's last event "
+                    f"{self.last_seq}: its history was reset; list again"
+                )
+
+    def read_after(self, since: int, limit: int, timeout: float) -> list[pb.Event]:
+        """Events with seq > since, at most `limit`; waits up to `timeout` for new ones."""
+        with self._cond:
+            if self.last_seq <= since and not self.closed:
+                self._cond.wait(timeout)
+            if since < self.first_seq - 1:
+                raise OutOfRange(
+                    f"events after {since} are no longer retained (oldest kept is "
+                    f"{self.first_seq}): list again and watch from the seq the list answers"
+                )
+            if self.last_seq <= since:
+                return []
+            if self._tail and self._tail[0].seq <= since + 1:
+                start = since + 1 - self._tail[0].seq
+                end = min(len(self._tail), start + limit)
+                return [self._tail[i] for i in range(start, end)]
+        rows = self._store.events_after(since, limit)
+        return [pb.Event.FromString(body) for _seq, body in rows]

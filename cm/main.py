@@ -1,0 +1,85 @@
+"""`tashi-cm`: the cluster manager."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tashi.cm.cluster import Cluster
+from tashi.cm.config import CMConfig
+from tashi.cm.dispatch import Dispatcher
+from tashi.cm.nodes import LivenessMonitor
+from tashi.cm.servicer import ClusterManagerServicer, NodeRegistryServicer, PlacementServicer
+from tashi.cm.store import open_store
+from tashi.runtime import config as rc
+from tashi.runtime import server
+from tashi.v1 import cluster_manager_pb2, node_registry_pb2, placement_pb2
+from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
+from tashi.v1 import node_registry_pb2_grpc as nr_grpc
+from tashi.v1 import placement_pb2_grpc as pl_grpc
+
+log = logging.getLogger("tashi.cm")
+
+
+class ClusterManager:
+    """The cluster manager process: store, state, NM dispatcher, liveness, gRPC server."""
+
+    def __init__(self, cfg: CMConfig) -> None:
+        self.cfg = cfg
+        self.store = open_store(cfg.db, sync=cfg.sync)
+        self.cluster = Cluster(cfg, self.store)
+        self.dispatcher = Dispatcher(self.cluster)
+        self.cluster.recover()
+        self.liveness = LivenessMonitor(self.cluster)
+        self.running: server.Running | None = None
+
+    def start(self) -> int:
+        c = self.cluster
+        services = [
+            server.Service(cluster_manager_pb2.DESCRIPTOR.services_by_name[
+                "ClusterManagerService"].full_name, ClusterManagerServicer(c),
+                cm_grpc.add_ClusterManagerServiceServicer_to_server),
+            server.Service(node_registry_pb2.DESCRIPTOR.services_by_name[
+                "NodeRegistryService"].full_name, NodeRegistryServicer(c),
+                nr_grpc.add_NodeRegistryServiceServicer_to_server),
+            server.Service(placement_pb2.DESCRIPTOR.services_by_name[
+                "PlacementService"].full_name, PlacementServicer(c),
+                pl_grpc.add_PlacementServiceServicer_to_server),
+        ]
+        self.running = server.start(self.cfg.listen, services, max_workers=128)
+        self.liveness.start()
+        return self.running.port
+
+    def stop(self) -> None:
+        self.liveness.stop()
+        self.cluster.events.close()
+        if self.running:
+            self.running.stop(grace=1.0)
+        self.dispatcher.close()
+        self.store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tashi-cm", description="Tashi cluster manager")
+    rc.add_config_flags(parser, CMConfig)
+    ns = parser.parse_args(argv)
+    try:
+        cfg = rc.from_args(CMConfig, ns)
+    except rc.ConfigError as exc:
+        sys.exit(f"tashi-cm: {exc}")
+    server.setup_logging(cfg.log_level)
+    try:
+        cm = ClusterManager(cfg)
+        port = cm.start()
+    except (OSError, ValueError) as exc:
+        sys.exit(f"tashi-cm: {exc}")
+    host = server.split_address(cfg.listen)[0]
+    print(f"tashi-cm listening on {host}:{port}", flush=True)
+    log.info("store %s, %d hosts, %d instances, last event %d", cfg.db, len(cm.cluster.hosts),
+             len(cm.cluster.instances), cm.cluster.events.last_seq)
+    server.wait_for_signal(cm.stop)
+
+
+if __name__ == "__main__":
+    main()

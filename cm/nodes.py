@@ -1,0 +1,225 @@
+"""What node managers tell the cluster manager: registration, heartbeats,
+state reports; and the liveness monitor that marks silent hosts down."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from tashi.cm.cluster import Cluster, Txn, charged_hosts, copy_of
+from tashi.cm.errors import not_found
+from tashi.cm.instances import remove, transition
+from tashi.cm.lifecycle import EXIT_IGNORED, REPORT_TARGETS
+from tashi.runtime.names import instance_state_name
+from tashi.runtime.version import VERSION, compatible
+from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Instances whose absence from a node manager's full report is expected.
+IN_FLIGHT = frozenset({pb.INSTANCE_STATE_ACTIVATING, pb.INSTANCE_STATE_RESUMING,
+                       pb.INSTANCE_STATE_MIGRATE_PREP, pb.INSTANCE_STATE_MIGRATE_TRANS})
+
+
+def _host_by_name(c: Cluster, name: str) -> pb.Host:
+    hid = c.host_ids.get(name)
+    if hid is None:
+        raise not_found(f"host {name!r} was never added to the cluster; an admin adds it with "
+                        f"`tashi addHost --name {name}`")
+    return c.hosts[hid]
+
+
+def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.RegisterHostResponse:
+    def body(txn: Txn) -> nr.RegisterHostResponse:
+        c.require_admin(actor, "register node managers")
+        host = _host_by_name(c, req.name)
+        new = copy_of(host)
+        new.up = True
+        new.decayed = False
+        new.cores = req.cores
+        new.memory_mib = req.memory_mib
+        new.version = req.version
+        new.nm_address = req.nm_address
+        del new.networks[:]
+        new.networks.extend(req.networks)
+        if not compatible(VERSION, req.version):
+            new.state = pb.HOST_STATE_VERSION_MISMATCH
+        elif host.state == pb.HOST_STATE_VERSION_MISMATCH:
+            new.state = pb.HOST_STATE_NORMAL
+        if new != host:
+            txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, f"node manager {req.version} registered")
+        c.heartbeats[host.id] = time.monotonic()
+        reported = {r.instance_id for r in req.instances}
+        for inst in list(c.instances.values()):
+            if host.id in charged_hosts(inst) and inst.id not in reported:
+                if inst.state in IN_FLIGHT:
+                    continue
+                remove(txn, inst, f"the node manager on {host.name} no longer runs it")
+        for report in req.instances:
+            observe(c, txn, new, report)
+        c.applied_reports[host.id] = max((r.report_seq for r in req.instances), default=0)
+        return nr.RegisterHostResponse(host=c.host_view(new),
+                                       heartbeat_seconds=2,
+                                       expire_host_seconds=int(c.cfg.expire_host_seconds))
+
+    return c.mutate(actor, "", "RegisterHost", nr.RegisterHostResponse, body)
+
+
+def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatResponse:
+    with c.lock:
+        c.require_admin(actor, "send heartbeats")
+        hid = c.host_ids.get(req.name)
+        if hid is None or not c.hosts[hid].up:
+            return nr.HeartbeatResponse(registered=False)
+        c.heartbeats[hid] = time.monotonic()
+        host = c.hosts[hid]
+        if req.networks_changed and list(req.networks) != list(host.networks):
+            def body(txn: Txn) -> None:
+                new = copy_of(host)
+                del new.networks[:]
+                new.networks.extend(req.networks)
+                txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, "network status changed")
+            c.write(actor, body)
+        return nr.HeartbeatResponse(registered=True)
+
+
+def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportInstancesResponse:
+    def body(txn: Txn) -> nr.ReportInstancesResponse:
+        c.require_admin(actor, "report instances")
+        host = _host_by_name(c, req.name)
+        applied = c.applied_reports.get(host.id, 0)
+        for rep in req.reports:
+            if rep.report_seq and rep.report_seq <= applied:
+                continue
+            observe(c, txn, host, rep)
+            applied = max(applied, rep.report_seq)
+        c.applied_reports[host.id] = applied
+        return nr.ReportInstancesResponse(applied_seq=applied)
+
+    return c.mutate(actor, "", "ReportInstances", nr.ReportInstancesResponse, body)
+
+
+def _current(c: Cluster, txn: Txn, iid: int) -> pb.Instance | None:
+    staged = txn.staged.get(("instance", iid), False)
+    if staged is not False:
+        return staged  # type: ignore[return-value]
+    return c.instances.get(iid)
+
+
+def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:
+    """Apply one thing a node manager saw (Tashi's reconciliation rules)."""
+    inst = _current(c, txn, rep.instance_id)
+    state = rep.state
+    if inst is None:
+        if state in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED) and rep.spec.name:
+            _adopt_unknown(c, txn, host, rep)
+        return
+    target = inst.hints.get("__migrate_target")
+    on_this_host = inst.host_id == host.id or (target and int(target) == host.id)
+    if state == pb.INSTANCE_STATE_EXITED:
+        if on_this_host and inst.state not in EXIT_IGNORED:
+            remove(txn, inst, rep.message or f"exited on {host.name}")
+        return
+    if state == pb.INSTANCE_STATE_DESTROYING:
+        return
+    if not on_this_host:
+        if state == pb.INSTANCE_STATE_RUNNING and not inst.host_id and inst.state in (
+                pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD):
+            new = copy_of(inst)
+            new.host_id, new.host_name = host.id, host.name
+            new.vm_id = rep.vm_id
+            new.state = pb.INSTANCE_STATE_RUNNING
+            new.state_reason = ""
+            new.hints.pop("__suspend_file", None)
+            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"found running on {host.name}")
+        return
+    if inst.state == pb.INSTANCE_STATE_DESTROYING:
+        txn.after.append(lambda: c.dispatch("destroy", inst.id))
+        return
+    if inst.state not in REPORT_TARGETS.get(state, frozenset()):
+        return
+    if inst.state == state and inst.vm_id == rep.vm_id:
+        return
+    new = copy_of(inst)
+    new.state = state
+    new.vm_id = rep.vm_id or new.vm_id
+    new.state_reason = rep.message if state == pb.INSTANCE_STATE_HELD else ""
+    if state == pb.INSTANCE_STATE_SUSPENDED:
+        new.hints["__suspend_file"] = rep.suspend_file
+    if state in (pb.INSTANCE_STATE_SUSPENDED, pb.INSTANCE_STATE_HELD):
+        new.ClearField("host_id")
+        new.ClearField("host_name")
+        new.vm_id = ""
+    if state == pb.INSTANCE_STATE_RUNNING:
+        new.hints.pop("__suspend_file", None)
+    new.update_time.GetCurrentTime()
+    msg = rep.message or f"{instance_state_name(state)} on {host.name}"
+    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, msg)
+
+
+def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:
+    spec = rep.spec
+    if spec.name in c.instance_ids:
+        log.warning("host %s runs unknown instance %d named %r, a name already taken; left alone",
+                    host.name, rep.instance_id, spec.name)
+        return
+    inst = copy_of(spec)
+    inst.id = rep.instance_id
+    inst.host_id, inst.host_name = host.id, host.name
+    inst.vm_id = rep.vm_id
+    inst.state = rep.state
+    inst.state_reason = ""
+    if inst.owner not in c.user_ids:
+        inst.owner = c.cfg.admins[0] if c.cfg.admins else inst.owner
+    inst.create_time.GetCurrentTime()
+    inst.update_time.GetCurrentTime()
+    key = "next_instance_id"
+    txn.meta[key] = max(txn.meta.get(key) or c.meta.get(key) or 1, inst.id + 1)
+    txn.put(inst, pb.EVENT_TYPE_INSTANCE_CREATED, f"registered from what {host.name} runs")
+
+
+def expire_hosts(c: Cluster) -> int:
+    """Mark hosts not heard from in time down; their instances become Orphaned."""
+    limit = c.cfg.expire_host_seconds
+    now = time.monotonic()
+    with c.lock:
+        silent = [h for h in c.hosts.values()
+                  if h.up and now - c.heartbeats.get(h.id, 0.0) > limit]
+        if not silent:
+            return 0
+
+        def body(txn: Txn) -> None:
+            for host in silent:
+                new = copy_of(host)
+                new.up = False
+                reason = f"host {host.name} stopped answering (no heartbeat for {limit:g} s)"
+                txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, reason)
+                for inst in c.instances.values():
+                    if inst.host_id == host.id and inst.state not in (
+                            pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD,
+                            pb.INSTANCE_STATE_SUSPENDED, pb.INSTANCE_STATE_ORPHANED,
+                            pb.INSTANCE_STATE_DESTROYING):
+                        transition(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
+
+        c.write("tashi-cm", body)
+        return len(silent)
+
+
+class LivenessMonitor(threading.Thread):
+    def __init__(self, cluster: Cluster, interval: float = 0.5) -> None:
+        super().__init__(name="liveness", daemon=True)
+        self.cluster = cluster
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                expire_hosts(self.cluster)
+            except Exception:  # keep watching; the next round retries
+                log.exception("liveness check failed")
+
+    def stop(self) -> None:
+        self.stopping.set()

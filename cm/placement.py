@@ -1,0 +1,125 @@
+"""The scheduler's proposals, decided here: each placement is re-checked
+against the CM's own state in the transaction that assigns the host, so no
+two proposals (from one scheduler or several) can overcommit a host."""
+
+from __future__ import annotations
+
+from tashi.cm import validation as v
+from tashi.cm.cluster import Cluster, Txn, Usage, copy_of
+from tashi.cm.errors import CMError
+from tashi.runtime.names import instance_state_name
+from tashi.v1 import placement_pb2 as plpb
+from tashi.v1 import resources_pb2 as pb
+
+PLACEABLE = frozenset({pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD})
+
+
+def _persistent_in_use(c: Cluster, inst: pb.Instance, claimed: set[str]) -> str:
+    mine = {d.uri for d in inst.disks if d.persistent}
+    if not mine:
+        return ""
+    for other in c.instances.values():
+        if other.id != inst.id and other.host_id:
+            for d in other.disks:
+                if d.uri in mine:
+                    return f"persistent disk {d.uri} is in use by {other.name!r}"
+    clash = mine & claimed
+    return f"persistent disk {sorted(clash)[0]} is claimed by another placement" if clash else ""
+
+
+def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: Usage,
+            claimed: set[str]) -> str:
+    """Why this placement cannot be committed now, or '' when it can."""
+    if inst is None:
+        return "no such instance"
+    if inst.state not in PLACEABLE:
+        return f"instance is {instance_state_name(inst.state)}, not Pending or Held"
+    if host is None:
+        return "no such host"
+    if not host.up:
+        return f"host {host.name} is down"
+    if host.state != pb.HOST_STATE_NORMAL:
+        return f"host {host.name} is not Normal"
+    if host.reserved_for and inst.owner not in host.reserved_for:
+        return f"host {host.name} is reserved for other users"
+    cores, mem = c.free(host)
+    cores -= extra.cores
+    mem -= extra.memory_mib
+    if cores < inst.cores:
+        return f"host {host.name} has {cores} free cores, {inst.cores} needed"
+    if mem < inst.memory_mib:
+        return f"host {host.name} has {mem} MiB free, {inst.memory_mib} MiB needed"
+    ready = {s.network_id for s in host.networks if s.ready}
+    for nic in inst.nics:
+        if nic.network_id not in ready and host.networks:
+            return f"network {nic.network_id} is not ready on host {host.name}"
+    return _persistent_in_use(c, inst, claimed)
+
+
+def activate(c: Cluster, actor: str,
+             req: plpb.ActivateInstancesRequest) -> plpb.ActivateInstancesResponse:
+    def body(txn: Txn) -> plpb.ActivateInstancesResponse:
+        c.require_admin(actor, "place instances")
+        resp = plpb.ActivateInstancesResponse()
+        extra: dict[int, Usage] = {}
+        claimed: set[str] = set()
+        seen: set[int] = set()
+        for p in req.placements:
+            inst = c.instances.get(p.instance_id)
+            host = c.hosts.get(p.host_id)
+            use = extra.setdefault(p.host_id, Usage())
+            reason = "instance proposed twice in one batch" if p.instance_id in seen else \
+                refusal(c, inst, host, use, claimed)
+            if not reason and inst is not None:
+                try:
+                    ips = [v.check_ip(ip) if ip else "" for ip in p.nic_ips]
+                except CMError as exc:
+                    reason = exc.message
+            if reason or inst is None or host is None:
+                resp.results.add(instance_id=p.instance_id, accepted=False, reason=reason)
+                continue
+            seen.add(inst.id)
+            new = copy_of(inst)
+            new.state = pb.INSTANCE_STATE_ACTIVATING
+            new.state_reason = ""
+            new.host_id, new.host_name = host.id, host.name
+            for nic, ip in zip(new.nics, ips, strict=False):
+                if ip:
+                    nic.ip = ip
+            new.update_time.GetCurrentTime()
+            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"placed on {host.name}")
+            use.cores += inst.cores
+            use.memory_mib += inst.memory_mib
+            use.count += 1
+            claimed.update(d.uri for d in inst.disks if d.persistent)
+            iid = inst.id
+            txn.after.append(lambda iid=iid: c.dispatch("start", iid))  # type: ignore[misc]
+            resp.results.add(instance_id=inst.id, accepted=True, instance=new)
+        return resp
+
+    resp = c.mutate(actor, req.request_id, "ActivateInstances",
+                    plpb.ActivateInstancesResponse, body)
+    resp.seq = c.events.last_seq
+    return resp
+
+
+def hold(c: Cluster, actor: str, req: plpb.HoldInstancesRequest) -> plpb.HoldInstancesResponse:
+    def body(txn: Txn) -> plpb.HoldInstancesResponse:
+        c.require_admin(actor, "hold instances")
+        resp = plpb.HoldInstancesResponse()
+        for h in req.holds:
+            inst = c.instances.get(h.instance_id)
+            if inst is None or inst.state not in PLACEABLE:
+                continue
+            if inst.state == pb.INSTANCE_STATE_HELD and inst.state_reason == h.reason:
+                resp.instances.append(inst)
+                continue
+            new = copy_of(inst)
+            new.state = pb.INSTANCE_STATE_HELD
+            new.state_reason = h.reason
+            new.update_time.GetCurrentTime()
+            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"held: {h.reason}")
+            resp.instances.append(new)
+        return resp
+
+    return c.mutate(actor, req.request_id, "HoldInstances", plpb.HoldInstancesResponse, body)

@@ -1,0 +1,246 @@
+"""gRPC handlers of the cluster manager: translate, delegate, map errors to status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from tashi.cm import admin, instances, nodes, placement
+from tashi.cm.cluster import Cluster
+from tashi.cm.errors import CMError, invalid
+from tashi.cm.eventlog import OutOfRange
+from tashi.runtime.auth import caller_name
+from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
+from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import node_registry_pb2_grpc as nr_grpc
+from tashi.v1 import placement_pb2 as plpb
+from tashi.v1 import placement_pb2_grpc as pl_grpc
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handler(fn: F) -> F:
+    """Turn CMError into the status it names; anything else is INTERNAL, logged."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context, caller_name(context))
+        except CMError as exc:
+            context.abort(exc.code, exc.message)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    @handler
+    def CreateInstance(self, req: cmpb.CreateInstanceRequest, ctx: Any, who: str) -> Any:
+        return instances.create(self.c, who, req)
+
+    @handler
+    def GetInstance(self, req: cmpb.GetInstanceRequest, ctx: Any, who: str) -> Any:
+        with self.c.lock:
+            self.c.user(who)
+            return cmpb.GetInstanceResponse(instance=self.c.find_instance(req.instance))
+
+    @handler
+    def ListInstances(self, req: cmpb.ListInstancesRequest, ctx: Any, who: str) -> Any:
+        c = self.c
+        with c.lock:
+            c.user(who)
+            states = set(req.states)
+            source = c.instances
+            ids = (i for i, inst in source.items()
+                   if (not req.owner or inst.owner == req.owner)
+                   and (not states or inst.state in states)
+                   and (not req.host_id or inst.host_id == req.host_id))
+            chosen, token = c.page(ids, req.page_size, req.page_token)
+            resp = cmpb.ListInstancesResponse(next_page_token=token, seq=c.events.last_seq)
+            resp.instances.extend(source[i] for i in chosen)
+            return resp
+
+    @handler
+    def DeleteInstance(self, req: cmpb.DeleteInstanceRequest, ctx: Any, who: str) -> Any:
+        return instances.destroy(self.c, who, req)
+
+    def _act(self, action: str, req: Any, who: str, resp_cls: type,
+             target: cmpb.HostRef | None = None) -> Any:
+        return instances.act(self.c, who, action, req.request_id, req.instance, resp_cls, target)
+
+    @handler
+    def ShutdownInstance(self, req: Any, ctx: Any, who: str) -> Any:
+        return self._act("shutdown", req, who, cmpb.ShutdownInstanceResponse)
+
+    @handler
+    def PauseInstance(self, req: Any, ctx: Any, who: str) -> Any:
+        return self._act("pause", req, who, cmpb.PauseInstanceResponse)
+
+    @handler
+    def UnpauseInstance(self, req: Any, ctx: Any, who: str) -> Any:
+        return self._act("unpause", req, who, cmpb.UnpauseInstanceResponse)
+
+    @handler
+    def SuspendInstance(self, req: Any, ctx: Any, who: str) -> Any:
+        return self._act("suspend", req, who, cmpb.SuspendInstanceResponse)
+
+    @handler
+    def ResumeInstance(self, req: Any, ctx: Any, who: str) -> Any:
+        return self._act("resume", req, who, cmpb.ResumeInstanceResponse)
+
+    @handler
+    def MigrateInstance(self, req: cmpb.MigrateInstanceRequest, ctx: Any, who: str) -> Any:
+        if not req.HasField("target_host"):
+            raise invalid("name the host to migrate to")
+        return self._act("migrate", req, who, cmpb.MigrateInstanceResponse, req.target_host)
+
+    @handler
+    def CreateHost(self, req: cmpb.CreateHostRequest, ctx: Any, who: str) -> Any:
+        return admin.create_host(self.c, who, req)
+
+    @handler
+    def DeleteHost(self, req: cmpb.DeleteHostRequest, ctx: Any, who: str) -> Any:
+        return admin.delete_host(self.c, who, req)
+
+    @handler
+    def GetHost(self, req: cmpb.GetHostRequest, ctx: Any, who: str) -> Any:
+        with self.c.lock:
+            self.c.user(who)
+            return cmpb.GetHostResponse(host=self.c.host_view(self.c.find_host(req.host)))
+
+    @handler
+    def ListHosts(self, req: cmpb.ListHostsRequest, ctx: Any, who: str) -> Any:
+        c = self.c
+        with c.lock:
+            c.user(who)
+            chosen, token = c.page(c.hosts, req.page_size, req.page_token)
+            resp = cmpb.ListHostsResponse(next_page_token=token, seq=c.events.last_seq)
+            resp.hosts.extend(c.host_view(c.hosts[i]) for i in chosen)
+            return resp
+
+    @handler
+    def SetHostState(self, req: cmpb.SetHostStateRequest, ctx: Any, who: str) -> Any:
+        return admin.set_host_state(self.c, who, req)
+
+    @handler
+    def SetHostNotes(self, req: cmpb.SetHostNotesRequest, ctx: Any, who: str) -> Any:
+        return admin.set_host_notes(self.c, who, req)
+
+    @handler
+    def AddReservation(self, req: cmpb.AddReservationRequest, ctx: Any, who: str) -> Any:
+        return admin.add_reservation(self.c, who, req)
+
+    @handler
+    def RemoveReservation(self, req: cmpb.RemoveReservationRequest, ctx: Any, who: str) -> Any:
+        return admin.remove_reservation(self.c, who, req)
+
+    @handler
+    def GetReservation(self, req: cmpb.GetReservationRequest, ctx: Any, who: str) -> Any:
+        return admin.get_reservation(self.c, who, req)
+
+    @handler
+    def CreateUser(self, req: cmpb.CreateUserRequest, ctx: Any, who: str) -> Any:
+        return admin.create_user(self.c, who, req)
+
+    @handler
+    def ListUsers(self, req: cmpb.ListUsersRequest, ctx: Any, who: str) -> Any:
+        c = self.c
+        with c.lock:
+            c.user(who)
+            chosen, token = c.page(c.users, req.page_size, req.page_token)
+            return cmpb.ListUsersResponse(
+                users=[admin.user_view(c, c.users[i]) for i in chosen], next_page_token=token)
+
+    @handler
+    def CreateNetwork(self, req: cmpb.CreateNetworkRequest, ctx: Any, who: str) -> Any:
+        return admin.create_network(self.c, who, req)
+
+    @handler
+    def DeleteNetwork(self, req: cmpb.DeleteNetworkRequest, ctx: Any, who: str) -> Any:
+        return admin.delete_network(self.c, who, req)
+
+    @handler
+    def ListNetworks(self, req: cmpb.ListNetworksRequest, ctx: Any, who: str) -> Any:
+        c = self.c
+        with c.lock:
+            c.user(who)
+            chosen, token = c.page(c.networks, req.page_size, req.page_token)
+            return cmpb.ListNetworksResponse(networks=[c.networks[i] for i in chosen],
+                                             next_page_token=token)
+
+    @handler
+    def ListImages(self, req: cmpb.ListImagesRequest, ctx: Any, who: str) -> Any:
+        with self.c.lock:
+            self.c.user(who)
+        images = admin.list_images(self.c)
+        start = int(req.page_token) if req.page_token.isdigit() else 0
+        size = req.page_size or 1000
+        page = images[start:start + size]
+        token = str(start + size) if start + size < len(images) else ""
+        return cmpb.ListImagesResponse(images=page, next_page_token=token)
+
+    def WatchEvents(self, req: cmpb.WatchEventsRequest,
+                    context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:
+        who = caller_name(context)
+        log_ = self.c.events
+        try:
+            with self.c.lock:
+                self.c.require_admin(who, "watch the event stream")
+            log_.check_since(req.since)
+        except CMError as exc:
+            context.abort(exc.code, exc.message)
+        except OutOfRange as exc:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        since = req.since
+        limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
+        log_.watchers += 1
+        try:
+            while context.is_active() and not log_.closed:
+                try:
+                    batch = log_.read_after(since, limit, timeout=1.0)
+                except OutOfRange as exc:
+                    context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+                if batch:
+                    since = batch[-1].seq
+                    yield cmpb.WatchEventsResponse(events=batch)
+        finally:
+            log_.watchers -= 1
+
+
+class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    @handler
+    def RegisterHost(self, req: nr.RegisterHostRequest, ctx: Any, who: str) -> Any:
+        return nodes.register(self.c, who, req)
+
+    @handler
+    def Heartbeat(self, req: nr.HeartbeatRequest, ctx: Any, who: str) -> Any:
+        return nodes.heartbeat(self.c, who, req)
+
+    @handler
+    def ReportInstances(self, req: nr.ReportInstancesRequest, ctx: Any, who: str) -> Any:
+        return nodes.report(self.c, who, req)
+
+
+class PlacementServicer(pl_grpc.PlacementServiceServicer):
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    @handler
+    def ActivateInstances(self, req: plpb.ActivateInstancesRequest, ctx: Any, who: str) -> Any:
+        return placement.activate(self.c, who, req)
+
+    @handler
+    def HoldInstances(self, req: plpb.HoldInstancesRequest, ctx: Any, who: str) -> Any:
+        return placement.hold(self.c, who, req)

@@ -1,0 +1,114 @@
+"""Checks at the edge: every bad input gets a clear INVALID_ARGUMENT and changes nothing."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path, PurePosixPath
+
+from tashi.cm.errors import invalid, not_found
+from tashi.v1 import resources_pb2 as pb
+
+NAME_RE = re.compile(r"^[A-Za-z0-9.-]+$")
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+MAX_NAME = 63
+
+
+def check_name(kind: str, name: str) -> str:
+    if not name:
+        raise invalid(f"{kind} name is empty")
+    if len(name) > MAX_NAME:
+        raise invalid(f"{kind} name {name!r} is longer than {MAX_NAME} characters")
+    if not NAME_RE.match(name):
+        raise invalid(f"{kind} name {name!r} may use only letters, digits, '-' and '.'")
+    if name.isdigit():
+        raise invalid(f"{kind} name {name!r} is all digits, which reads as an id; add a letter")
+    return name
+
+
+def check_user_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or not re.match(r"^[A-Za-z0-9._-]+$", name):
+        raise invalid(f"user name {name!r} may use only letters, digits, '.', '_' and '-' "
+                      f"(1 to {MAX_NAME} characters)")
+    return name
+
+
+def check_size(cores: int, memory_mib: int, max_cores: int, max_memory_mib: int) -> None:
+    if not 1 <= cores <= max_cores:
+        raise invalid(f"cores must be between 1 and {max_cores}, got {cores}")
+    if not 1 <= memory_mib <= max_memory_mib:
+        raise invalid(f"memory must be between 1 and {max_memory_mib} MiB, got {memory_mib}")
+
+
+def check_disk(uri: str, images: Path | None) -> None:
+    if not uri:
+        raise invalid("disk path is empty")
+    path = PurePosixPath(uri)
+    if path.is_absolute():
+        raise invalid(f"disk {uri!r} is an absolute path; give a path inside the image store")
+    if ".." in path.parts:
+        raise invalid(f"disk {uri!r} climbs out of the image store with '..'")
+    if "\x00" in uri:
+        raise invalid("disk path holds a NUL byte")
+    if images is not None:
+        full = images / path
+        if not full.resolve().is_relative_to(images.resolve()):
+            raise invalid(f"disk {uri!r} leads outside the image store")
+        if not full.is_file():
+            raise not_found(f"image {uri!r} is not in the image store {images}")
+
+
+def check_mac(mac: str) -> str:
+    mac = mac.lower()
+    if not MAC_RE.match(mac):
+        raise invalid(f"MAC address {mac!r} is not of the form 52:54:00:12:34:56")
+    if int(mac[:2], 16) & 1:
+        raise invalid(f"MAC address {mac!r} is a multicast address")
+    return mac
+
+
+def check_ip(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise invalid(f"IP address {ip!r} is not valid") from None
+
+
+def stable_mac(instance_id: int, index: int) -> str:
+    """A locally administered MAC that stays the same for an instance's NIC."""
+    value = (instance_id * 16 + index) & 0xFFFFFF
+    return f"52:54:00:{value >> 16:02x}:{(value >> 8) & 0xFF:02x}:{value & 0xFF:02x}"
+
+
+def check_network(net: pb.Network) -> None:
+    if net.id <= 0:
+        raise invalid(f"network id must be a positive number, got {net.id}")
+    check_name("network", net.name)
+    if net.mtu and not 576 <= net.mtu <= 9216:
+        raise invalid(f"MTU must be between 576 and 9216, got {net.mtu}")
+    if net.kind == pb.NETWORK_KIND_VLAN:
+        if not 1 <= net.vlan_id <= 4094:
+            raise invalid(f"VLAN id must be between 1 and 4094, got {net.vlan_id}")
+    elif net.kind == pb.NETWORK_KIND_VXLAN:
+        if not 1 <= net.vni <= 16_777_215:
+            raise invalid(f"VXLAN VNI must be between 1 and 16777215, got {net.vni}")
+        if bool(net.group) == bool(net.peers):
+            raise invalid("a VXLAN network needs either a multicast group or a list of peers")
+        if net.group:
+            try:
+                group = ipaddress.ip_address(net.group)
+            except ValueError:
+                raise invalid(f"VXLAN group {net.group!r} is not an IP address") from None
+            if not group.is_multicast:
+                raise invalid(f"VXLAN group {net.group} is not a multicast address")
+        for peer in net.peers:
+            check_ip(peer)
+        if net.port > 65535:
+            raise invalid(f"VXLAN port {net.port} is not a UDP port")
+    elif net.kind != pb.NETWORK_KIND_FLAT:
+        raise invalid("network kind must be vlan, vxlan or flat")
+    if net.cidr:
+        try:
+            ipaddress.ip_network(net.cidr, strict=True)
+        except ValueError as exc:
+            raise invalid(f"address range {net.cidr!r} is not valid: {exc}") from None

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import CMProcess, start_cm
+
+
+@pytest.fixture
+def cm(tmp_path: Path) -> Iterator[CMProcess]:
+    """A real cluster manager process on loopback with a fresh store."""
+    proc = start_cm(tmp_path, images=str(_images(tmp_path)))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _images(tmp_path: Path) -> Path:
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    (images / "base.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 60)
+    (images / "sub").mkdir(exist_ok=True)
+    (images / "sub" / "data.img").write_bytes(b"\0" * 1024)
+    return images
