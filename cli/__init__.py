@@ -1,1 +1,1 @@
-"""cli."""
+"""The `tashi` command: Tashi's command names over the typed cluster client."""

@@ -1,0 +1,181 @@
+"""Hosts, users, networks, images and reservations (tashi-admin's commands, and the getters)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tashi.cli.context import Context, UsageError
+from tashi.cli.render import to_dict
+from tashi.runtime.names import HOST_STATES_BY_NAME
+from tashi.v1 import resources_pb2 as pb
+
+HOST_COLUMNS = ["id", "name", "up", "state", "cores", "memory_mib", "used_cores",
+                "used_memory_mib", "instance_count", "version", "notes", "reserved_for"]
+USER_COLUMNS = ["id", "name", "admin"]
+NETWORK_COLUMNS = ["id", "name", "kind", "default", "vlan_id", "vni", "mtu", "cidr"]
+IMAGE_COLUMNS = ["name", "size_bytes"]
+RESERVATION_COLUMNS = ["host_id", "host_name", "users"]
+KINDS = {"vlan": pb.NETWORK_KIND_VLAN, "vxlan": pb.NETWORK_KIND_VXLAN,
+         "flat": pb.NETWORK_KIND_FLAT}
+
+
+def get_hosts(ctx: Context) -> int:
+    ctx.output(ctx.client().list_hosts(), HOST_COLUMNS)
+    return 0
+
+
+def get_users(ctx: Context) -> int:
+    ctx.output(ctx.client().list_users(), USER_COLUMNS)
+    return 0
+
+
+def get_networks(ctx: Context) -> int:
+    client = ctx.client()
+    nets = client.list_networks()
+    hosts = client.list_hosts()
+    rows = []
+    for net in nets:
+        row = to_dict(net)
+        status = []
+        for h in hosts:
+            for s in h.networks:
+                if s.network_id == net.id:
+                    status.append(f"{h.name}:" + ("ready" if s.ready else f"down ({s.reason})"))
+        row["hosts"] = status
+        rows.append(row)
+    ctx.output(rows, NETWORK_COLUMNS + ["hosts"])
+    return 0
+
+
+def get_images(ctx: Context) -> int:
+    ctx.output(ctx.client().list_images(), IMAGE_COLUMNS)
+    return 0
+
+
+def add_user(ctx: Context) -> int:
+    ctx.output([ctx.client().create_user(ctx.args.name)], USER_COLUMNS)
+    return 0
+
+
+def add_host(ctx: Context) -> int:
+    ctx.output([ctx.client().create_host(ctx.args.name, ctx.args.notes or "")], HOST_COLUMNS)
+    return 0
+
+
+def del_host(ctx: Context) -> int:
+    ctx.output([ctx.client().delete_host(ctx.args.host)], HOST_COLUMNS)
+    return 0
+
+
+def set_host_state(ctx: Context) -> int:
+    state = HOST_STATES_BY_NAME.get(ctx.args.state.lower())
+    if state not in (pb.HOST_STATE_NORMAL, pb.HOST_STATE_DRAINED):
+        raise UsageError("--state is normal or drained")
+    ctx.output([ctx.client().set_host_state(ctx.args.host, state)], HOST_COLUMNS)
+    return 0
+
+
+def set_host_notes(ctx: Context) -> int:
+    ctx.output([ctx.client().set_host_notes(ctx.args.host, ctx.args.notes)], HOST_COLUMNS)
+    return 0
+
+
+def add_reservation(ctx: Context) -> int:
+    res = ctx.client().add_reservation(ctx.args.host, ctx.args.user_name)
+    ctx.output([res], RESERVATION_COLUMNS)
+    return 0
+
+
+def del_reservation(ctx: Context) -> int:
+    res = ctx.client().remove_reservation(ctx.args.host, ctx.args.user_name)
+    ctx.output([res], RESERVATION_COLUMNS)
+    return 0
+
+
+def get_reservation(ctx: Context) -> int:
+    ctx.output([ctx.client().get_reservation(ctx.args.host)], RESERVATION_COLUMNS)
+    return 0
+
+
+def add_network(ctx: Context) -> int:
+    a = ctx.args
+    net = pb.Network(id=a.id, name=a.name, default=a.default, mtu=a.mtu or 0, cidr=a.cidr or "")
+    if a.vlan is not None:
+        net.kind, net.vlan_id = pb.NETWORK_KIND_VLAN, a.vlan
+    elif a.vxlan is not None:
+        net.kind, net.vni = pb.NETWORK_KIND_VXLAN, a.vxlan
+        net.group = a.group or ""
+        net.peers.extend(p for p in (a.peers or "").split(",") if p)
+        net.port = a.port or 0
+    else:
+        net.kind = pb.NETWORK_KIND_FLAT
+    if (a.group or a.peers) and a.vxlan is None:
+        raise UsageError("--group and --peers go with --vxlan")
+    ctx.output([ctx.client().create_network(net)], NETWORK_COLUMNS)
+    return 0
+
+
+def del_network(ctx: Context) -> int:
+    ctx.output([ctx.client().delete_network(ctx.args.id)], NETWORK_COLUMNS)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for cmd, func, text in (("getHosts", get_hosts, "list hosts"),
+                            ("getUsers", get_users, "list users"),
+                            ("getNetworks", get_networks, "list networks, with per-host status"),
+                            ("getImages", get_images, "list the image store")):
+        sub.add_parser(cmd, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("addUser", help="admin: add a user")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=add_user)
+
+    p = sub.add_parser("addHost", help="admin: add a host so its node manager may join")
+    p.add_argument("--name", required=True)
+    p.add_argument("--notes")
+    p.set_defaults(func=add_host)
+
+    p = sub.add_parser("delHost", help="admin: remove a host that holds no instances")
+    p.add_argument("--host", required=True, help="NAME or ID")
+    p.set_defaults(func=del_host)
+
+    p = sub.add_parser("setHostState", help="admin: normal, or drained (takes no new VMs)")
+    p.add_argument("--host", required=True, help="NAME or ID")
+    p.add_argument("--state", required=True, help="normal or drained")
+    p.set_defaults(func=set_host_state)
+
+    p = sub.add_parser("setHostNotes", help="admin: set a host's notes")
+    p.add_argument("--host", required=True, help="NAME or ID")
+    p.add_argument("--notes", required=True)
+    p.set_defaults(func=set_host_notes)
+
+    for cmd, func, text in (("addReservation", add_reservation, "admin: reserve a host for a user"),
+                            ("delReservation", del_reservation, "admin: drop a reservation")):
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("--host", required=True, help="NAME or ID")
+        p.add_argument("--user", dest="user_name", required=True, help="user name")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("getReservation", help="who a host is reserved for")
+    p.add_argument("--host", required=True, help="NAME or ID")
+    p.set_defaults(func=get_reservation)
+
+    p = sub.add_parser("addNetwork", help="admin: add a network")
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--name", required=True)
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--vlan", type=int, metavar="ID", help="802.1Q VLAN on the uplink")
+    kind.add_argument("--vxlan", type=int, metavar="VNI", help="VXLAN network id")
+    kind.add_argument("--flat", action="store_true", help="the uplink bridged as is (default)")
+    p.add_argument("--group", help="VXLAN multicast group")
+    p.add_argument("--peers", help="VXLAN unicast peers A,B,...")
+    p.add_argument("--port", type=int, help="VXLAN UDP port (default 4789)")
+    p.add_argument("--mtu", type=int, help="e.g. 9000 for jumbo frames")
+    p.add_argument("--cidr", help="address range for the allocator, e.g. 10.11.0.0/24")
+    p.add_argument("--default", action="store_true", help="NICs with no network use this one")
+    p.set_defaults(func=add_network)
+
+    p = sub.add_parser("delNetwork", help="admin: remove a network no instance uses")
+    p.add_argument("--id", type=int, required=True)
+    p.set_defaults(func=del_network)
