@@ -1,1 +1,1 @@
-"""nm."""
+"""Node manager: runs the VMs of one host through libvirt and keeps the CM told."""

@@ -1,0 +1,39 @@
+"""The node manager's settings: defaults < TOML (`--config`) < flags."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from tashi.runtime.config import data_dir
+
+
+def _default_state_dir() -> str:
+    return str(data_dir("nm"))
+
+
+@dataclass
+class NmConfig:
+    listen: str = field(default="127.0.0.1:9883",
+                        metadata={"help": "HOST:PORT to serve NodeManagerService on"})
+    cm: str = field(default="127.0.0.1:9882", metadata={"help": "cluster manager HOST:PORT"})
+    hostname: str = field(default_factory=socket.gethostname,
+                          metadata={"help": "name the host was added under (tashi addHost)"})
+    advertise: str = field(default="", metadata={
+        "help": "HOST:PORT the CM reaches this NM at (default: the listen address)"})
+    libvirt_uri: str = field(default="qemu:///system", metadata={
+        "help": "libvirt URI; test:///path/node.xml simulates a host of that size"})
+    images: str = field(default="/var/lib/tashi/images",
+                        metadata={"help": "image store (disk URIs are relative to it)"})
+    state_dir: str = field(default_factory=_default_state_dir,
+                           metadata={"help": "suspend files, overlays, console logs"})
+    reserved_memory: int = field(default=512,
+                                 metadata={"help": "MiB kept for the host itself"})
+    heartbeat_seconds: float = field(default=2.0,
+                                     metadata={"help": "seconds between heartbeats"})
+    resync_seconds: float = field(default=60.0, metadata={
+        "help": "seconds between safety-net resyncs with libvirt"})
+    domain_type: str = field(default="qemu",
+                             metadata={"help": "libvirt domain type: qemu (TCG) or kvm"})
+    user: str = field(default="root", metadata={"help": "user name the NM calls the CM as"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})

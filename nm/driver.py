@@ -1,0 +1,80 @@
+"""The hypervisor driver contract the servicer and reporter program against.
+
+One implementation (libvirt, `tashi.nm.libvirt`) serves both the simulated
+host (`test:///node.xml`) and real QEMU; the contract stays small so another
+hypervisor could slot in.  Every method raises `tashi.nm.errors.NmError`
+subclasses on failure, and operations on an unmanaged VM raise `NotFound`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from tashi.nm.model import HostFacts, Observation, VmInfo, VmSpec, VmStats
+
+ChangeListener = Callable[[Observation], None]
+
+
+class Driver(ABC):
+    @abstractmethod
+    def host_facts(self) -> HostFacts: ...
+
+    @abstractmethod
+    def set_listener(self, listener: ChangeListener) -> None:
+        """Called (from the driver's event thread) for every change it observes."""
+
+    @abstractmethod
+    def start_vm(self, spec: VmSpec) -> VmInfo: ...
+
+    @abstractmethod
+    def shutdown_vm(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def destroy_vm(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def pause_vm(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def unpause_vm(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def suspend_vm(self, instance_id: int) -> tuple[VmInfo, str]:
+        """Save to a file and stop; returns the file's path."""
+
+    @abstractmethod
+    def resume_vm(self, spec: VmSpec, suspend_file: str) -> VmInfo: ...
+
+    @abstractmethod
+    def prepare_receive(self, spec: VmSpec) -> str:
+        """Get ready to receive a migrating VM; returns the cookie the source passes on."""
+
+    @abstractmethod
+    def prepare_source(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo: ...
+
+    @abstractmethod
+    def receive_vm(self, instance_id: int, cookie: str) -> VmInfo: ...
+
+    @abstractmethod
+    def get_vm(self, instance_id: int) -> VmInfo: ...
+
+    @abstractmethod
+    def vm_stats(self, instance_id: int) -> VmStats: ...
+
+    @abstractmethod
+    def list_vms(self) -> list[VmInfo]: ...
+
+    @abstractmethod
+    def vm_spec(self, instance_id: int) -> VmSpec | None:
+        """The spec a managed VM was started from (read back from its metadata)."""
+
+    @abstractmethod
+    def resync(self) -> list[Observation]:
+        """Re-read the hypervisor (safety net for missed events); returns the changes found."""
+
+    @abstractmethod
+    def close(self) -> None: ...

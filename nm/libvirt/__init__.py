@@ -1,0 +1,2 @@
+"""The libvirt driver, split by concern: connection and host facts, state mapping,
+domain XML, disks, events."""

@@ -1,0 +1,672 @@
+"""The libvirt driver: Tashi's VM operations on one host's libvirt.
+
+Domains are transient (created, never defined): a VM that exits leaves no
+definition behind, and one that runs survives an NM restart inside libvirt,
+where its `<metadata>` lets the next NM re-adopt it.  State changes come from
+libvirt's lifecycle events, handled on a worker thread that re-reads the
+domain's current state (so a stale event never reports a state the VM already
+left); RPC paths apply what they did at once, and a repeated state is never
+reported twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+from tashi.nm.driver import ChangeListener, Driver
+from tashi.nm.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    HypervisorError,
+    InvalidArgument,
+    NmError,
+    NotFound,
+    ResourceExhausted,
+)
+from tashi.nm.libvirt import domain_xml as dx
+from tashi.nm.libvirt import guest
+from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
+from tashi.nm.libvirt.host import Host
+from tashi.nm.model import (
+    EXITED,
+    PAUSED,
+    RUNNING,
+    SHUTTING_DOWN,
+    SUSPENDED,
+    UNSPECIFIED,
+    DiskSpec,
+    HostFacts,
+    NicSpec,
+    Observation,
+    VmInfo,
+    VmSpec,
+    VmStats,
+)
+from tashi.nm.network.names import stable_mac, tap_name
+from tashi.nm.validate import HINT_CMDLINE, HINT_INITRD, HINT_KERNEL, check_spec
+
+log = logging.getLogger(__name__)
+
+_STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
+                 4: "saved to a file", 5: "the hypervisor failed"}
+
+
+@dataclass
+class Managed:
+    """A VM this NM runs (or is starting)."""
+
+    meta: dx.TashiMetadata
+    vm_id: str
+    state: int = UNSPECIFIED
+    overlays: list[str] = field(default_factory=list)
+    suspend_file: str = ""
+
+    def info(self, state: int | None = None) -> VmInfo:
+        m = self.meta
+        return VmInfo(instance_id=m.instance_id, vm_id=self.vm_id,
+                      state=self.state if state is None else state, name=m.name,
+                      owner=m.owner, cores=m.cores, memory_mib=m.memory_mib)
+
+
+def spec_of(meta: dx.TashiMetadata) -> VmSpec:
+    return VmSpec(instance_id=meta.instance_id, name=meta.name, owner=meta.owner,
+                  cores=meta.cores, memory_mib=meta.memory_mib,
+                  disks=tuple(DiskSpec(d.uri, d.persistent) for d in meta.disks),
+                  nics=tuple(NicSpec(n.network_id, n.mac, n.ip) for n in meta.nics),
+                  hints=dict(meta.hints))
+
+
+def _lv_message(exc: libvirt.libvirtError) -> str:
+    return exc.get_error_message() or str(exc)
+
+
+def _is_no_domain(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+
+
+class LibvirtDriver(Driver):
+    def __init__(self, uri: str, images: str | Path, state_dir: str | Path, *,
+                 domain_type: str = "qemu", reserved_memory_mib: int = 0) -> None:
+        self.images = ImageStore(images)
+        self.state_dir = Path(state_dir).resolve()
+        self.overlay_dir = self.state_dir / "overlays"
+        self.suspend_dir = self.state_dir / "suspend"
+        self.console_dir = self.state_dir / "console"
+        for d in (self.overlay_dir, self.suspend_dir, self.console_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.domain_type = domain_type
+        self.reserved_memory_mib = reserved_memory_mib
+        self._listener: ChangeListener = lambda _obs: None
+        self._lock = threading.Lock()  # guards _vms and _vm_locks
+        self._vms: dict[int, Managed] = {}
+        self._vm_locks: dict[int, threading.Lock] = {}
+        self._receiving: dict[str, int] = {}  # migration cookie -> instance id
+        self._events: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
+        self._callback_ids: list[tuple[libvirt.virConnect, int]] = []
+        self._facts: HostFacts | None = None
+        self._resync_lock = threading.Lock()
+        self._closed = False
+        self.host = Host(uri, self._on_connect)
+        self._worker = threading.Thread(target=self._work, name="nm-events", daemon=True)
+        self._worker.start()
+        self.host.conn()
+        self.resync()
+
+    # -- wiring ---------------------------------------------------------------
+    def set_listener(self, listener: ChangeListener) -> None:
+        self._listener = listener
+
+    def _on_connect(self, conn: libvirt.virConnect) -> None:
+        cb_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                            self._on_lifecycle, None)
+        self._callback_ids.append((conn, cb_id))
+        if self._vms:  # a reconnect: catch up on what happened while libvirtd was away
+            self.request_resync()
+
+    def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int,
+                      _opaque: Any) -> None:
+        # Runs on libvirt's event thread: hand off at once, never call libvirt here.
+        self._events.put((dom.name(), event, detail))
+
+    def close(self) -> None:
+        self._closed = True
+        self._events.put(None)
+        for conn, cb_id in self._callback_ids:
+            try:
+                conn.domainEventDeregisterAny(cb_id)
+            except libvirt.libvirtError:
+                pass
+        self._callback_ids.clear()
+        self._worker.join(timeout=5)
+        self.host.close()
+
+    # -- events ---------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            name, event, detail = item
+            try:
+                if event < 0:
+                    self.resync()
+                else:
+                    self._handle_event(name, event, detail)
+            except NmError as exc:
+                log.warning("handling libvirt event for %s: %s", name or "resync", exc.message)
+            except Exception:
+                log.exception("handling libvirt event for %s", name)
+
+    def _find(self, vm_id: str) -> Managed | None:
+        with self._lock:
+            for rec in self._vms.values():
+                if rec.vm_id == vm_id:
+                    return rec
+        return None
+
+    def _handle_event(self, name: str, event: int, detail: int) -> None:
+        implied = guest.state_after_event(event, detail)
+        if event == guest.EV_STOPPED:
+            if implied == UNSPECIFIED:
+                return  # migrated away: send_vm settles it
+            rec = self._find(name)
+            if rec is not None:
+                self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
+            return
+        if implied == UNSPECIFIED:
+            return
+        rec = self._find(name)
+        try:
+            dom = self.host.conn().lookupByName(name)
+            state = guest.state_of(dom.state()[0])
+        except libvirt.libvirtError:
+            return  # gone again; its STOPPED event follows
+        if rec is None:
+            if state in (RUNNING, PAUSED):
+                self._adopt(dom)  # started behind our back, or arrived by migration
+            return
+        if rec.state != UNSPECIFIED:  # a start in flight answers for itself
+            self._transition(rec, state)
+
+    def _transition(self, rec: Managed, state: int, message: str = "",
+                    suspend_file: str = "") -> Observation | None:
+        """Record a state the VM is now in and tell the listener, once per change."""
+        with self._lock:
+            if rec.state == state or self._vms.get(rec.meta.instance_id) is not rec:
+                return None
+            rec.state = state
+            gone = state in (EXITED, SUSPENDED)
+            if gone:
+                del self._vms[rec.meta.instance_id]
+            suspend_file = suspend_file or rec.suspend_file
+        if state == EXITED:
+            remove_files(rec.overlays)
+        obs = Observation(vm=rec.info(), message=message,
+                          suspend_file=suspend_file if state == SUSPENDED else "",
+                          spec=spec_of(rec.meta))
+        self._listener(obs)
+        return obs
+
+    # -- adoption and resync ----------------------------------------------------
+    def _metadata(self, dom: libvirt.virDomain) -> dx.TashiMetadata | None:
+        try:
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError:
+            return None
+        try:
+            return dx.parse_metadata(xml)
+        except (ValueError, ET.ParseError):
+            return None  # not Tashi's: never touched
+
+    def _adopt(self, dom: libvirt.virDomain) -> tuple[Managed | None, Observation | None]:
+        meta = self._metadata(dom)
+        if meta is None:
+            return None, None
+        try:
+            state = guest.state_of(dom.state()[0])
+        except libvirt.libvirtError:
+            return None, None
+        if state not in (RUNNING, PAUSED):
+            return None, None
+        rec = Managed(meta=meta, vm_id=dom.name(),
+                      overlays=[d.path for d in meta.disks if not d.persistent])
+        with self._lock:
+            if meta.instance_id in self._vms:
+                return self._vms[meta.instance_id], None
+            self._vms[meta.instance_id] = rec
+        log.info("adopted %s (instance %d of %s)", rec.vm_id, meta.instance_id, meta.owner)
+        return rec, self._transition(rec, state, "adopted by the node manager")
+
+    def resync(self) -> list[Observation]:
+        """Compare libvirt with what we believe; adopt, update and drop accordingly."""
+        seen: list[Observation | None] = []
+        with self._resync_lock:
+            conn = self.host.conn()
+            live: set[str] = set()
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                name = dom.name()
+                rec = self._find(name)
+                if rec is None:
+                    adopted, obs = self._adopt(dom)
+                    seen.append(obs)
+                    if adopted is not None:
+                        live.add(adopted.vm_id)
+                    continue
+                live.add(name)
+                if rec.state != UNSPECIFIED:
+                    try:
+                        seen.append(self._transition(rec, guest.state_of(dom.state()[0])))
+                    except libvirt.libvirtError:
+                        live.discard(name)
+            with self._lock:
+                vanished = [r for r in self._vms.values()
+                            if r.vm_id not in live and r.state != UNSPECIFIED]
+            for rec in vanished:
+                seen.append(self._transition(rec, EXITED, "no longer known to libvirt"))
+        return [o for o in seen if o is not None]
+
+    def request_resync(self) -> None:
+        """Resync on the event thread, in order with the events."""
+        self._events.put(("", -1, 0))
+
+    # -- host -------------------------------------------------------------------
+    def host_facts(self) -> HostFacts:
+        if self._facts is None:
+            self._facts = self.host.facts()
+        return self._facts
+
+    def capacity_mib(self) -> int:
+        return max(0, self.host_facts().memory_mib - self.reserved_memory_mib)
+
+    def _vm_lock(self, instance_id: int) -> threading.Lock:
+        with self._lock:
+            return self._vm_locks.setdefault(instance_id, threading.Lock())
+
+    def _managed(self, instance_id: int) -> Managed:
+        with self._lock:
+            rec = self._vms.get(instance_id)
+        if rec is None or rec.state == UNSPECIFIED:
+            raise NotFound(f"instance {instance_id} is not running on this host")
+        return rec
+
+    def _domain(self, rec: Managed) -> libvirt.virDomain:
+        try:
+            return self.host.conn().lookupByName(rec.vm_id)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                self._transition(rec, EXITED, "no longer known to libvirt")
+                raise NotFound(f"instance {rec.meta.instance_id} is not running on this "
+                               "host") from None
+            raise HypervisorError(_lv_message(exc)) from None
+
+    def _current(self, rec: Managed, dom: libvirt.virDomain) -> VmInfo:
+        try:
+            state = guest.state_of(dom.state()[0])
+        except libvirt.libvirtError:
+            state = EXITED
+        self._transition(rec, state, "stopped" if state == EXITED else "")
+        return rec.info(state)
+
+    def _reserve(self, meta: dx.TashiMetadata, vm_id: str) -> Managed:
+        """Claim the instance id and its memory before anything is created."""
+        facts = self.host_facts()
+        if meta.cores > facts.cores:
+            raise FailedPrecondition(f"instance {meta.instance_id} wants {meta.cores} cores; "
+                                     f"this host has {facts.cores}")
+        with self._lock:
+            if meta.instance_id in self._vms:
+                raise AlreadyExists(f"instance {meta.instance_id} is already on this host")
+            used = sum(r.meta.memory_mib for r in self._vms.values())
+            free = self.capacity_mib() - used
+            if meta.memory_mib > free:
+                raise ResourceExhausted(
+                    f"instance {meta.instance_id} needs {meta.memory_mib} MiB; this host has "
+                    f"{free} MiB free of {self.capacity_mib()} MiB "
+                    f"(after a {self.reserved_memory_mib} MiB reserve)")
+            in_use = {d.path for r in self._vms.values() for d in r.meta.disks if d.persistent}
+            for d in meta.disks:
+                if d.persistent and d.path in in_use:
+                    raise FailedPrecondition(f"persistent disk {d.uri!r} is in use by another "
+                                             "VM on this host")
+            rec = Managed(meta=meta, vm_id=vm_id)
+            self._vms[meta.instance_id] = rec
+        return rec
+
+    def _release(self, rec: Managed) -> None:
+        with self._lock:
+            if self._vms.get(rec.meta.instance_id) is rec:
+                del self._vms[rec.meta.instance_id]
+
+    # -- start ------------------------------------------------------------------
+    def _existing(self, spec: VmSpec, name: str) -> VmInfo | None:
+        """A retried start finds its VM; a foreign domain of that name is a clash."""
+        with self._lock:
+            rec = self._vms.get(spec.instance_id)
+        if rec is not None and rec.state in (RUNNING, PAUSED):
+            return rec.info()
+        try:
+            dom = self.host.conn().lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                return None
+            raise HypervisorError(_lv_message(exc)) from None
+        meta = self._metadata(dom)
+        if meta is None or meta.instance_id != spec.instance_id:
+            raise AlreadyExists(f"a domain named {name!r} already exists on this host and is "
+                                f"not instance {spec.instance_id}; nothing was changed")
+        adopted, _obs = self._adopt(dom)
+        if adopted is None:
+            raise AlreadyExists(f"domain {name!r} exists but is not running; nothing was changed")
+        return adopted.info()
+
+    def _plan_disks(self, spec: VmSpec, name: str) -> tuple[list[dx.MetaDisk],
+                                                            list[tuple[Path, str, Path]],
+                                                            list[dx.DiskDevice]]:
+        metas: list[dx.MetaDisk] = []
+        overlays: list[tuple[Path, str, Path]] = []
+        devices: list[dx.DiskDevice] = []
+        for i, disk in enumerate(spec.disks):
+            base = self.images.resolve(disk.uri)
+            fmt = self.images.image_format(base)
+            if disk.persistent:
+                path, dev_fmt = base, fmt
+            else:
+                path, dev_fmt = self.overlay_dir / f"{name}-{dx.disk_target(i)}.qcow2", "qcow2"
+                overlays.append((base, fmt, path))
+            metas.append(dx.MetaDisk(uri=disk.uri, persistent=disk.persistent, path=str(path)))
+            devices.append(dx.DiskDevice(path=str(path), fmt=dev_fmt, target=dx.disk_target(i)))
+        return metas, overlays, devices
+
+    def _domain_config(self, spec: VmSpec, name: str, metas: list[dx.MetaDisk],
+                       devices: list[dx.DiskDevice]) -> dx.DomainConfig:
+        kernel = initrd = ""
+        if spec.hints.get(HINT_KERNEL):
+            kernel = str(self.images.resolve(spec.hints[HINT_KERNEL], "kernel"))
+        if spec.hints.get(HINT_INITRD):
+            initrd = str(self.images.resolve(spec.hints[HINT_INITRD], "initrd"))
+        meta = dx.TashiMetadata(
+            instance_id=spec.instance_id, owner=spec.owner, name=spec.name, cores=spec.cores,
+            memory_mib=spec.memory_mib, disks=tuple(metas),
+            nics=tuple(dx.MetaNic(n.network_id, n.mac or stable_mac(spec.instance_id, i), n.ip)
+                       for i, n in enumerate(spec.nics)),
+            hints=dict(spec.hints))
+        nics = []
+        for i, n in enumerate(spec.nics):
+            if not n.bridge:
+                raise FailedPrecondition(f"network {n.network_id} has no bridge on this host")
+            nics.append(dx.NicDevice(bridge=n.bridge, mac=n.mac or stable_mac(spec.instance_id, i),
+                                     mtu=n.mtu, tap=tap_name(spec.instance_id, i)))
+        return dx.DomainConfig(
+            name=name, domain_type=self.domain_type, memory_mib=spec.memory_mib,
+            vcpus=spec.cores, metadata=meta, kernel=kernel, initrd=initrd,
+            cmdline=spec.hints.get(HINT_CMDLINE, "") if kernel else "",
+            disks=tuple(devices), nics=tuple(nics),
+            console_log=str(self.console_dir / f"{name}.log"))
+
+    def start_vm(self, spec: VmSpec) -> VmInfo:
+        check_spec(spec)
+        name = dx.vm_name(spec.instance_id)
+        with self._vm_lock(spec.instance_id):
+            found = self._existing(spec, name)
+            if found is not None:
+                return found
+            # Everything that can be refused is checked before anything is created.
+            metas, overlays, devices = self._plan_disks(spec, name)
+            cfg = self._domain_config(spec, name, metas, devices)
+            rec = self._reserve(cfg.metadata, name)
+            rec.overlays = [str(o[2]) for o in overlays]
+            try:
+                for base, fmt, path in overlays:
+                    create_overlay(base, fmt, path)
+                dom = self.host.conn().createXML(dx.build(cfg), 0)
+            except BaseException as exc:
+                self._release(rec)
+                remove_files(rec.overlays)
+                if isinstance(exc, libvirt.libvirtError):
+                    raise HypervisorError(f"libvirt could not start {name}: "
+                                          f"{_lv_message(exc)}") from None
+                raise
+            return self._current(rec, dom)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def _act(self, instance_id: int, what: str,
+             action: Callable[[libvirt.virDomain], object]) -> tuple[Managed, libvirt.virDomain]:
+        rec = self._managed(instance_id)
+        dom = self._domain(rec)
+        try:
+            action(dom)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                self._transition(rec, EXITED, "no longer known to libvirt")
+                raise NotFound(f"instance {instance_id} is not running on this host") from None
+            raise HypervisorError(f"cannot {what} instance {instance_id}: "
+                                  f"{_lv_message(exc)}") from None
+        return rec, dom
+
+    def shutdown_vm(self, instance_id: int) -> VmInfo:
+        def press(dom: libvirt.virDomain) -> None:
+            try:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
+                                                libvirt.VIR_ERR_NO_SUPPORT):
+                    raise
+                dom.shutdown()  # drivers without the flag (the test driver)
+
+        with self._vm_lock(instance_id):
+            rec, dom = self._act(instance_id, "shut down", press)
+            info = self._current(rec, dom)
+            return info if info.state == EXITED else rec.info(SHUTTING_DOWN)
+
+    def destroy_vm(self, instance_id: int) -> VmInfo:
+        with self._vm_lock(instance_id):
+            rec, _dom = self._act(instance_id, "destroy", lambda d: d.destroy())
+            self._transition(rec, EXITED, "destroyed")
+            return rec.info(EXITED)
+
+    def pause_vm(self, instance_id: int) -> VmInfo:
+        with self._vm_lock(instance_id):
+            rec = self._managed(instance_id)
+            if rec.state == PAUSED:
+                return rec.info()
+            rec, dom = self._act(instance_id, "pause", lambda d: d.suspend())
+            return self._current(rec, dom)
+
+    def unpause_vm(self, instance_id: int) -> VmInfo:
+        with self._vm_lock(instance_id):
+            rec = self._managed(instance_id)
+            if rec.state == RUNNING:
+                return rec.info()
+            rec, dom = self._act(instance_id, "unpause", lambda d: d.resume())
+            return self._current(rec, dom)
+
+    def suspend_file(self, instance_id: int) -> Path:
+        return self.suspend_dir / f"{dx.vm_name(instance_id)}.save"
+
+    def suspend_vm(self, instance_id: int) -> tuple[VmInfo, str]:
+        with self._vm_lock(instance_id):
+            rec = self._managed(instance_id)
+            path = self.suspend_file(instance_id)
+            rec.suspend_file = str(path)
+            try:
+                self._act(instance_id, "suspend", lambda d: d.save(str(path)))
+            except BaseException:
+                rec.suspend_file = ""
+                remove_files([str(path)])
+                raise
+            self._transition(rec, SUSPENDED, "saved to a file", str(path))
+            return rec.info(SUSPENDED), str(path)
+
+    def _check_suspend_file(self, suspend_file: str) -> Path:
+        if not suspend_file:
+            raise InvalidArgument("no suspend file given")
+        real = Path(os.path.realpath(suspend_file))
+        if real.parent != self.suspend_dir:
+            raise InvalidArgument(f"suspend file {suspend_file!r} is not in this node manager's "
+                                  f"suspend directory {self.suspend_dir}")
+        if not real.is_file():
+            raise NotFound(f"suspend file {suspend_file!r} does not exist on this host")
+        return real
+
+    def resume_vm(self, spec: VmSpec, suspend_file: str) -> VmInfo:
+        check_spec(spec)
+        path = self._check_suspend_file(suspend_file)
+        with self._vm_lock(spec.instance_id):
+            with self._lock:
+                rec0 = self._vms.get(spec.instance_id)
+            if rec0 is not None and rec0.state in (RUNNING, PAUSED):
+                return rec0.info()
+            conn = self.host.conn()
+            try:
+                saved = conn.saveImageGetXMLDesc(str(path), 0)
+            except libvirt.libvirtError as exc:
+                raise InvalidArgument(f"suspend file {suspend_file!r} is unreadable: "
+                                      f"{_lv_message(exc)}") from None
+            try:
+                meta = dx.parse_metadata(saved)
+            except (ValueError, ET.ParseError):
+                raise InvalidArgument(f"suspend file {suspend_file!r} holds no Tashi VM") from None
+            if meta.instance_id != spec.instance_id:
+                raise InvalidArgument(f"suspend file {suspend_file!r} holds instance "
+                                      f"{meta.instance_id}, not {spec.instance_id}")
+            missing = [d.path for d in meta.disks if not os.path.exists(d.path)]
+            if missing:
+                raise FailedPrecondition(f"the suspended VM's disks are not on this host: "
+                                         f"{', '.join(missing)}")
+            name = ET.fromstring(saved).findtext("name") or dx.vm_name(spec.instance_id)
+            rec = self._reserve(meta, name)
+            rec.overlays = [d.path for d in meta.disks if not d.persistent]
+            try:
+                conn.restore(str(path))
+                dom = conn.lookupByName(name)
+            except libvirt.libvirtError as exc:
+                self._release(rec)
+                raise HypervisorError(f"libvirt could not restore {name}: "
+                                      f"{_lv_message(exc)}") from None
+            remove_files([str(path)])
+            return self._current(rec, dom)
+
+    # -- migration hooks ---------------------------------------------------------
+    def prepare_receive(self, spec: VmSpec) -> str:
+        """Check the VM fits and claim its memory; the cookie names the claim."""
+        check_spec(spec)
+        meta = dx.TashiMetadata(instance_id=spec.instance_id, owner=spec.owner, name=spec.name,
+                                cores=spec.cores, memory_mib=spec.memory_mib)
+        self._reserve(meta, dx.vm_name(spec.instance_id))
+        cookie = uuid.uuid4().hex
+        with self._lock:
+            self._receiving[cookie] = spec.instance_id
+        return json.dumps({"instance_id": spec.instance_id, "token": cookie})
+
+    def prepare_source(self, instance_id: int) -> VmInfo:
+        rec = self._managed(instance_id)
+        if rec.state != RUNNING:
+            raise FailedPrecondition(f"instance {instance_id} is not running")
+        return rec.info()
+
+    def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo:
+        if not target_uri:
+            raise InvalidArgument("no target URI given")
+        with self._vm_lock(instance_id):
+            rec = self._managed(instance_id)
+            dom = self._domain(rec)
+            flags = libvirt.VIR_MIGRATE_LIVE
+            if any(not d.persistent for d in rec.meta.disks):
+                flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+            try:
+                dconn = libvirt.open(target_uri)
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(f"cannot reach target hypervisor {target_uri}: "
+                                      f"{_lv_message(exc)}") from None
+            try:
+                dom.migrate3(dconn, {}, flags)
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(f"migration of instance {instance_id} failed: "
+                                      f"{_lv_message(exc)}") from None
+            finally:
+                dconn.close()
+            with self._lock:
+                if self._vms.get(instance_id) is rec:
+                    del self._vms[instance_id]
+            remove_files(rec.overlays)
+            return rec.info(RUNNING)
+
+    def receive_vm(self, instance_id: int, cookie: str) -> VmInfo:
+        try:
+            token = str(json.loads(cookie)["token"])
+        except (ValueError, KeyError, TypeError):
+            raise InvalidArgument("migration cookie is not one this node manager made") from None
+        with self._lock:
+            claimed = self._receiving.get(token)
+        if claimed != instance_id:
+            raise NotFound(f"no migration of instance {instance_id} is expected here")
+        with self._vm_lock(instance_id):
+            try:
+                dom = self.host.conn().lookupByName(dx.vm_name(instance_id))
+            except libvirt.libvirtError:
+                raise FailedPrecondition(f"instance {instance_id} has not arrived") from None
+            with self._lock:
+                self._receiving.pop(token, None)
+                claim = self._vms.pop(instance_id, None)
+            rec, _obs = self._adopt(dom)
+            if rec is None:
+                with self._lock:
+                    if claim is not None:
+                        self._vms.setdefault(instance_id, claim)
+                raise FailedPrecondition(f"instance {instance_id} arrived but is not running")
+            return rec.info()
+
+    # -- queries ------------------------------------------------------------------
+    def get_vm(self, instance_id: int) -> VmInfo:
+        rec = self._managed(instance_id)
+        return self._current(rec, self._domain(rec))
+
+    def list_vms(self) -> list[VmInfo]:
+        with self._lock:
+            recs = [r for r in self._vms.values() if r.state != UNSPECIFIED]
+        return sorted((r.info() for r in recs), key=lambda v: v.instance_id)
+
+    def vm_spec(self, instance_id: int) -> VmSpec | None:
+        with self._lock:
+            rec = self._vms.get(instance_id)
+        return spec_of(rec.meta) if rec is not None else None
+
+    def vm_stats(self, instance_id: int) -> VmStats:
+        rec = self._managed(instance_id)
+        dom = self._domain(rec)
+        try:
+            info = dom.info()  # [state, max KiB, KiB, vcpus, cpu time ns]
+            xml = ET.fromstring(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(_lv_message(exc)) from None
+        blk = [0, 0, 0, 0]
+        for target in xml.iterfind("devices/disk/target"):
+            try:
+                rd_req, rd_bytes, wr_req, wr_bytes, _errs = dom.blockStats(target.get("dev", ""))
+            except libvirt.libvirtError:
+                continue
+            blk = [blk[0] + rd_bytes, blk[1] + wr_bytes, blk[2] + rd_req, blk[3] + wr_req]
+        net = [0, 0, 0, 0]
+        for target in xml.iterfind("devices/interface/target"):
+            try:
+                s = dom.interfaceStats(target.get("dev", ""))
+            except libvirt.libvirtError:
+                continue
+            net = [net[0] + s[0], net[1] + s[4], net[2] + s[1], net[3] + s[5]]
+        return VmStats(instance_id=instance_id, cpu_time_seconds=info[4] / 1e9,
+                       memory_bytes=int(info[2]) * 1024,
+                       block_read_bytes=blk[0], block_write_bytes=blk[1],
+                       block_read_requests=blk[2], block_write_requests=blk[3],
+                       network_receive_bytes=net[0], network_transmit_bytes=net[1],
+                       network_receive_packets=net[2], network_transmit_packets=net[3])

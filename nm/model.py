@@ -1,0 +1,92 @@
+"""Plain values the node manager's logic works on; protobuf stays at the edges
+(`convert.py`).  States use the wire enum's numbers (tashi.v1.InstanceState)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tashi.v1 import resources_pb2 as pb
+
+RUNNING = pb.INSTANCE_STATE_RUNNING
+PAUSED = pb.INSTANCE_STATE_PAUSED
+SUSPENDED = pb.INSTANCE_STATE_SUSPENDED
+EXITED = pb.INSTANCE_STATE_EXITED
+HELD = pb.INSTANCE_STATE_HELD
+SHUTTING_DOWN = pb.INSTANCE_STATE_SHUTTING_DOWN
+MIGRATE_PREP = pb.INSTANCE_STATE_MIGRATE_PREP
+MIGRATE_TRANS = pb.INSTANCE_STATE_MIGRATE_TRANS
+UNSPECIFIED = pb.INSTANCE_STATE_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    uri: str  # relative to the image store
+    persistent: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network_id: int
+    mac: str = ""
+    ip: str = ""
+    bridge: str = ""  # filled by the network plumbing before the domain is built
+    mtu: int = 0
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """What the CM asks this host to run."""
+
+    instance_id: int
+    name: str
+    owner: str
+    cores: int
+    memory_mib: int
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    hints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    instance_id: int
+    vm_id: str
+    state: int
+    name: str = ""
+    owner: str = ""
+    cores: int = 0
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True)
+class VmStats:
+    instance_id: int
+    cpu_time_seconds: float = 0.0
+    memory_bytes: int = 0
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
+    block_read_requests: int = 0
+    block_write_requests: int = 0
+    network_receive_bytes: int = 0
+    network_transmit_bytes: int = 0
+    network_receive_packets: int = 0
+    network_transmit_packets: int = 0
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cores: int
+    memory_mib: int  # total, before the NM's reserve
+    hypervisor: str  # e.g. "QEMU 7.2.0, libvirt 9.0.0"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One change the node manager saw happen to a VM, to be reported to the CM."""
+
+    vm: VmInfo
+    message: str = ""
+    suspend_file: str = ""
+    spec: VmSpec | None = None
+    time: float = field(default_factory=time.time)

@@ -1,0 +1,69 @@
+"""The node manager process: driver, gRPC server and reporter wired together."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from tashi.nm.config import NmConfig
+from tashi.nm.driver import Driver
+from tashi.nm.libvirt.driver import LibvirtDriver
+from tashi.nm.plumbing import BridgeLookup
+from tashi.nm.reporter import NetworkStatus, Reporter
+from tashi.nm.servicer import NodeManagerServicer
+from tashi.runtime import server
+from tashi.runtime.client import ClusterClient
+from tashi.v1 import node_manager_pb2
+from tashi.v1 import node_manager_pb2_grpc as nm_grpc
+
+log = logging.getLogger("tashi.nm")
+
+SERVICE_NAME = node_manager_pb2.DESCRIPTOR.services_by_name["NodeManagerService"].full_name
+
+
+def advertised_address(cfg: NmConfig, port: int) -> str:
+    """Where the CM should call us: --advertise, else the listen host (the machine's
+    name when listening on every address) with the port really bound."""
+    if cfg.advertise:
+        return cfg.advertise
+    host = server.split_address(cfg.listen)[0]
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class NodeManager:
+    def __init__(self, cfg: NmConfig, driver: Driver | None = None, *,
+                 bridge_lookup: BridgeLookup | None = None,
+                 network_status: NetworkStatus | None = None) -> None:
+        self.cfg = cfg
+        self.driver = driver or LibvirtDriver(
+            cfg.libvirt_uri, cfg.images, cfg.state_dir, domain_type=cfg.domain_type,
+            reserved_memory_mib=cfg.reserved_memory)
+        self.servicer = NodeManagerServicer(self.driver, bridge_lookup)
+        self.client = ClusterClient(cfg.cm, user=cfg.user, timeout=30.0)
+        self.network_status = network_status
+        self.running: server.Running | None = None
+        self.reporter: Reporter | None = None
+
+    def start(self) -> int:
+        self.running = server.start(self.cfg.listen, [
+            server.Service(SERVICE_NAME, self.servicer,
+                           nm_grpc.add_NodeManagerServiceServicer_to_server)])
+        self.reporter = Reporter(
+            self.driver, self.client, self.cfg.hostname,
+            advertised_address(self.cfg, self.running.port),
+            reserved_memory_mib=self.cfg.reserved_memory,
+            heartbeat_seconds=self.cfg.heartbeat_seconds,
+            resync_seconds=self.cfg.resync_seconds, network_status=self.network_status)
+        self.reporter.start()
+        return self.running.port
+
+    def stop(self) -> None:
+        """Stop serving and reporting; the VMs keep running (a later NM re-adopts them)."""
+        if self.reporter is not None:
+            self.reporter.stop()
+        if self.running is not None:
+            self.running.stop(grace=1.0)
+        self.client.close()
+        self.driver.close()

@@ -1,0 +1,200 @@
+"""Keeps the cluster manager told: registration, heartbeats, state reports.
+
+Reports are numbered (`report_seq`, from a microsecond clock so a restarted
+NM keeps counting upward) and buffered in order.  While the CM cannot be
+reached the VMs keep running and reports pile up; when it answers again the
+buffer is delivered oldest first, then, if the CM no longer counts this host
+as registered (it restarted, or marked the host down), the NM registers anew
+with a full list of what it runs.  Nothing is dropped before the CM says it
+applied it (`applied_seq`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+from tashi.nm.convert import report_pb
+from tashi.nm.driver import Driver
+from tashi.nm.model import Observation
+from tashi.runtime.client import ClusterClient, TashiError
+from tashi.runtime.version import VERSION
+from tashi.v1 import node_registry_pb2 as reg
+from tashi.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+CALL_TIMEOUT = 5.0
+
+NetworkStatus = Callable[[], list[pb.HostNetworkStatus]]
+
+
+class Reporter:
+    def __init__(self, driver: Driver, client: ClusterClient, hostname: str, nm_address: str,
+                 *, reserved_memory_mib: int = 0, heartbeat_seconds: float = 2.0,
+                 resync_seconds: float = 60.0, network_status: NetworkStatus | None = None
+                 ) -> None:
+        self.driver = driver
+        self.client = client
+        self.hostname = hostname
+        self.nm_address = nm_address
+        self.reserved_memory_mib = reserved_memory_mib
+        self.heartbeat_seconds = heartbeat_seconds
+        self.resync_seconds = resync_seconds
+        self.network_status = network_status
+        self.registered = False
+        self.last_error = ""
+        self._buffer: collections.deque[reg.InstanceReport] = collections.deque()
+        self._seq = time.time_ns() // 1000
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._sent_networks: list[pb.HostNetworkStatus] | None = None
+        self._thread = threading.Thread(target=self._run, name="nm-reporter", daemon=True)
+        driver.set_listener(self.observe)
+
+    # -- intake -----------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return self._seq
+
+    def observe(self, obs: Observation) -> None:
+        """Queue one observed change (called from the driver's event thread)."""
+        with self._cond:
+            self._buffer.append(report_pb(obs, self._next_seq()))
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._buffer)
+
+    # -- loop -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=CALL_TIMEOUT + 1)
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        next_resync = time.monotonic() + self.resync_seconds
+        while True:
+            now = time.monotonic()
+            if now >= next_resync:
+                next_resync = now + self.resync_seconds
+                try:
+                    self.driver.resync()  # safety net; changes arrive through observe()
+                except Exception as exc:
+                    log.warning("resync with the hypervisor failed: %s", exc)
+            try:
+                if not self.registered:
+                    self._flush_unregistered()
+                    self._register()
+                    next_beat = time.monotonic() + self.heartbeat_seconds
+                elif now >= next_beat:
+                    self._heartbeat()
+                    next_beat = time.monotonic() + self.heartbeat_seconds
+                if self.registered:
+                    self._flush()
+                self._ok()
+            except TashiError as exc:
+                self._failed(exc)
+                next_beat = time.monotonic() + min(self.heartbeat_seconds, 1.0)
+            except Exception as exc:  # keep going whatever went wrong once
+                log.exception("reporter")
+                self._failed(TashiError(grpc.StatusCode.INTERNAL, str(exc)))
+                next_beat = time.monotonic() + self.heartbeat_seconds
+            with self._cond:
+                if self._stopping:
+                    return
+                if self._buffer and self.registered and not self.last_error:
+                    continue
+                self._cond.wait(timeout=max(0.0, min(next_beat, next_resync) - time.monotonic()))
+                if self._stopping:
+                    return
+
+    def _ok(self) -> None:
+        if self.last_error:
+            log.info("cluster manager at %s reachable again", self.client.address)
+        self.last_error = ""
+
+    def _failed(self, exc: TashiError) -> None:
+        text = str(exc)
+        if text != self.last_error:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                log.error("cluster manager refused registration: %s", exc.message)
+            else:
+                log.warning("cluster manager at %s: %s (reports buffered: %d)",
+                            self.client.address, text, self.pending())
+        self.last_error = text
+
+    # -- calls ------------------------------------------------------------------
+    def _networks(self) -> list[pb.HostNetworkStatus]:
+        return self.network_status() if self.network_status is not None else []
+
+    def _register(self) -> None:
+        facts = self.driver.host_facts()
+        with self._cond:
+            snapshot = []
+            for vm in self.driver.list_vms():
+                snapshot.append(report_pb(
+                    Observation(vm=vm, message="reported at registration",
+                                spec=self.driver.vm_spec(vm.instance_id)), self._next_seq()))
+        networks = self._networks()
+        req = reg.RegisterHostRequest(
+            name=self.hostname, cores=facts.cores,
+            memory_mib=max(0, facts.memory_mib - self.reserved_memory_mib),
+            version=VERSION, nm_address=self.nm_address, instances=snapshot, networks=networks)
+        self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
+        self._sent_networks = networks
+        self.registered = True
+        with self._cond:  # the snapshot supersedes anything older still queued
+            top = max((r.report_seq for r in snapshot), default=0)
+            while self._buffer and self._buffer[0].report_seq <= top:
+                self._buffer.popleft()
+        log.info("registered as %s with %s (%d VMs, %d cores, %d MiB)", self.hostname,
+                 self.client.address, len(snapshot), facts.cores, req.memory_mib)
+
+    def _heartbeat(self) -> None:
+        networks = self._networks()
+        changed = networks != self._sent_networks
+        req = reg.HeartbeatRequest(name=self.hostname, networks=networks if changed else [],
+                                   networks_changed=changed)
+        resp = self.client.call(self.client.registry.Heartbeat, req, timeout=CALL_TIMEOUT)
+        if changed:
+            self._sent_networks = networks
+        if not resp.registered:
+            log.info("cluster manager asks %s to register again", self.hostname)
+            self.registered = False
+
+    def _flush_unregistered(self) -> None:
+        """Deliver the history first, so the CM sees every change in order; a CM that
+        does not know this host at all says so again at registration."""
+        try:
+            self._flush()
+        except TashiError as exc:
+            if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+
+    def _flush(self) -> None:
+        while True:
+            with self._cond:
+                batch = list(self._buffer)[:MAX_BATCH]
+            if not batch:
+                return
+            req = reg.ReportInstancesRequest(name=self.hostname, reports=batch)
+            resp = self.client.call(self.client.registry.ReportInstances, req,
+                                    timeout=CALL_TIMEOUT)
+            sent_top = batch[-1].report_seq
+            with self._cond:
+                while self._buffer and self._buffer[0].report_seq <= sent_top:
+                    self._buffer.popleft()
+            log.debug("reported %d changes (applied up to %d)", len(batch), resp.applied_seq)
