@@ -1,0 +1,36 @@
+"""Ranking of feasible hosts: higher keys win.
+
+Keys are tuples compared lexicographically, Tashi's policies made total:
+- spread (default): fewest VMs, then most free cores, then most free memory;
+- densePack: most VMs, then fewest free cores, then least free memory (best fit).
+The capacity index (index.py) yields candidates in exactly this order, so the
+indexed search and the naive full scan pick hosts of equal rank; tests hold
+them to that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tashi.scheduler.model import HostView, Policy, VmSpec
+
+ScoreKey = tuple[int, int, int]
+Scorer = Callable[[HostView], ScoreKey]
+
+
+def spread_key(host: HostView) -> ScoreKey:
+    return (-host.instance_count, host.free_cores, host.free_memory_mib)
+
+
+def dense_pack_key(host: HostView) -> ScoreKey:
+    return (host.instance_count, -host.free_cores, -host.free_memory_mib)
+
+
+SCORERS: dict[Policy, Scorer] = {Policy.SPREAD: spread_key, Policy.DENSE_PACK: dense_pack_key}
+
+
+def policy_for(vm: VmSpec, default: Policy) -> Policy:
+    """The `densePack` hint overrides the scheduler's default for one VM."""
+    if vm.hints.dense_pack is None:
+        return default
+    return Policy.DENSE_PACK if vm.hints.dense_pack else Policy.SPREAD
