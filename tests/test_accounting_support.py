@@ -1,0 +1,228 @@
+"""Helpers for the accounting tests (no tests here): scripted event streams,
+ledger dumps, and an accounting process started the way an operator does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from tashi.v1 import resources_pb2 as pb
+
+T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
+S = pb
+
+
+def ts(t: float) -> Timestamp:
+    ns = int(round((T0 + t) * 1e9))
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+@dataclass
+class Script:
+    """Builds an event stream the way the cluster manager emits it: each event
+    carries the whole resource after the change, seq increasing by one."""
+
+    events: list[pb.Event] = field(default_factory=list)
+    instances: dict[int, pb.Instance] = field(default_factory=dict)
+    hosts: dict[int, pb.Host] = field(default_factory=dict)
+
+    def _emit(self, t: float, etype: int, **subject: Any) -> pb.Event:
+        ev = pb.Event(seq=len(self.events) + 1, time=ts(t), type=etype,  # type: ignore[arg-type]
+                      actor="test", **subject)
+        self.events.append(ev)
+        return ev
+
+    def host(self, t: float, host_id: int, name: str, up: bool = True) -> pb.Event:
+        etype = S.EVENT_TYPE_HOST_UPDATED if host_id in self.hosts else S.EVENT_TYPE_HOST_CREATED
+        host = pb.Host(id=host_id, name=name, up=up, cores=16, memory_mib=65536)
+        self.hosts[host_id] = host
+        return self._emit(t, etype, host=host)
+
+    def create(self, t: float, iid: int, owner: str, cores: int, memory_mib: int,
+               name: str | None = None) -> pb.Event:
+        inst = pb.Instance(id=iid, owner=owner, name=name or f"vm{iid}", cores=cores,
+                           memory_mib=memory_mib, state=S.INSTANCE_STATE_PENDING)
+        self.instances[iid] = inst
+        return self._emit(t, S.EVENT_TYPE_INSTANCE_CREATED, instance=inst)
+
+    def change(self, t: float, iid: int, state: int, host_id: int | None = None,
+               **fields: Any) -> pb.Event:
+        inst = pb.Instance()
+        inst.CopyFrom(self.instances[iid])
+        inst.state = state  # type: ignore[assignment]
+        if host_id is not None:
+            inst.host_id = host_id
+            inst.host_name = self.hosts[host_id].name if host_id else ""
+        for key, value in fields.items():
+            setattr(inst, key, value)
+        self.instances[iid] = inst
+        return self._emit(t, S.EVENT_TYPE_INSTANCE_UPDATED, instance=inst)
+
+    def delete(self, t: float, iid: int) -> pb.Event:
+        inst = self.instances.pop(iid)
+        return self._emit(t, S.EVENT_TYPE_INSTANCE_DELETED, instance=inst)
+
+
+def lifecycle_script() -> Script:
+    """The scripted lifecycles whose usage the tests compute by hand (times in s from T0).
+
+    A (alice, 2 cores, 1024 MiB): runs 20-125 on h1 (Pausing at 120 still runs),
+      paused 125-190, runs 190-260 on h1, migrates, runs 260-405 on h2.
+    B (bob, 4 cores, 2048 MiB): runs 50-300 on h2; h2 is lost at 300 (Orphaned) and
+      its node manager reports B running again at 330, so B ran all along until it
+      is suspended at 360; resumed, it runs on h1 from 520 on.
+    C (alice, 1 core): start fails (Held), destroyed: no usage.
+    D (alice, 1 core, 256 MiB): runs 100-201 on h1, paused 201-302 (destroyed while paused).
+    E (carol, 2 cores, 512 MiB): runs 150-300 on h2, orphaned with it and never
+      reported again: destroyed at 340-345, billed until the host was lost.
+    """
+    s = Script()
+    s.host(0, 1, "h1")
+    s.host(0, 2, "h2")
+    s.create(0, 1, "alice", 2, 1024, "a")
+    s.change(10, 1, S.INSTANCE_STATE_ACTIVATING, host_id=1)
+    s.change(20, 1, S.INSTANCE_STATE_RUNNING)
+    s.create(30, 2, "bob", 4, 2048, "b")
+    s.change(40, 2, S.INSTANCE_STATE_ACTIVATING, host_id=2)
+    s.change(50, 2, S.INSTANCE_STATE_RUNNING)
+    s.create(60, 3, "alice", 1, 512, "c")
+    s.change(70, 3, S.INSTANCE_STATE_ACTIVATING, host_id=1)
+    s.change(75, 3, S.INSTANCE_STATE_HELD, host_id=0, state_reason="start failed")
+    s.delete(80, 3)
+    s.create(90, 4, "alice", 1, 256, "d")
+    s.change(95, 4, S.INSTANCE_STATE_ACTIVATING, host_id=1)
+    s.change(100, 4, S.INSTANCE_STATE_RUNNING)
+    s.change(120, 1, S.INSTANCE_STATE_PAUSING)
+    s.create(140, 5, "carol", 2, 512, "e")
+    s.change(145, 5, S.INSTANCE_STATE_ACTIVATING, host_id=2)
+    s.change(150, 5, S.INSTANCE_STATE_RUNNING)
+    s.change(125, 1, S.INSTANCE_STATE_PAUSED)
+    s.change(185, 1, S.INSTANCE_STATE_UNPAUSING)
+    s.change(190, 1, S.INSTANCE_STATE_RUNNING)
+    s.change(200, 4, S.INSTANCE_STATE_PAUSING)
+    s.change(201, 4, S.INSTANCE_STATE_PAUSED)
+    s.change(250, 1, S.INSTANCE_STATE_MIGRATE_PREP)
+    s.change(255, 1, S.INSTANCE_STATE_MIGRATE_TRANS)
+    s.change(260, 1, S.INSTANCE_STATE_RUNNING, host_id=2)
+    s.change(290, 4, S.INSTANCE_STATE_DESTROYING)
+    s.change(295, 4, S.INSTANCE_STATE_DESTROYING, state_reason="retrying")
+    s.host(300, 2, "h2", up=False)
+    s.change(300, 2, S.INSTANCE_STATE_ORPHANED, state_reason="host h2 lost")
+    s.change(300, 5, S.INSTANCE_STATE_ORPHANED, state_reason="host h2 lost")
+    s.delete(302, 4)
+    s.host(330, 2, "h2", up=True)
+    s.change(330, 2, S.INSTANCE_STATE_RUNNING, state_reason="")
+    s.change(340, 5, S.INSTANCE_STATE_DESTROYING)
+    s.delete(345, 5)
+    s.change(350, 2, S.INSTANCE_STATE_SUSPENDING)
+    s.change(360, 2, S.INSTANCE_STATE_SUSPENDED, host_id=0)
+    s.change(400, 1, S.INSTANCE_STATE_DESTROYING)
+    s.delete(405, 1)
+    s.change(500, 2, S.INSTANCE_STATE_PENDING)
+    s.change(510, 2, S.INSTANCE_STATE_ACTIVATING, host_id=1)
+    s.change(520, 2, S.INSTANCE_STATE_RUNNING)
+    return s
+
+
+def dump_ledger(path: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of a ledger, rows in key order, for comparing two ledgers."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {
+            "ledger": conn.execute("SELECT * FROM ledger ORDER BY id").fetchall(),
+            "intervals": conn.execute("SELECT * FROM intervals ORDER BY id").fetchall(),
+            "instances": conn.execute("SELECT * FROM instances ORDER BY instance_id").fetchall(),
+            "hosts": conn.execute("SELECT * FROM hosts ORDER BY host_id").fetchall(),
+            "meta": conn.execute("SELECT * FROM meta ORDER BY key").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+def committed_seq(path: str | Path) -> int:
+    """The last event sequence a ledger committed (0 before its first commit)."""
+    if not Path(path).exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        return int(row[0]) if row else 0
+    except sqlite3.OperationalError:
+        return 0  # schema not created yet
+    finally:
+        conn.close()
+
+
+class AccountingProcess:
+    """`tashi-accounting` as a real process; stderr is collected for assertions."""
+
+    def __init__(self, db: Path, cm: str, *extra: str, listen: str = "127.0.0.1:0") -> None:
+        cmd = [sys.executable, "-m", "tashi.accounting.main", "--db", str(db), "--cm", cm,
+               "--listen", listen, *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.stderr_lines: list[str] = []
+        self._stderr_thread = threading.Thread(target=self._drain, args=(self.proc.stderr,),
+                                               daemon=True)
+        self._stderr_thread.start()
+        self.address = ""
+
+    def _drain(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.stderr_lines.append(line)
+
+    def wait_listening(self, timeout: float = 20.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("tashi-accounting exited: " + "".join(self.stderr_lines))
+            if line.startswith("tashi-accounting listening on "):
+                self.address = line.split()[-1]
+                return self.address
+        raise TimeoutError("tashi-accounting did not start")
+
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def batches(events: list[pb.Event], size: int) -> Iterator[list[pb.Event]]:
+    for i in range(0, len(events), size):
+        yield events[i:i + size]
