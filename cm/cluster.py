@@ -110,18 +110,23 @@ class Cluster:
         self.meta = dict(loaded.meta)
         self.events = EventLog(store, loaded.first_seq, loaded.last_seq, loaded.recent_events,
                                config.event_retention)
+        # Request ids answered so far, so a new id costs no store lookup.
+        self.request_ids = store.request_ids()
         self.heartbeats: dict[int, float] = {}
         self.applied_reports: dict[int, int] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
         self._commits = 0
+        self._ids_checked: set[str] = set()
 
     # -- ids and lookups -------------------------------------------------------
     def next_id(self, txn: Txn, kind: str) -> int:
+        """Ids are never reused, even after deletions (the counter is stored)."""
         key = f"next_{kind}_id"
         current = txn.meta.get(key) or self.meta.get(key) or 1
         existing = {"host": self.hosts, "instance": self.instances, "user": self.users}[kind]
-        if existing:
+        if key not in self._ids_checked and existing:
             current = max(current, max(existing) + 1)
+            self._ids_checked.add(key)
         txn.meta[key] = current + 1
         return current
 
@@ -263,8 +268,6 @@ class Cluster:
                 batch.deletes.append((kind, oid))
             else:
                 batch.puts.append((kind, oid, obj.SerializeToString()))
-        if txn.events:
-            batch.meta["last_seq"] = seq
         if request is not None:
             rid, method, resp = request
             batch.request = (rid, method, resp.SerializeToString())
@@ -278,16 +281,17 @@ class Cluster:
             self._prune()
 
     def _prune(self) -> None:
-        keep_from = self.events.last_seq - self.cfg.event_retention + 1
-        if keep_from > self.events.first_seq:
-            self.store.prune(keep_from, time.time() - self.cfg.request_retention_seconds)
-            self.events.trimmed_to(keep_from)
+        """Drop events beyond the retention window and request answers past theirs."""
+        keep_from = max(self.events.first_seq, self.events.last_seq - self.cfg.event_retention + 1)
+        self.store.prune(keep_from, time.time() - self.cfg.request_retention_seconds)
+        self.request_ids = self.store.request_ids()
+        self.events.trimmed_to(keep_from)
 
     def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
                body: Callable[[Txn], R]) -> R:
         """Run `body` under the lock and commit what it staged, once per request_id."""
         with self.lock:
-            if request_id:
+            if request_id and request_id in self.request_ids:
                 prior = self.store.request(request_id)
                 if prior is not None:
                     if prior[0] != method:
@@ -296,6 +300,8 @@ class Cluster:
             txn = Txn(actor)
             resp = body(txn)
             self.commit(txn, (request_id, method, resp) if request_id else None)
+            if request_id:
+                self.request_ids.add(request_id)
         for action in txn.after:
             action()
         return resp

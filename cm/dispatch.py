@@ -101,7 +101,10 @@ class Dispatcher:
             if inst is None or inst.state != expect:
                 return None
             host = c.hosts.get(inst.host_id)
-            if host is None:
+            if host is None or not host.nm_address:
+                # A host registered without an address (a synthetic host, or an
+                # agent that reports by itself) is never called; its agent
+                # moves the instance on with ReportInstances.
                 return None
             return inst, host
 

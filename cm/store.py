@@ -52,6 +52,9 @@ class Store(ABC):
     def request(self, request_id: str) -> tuple[str, bytes] | None: ...
 
     @abstractmethod
+    def request_ids(self) -> set[str]: ...
+
+    @abstractmethod
     def events_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]: ...
 
     @abstractmethod
@@ -148,6 +151,10 @@ class SqliteStore(Store):
                 "SELECT method, response FROM requests WHERE request_id = ?", (request_id,)
             ).fetchone()
         return (row[0], row[1]) if row else None
+
+    def request_ids(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT request_id FROM requests")}
 
     def events_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         with self._lock:

@@ -36,8 +36,9 @@ class Process:
             for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip()
                 self.lines.append(line)
-                self._log.write(raw)
-                self._log.flush()
+                if not self._log.closed:
+                    self._log.write(raw)
+                    self._log.flush()
                 m = ready.search(line)
                 if m and not found.is_set():
                     self.address = m.group(1) if m.groups() else ""
@@ -64,6 +65,14 @@ class Process:
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        self._pump.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if not self._log.closed:
+            self._log.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.alive():
@@ -73,7 +82,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._log.close()
+        self._close()
 
 
 def bin_path(name: str) -> str:

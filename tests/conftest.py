@@ -25,3 +25,17 @@ def _images(tmp_path: Path) -> Path:
     (images / "sub").mkdir(exist_ok=True)
     (images / "sub" / "data.img").write_bytes(b"\0" * 1024)
     return images
+
+
+@pytest.fixture
+def icm(tmp_path: Path) -> Iterator["InProcCM"]:
+    """An in-process cluster manager (real gRPC on loopback), fresh store, alice a user."""
+    from tests.cm_inproc import InProcCM
+
+    cm = InProcCM(tmp_path)
+    cm.client().create_user("alice")
+    cm.client().create_user("bob")
+    try:
+        yield cm
+    finally:
+        cm.stop()
