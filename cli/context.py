@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
+
 from tashi.cli.render import choose_columns, render, to_dict
 from tashi.runtime.client import ClusterClient
 

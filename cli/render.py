@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
 from tashi.runtime.names import HOST_STATE_NAMES, INSTANCE_STATE_NAMES, NETWORK_KIND_NAMES
 
 ENUM_NAMES = {

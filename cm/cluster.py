@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+
 from tashi.cm.config import CMConfig
 from tashi.cm.errors import CMError, denied, invalid, not_found
 from tashi.cm.eventlog import EventLog

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.instances import remove, transition
 from tashi.runtime.auth import user_metadata

@@ -138,6 +138,7 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
     if inst.state == pb.INSTANCE_STATE_DESTROYING:
         txn.after.append(lambda: c.dispatch("destroy", inst.id))
         return
+    inst = _learn_addresses(txn, inst, host, rep)
     if inst.state not in REPORT_TARGETS.get(state, frozenset()):
         return
     if inst.state == state and inst.vm_id == rep.vm_id:
@@ -157,6 +158,20 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
     new.update_time.GetCurrentTime()
     msg = rep.message or f"{instance_state_name(state)} on {host.name}"
     txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, msg)
+
+
+def _learn_addresses(txn: Txn, inst: pb.Instance, host: pb.Host,
+                     rep: nr.InstanceReport) -> pb.Instance:
+    """NIC addresses the node manager discovered (DHCP), matched by MAC."""
+    seen = {n.mac.lower(): n.ip for n in rep.spec.nics if n.mac and n.ip}
+    if not any(seen.get(n.mac.lower(), n.ip) != n.ip for n in inst.nics):
+        return inst
+    new = copy_of(inst)
+    for nic in new.nics:
+        nic.ip = seen.get(nic.mac.lower(), nic.ip)
+    new.update_time.GetCurrentTime()
+    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, rep.message or f"NIC address seen on {host.name}")
+    return new
 
 
 def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+
 from tashi.cm import admin, instances, nodes, placement
 from tashi.cm.cluster import Cluster
 from tashi.cm.errors import CMError, invalid

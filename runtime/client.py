@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.server import MAX_MESSAGE_BYTES
 from tashi.v1 import cluster_manager_pb2 as cm

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import CMProcess, start_cm
+from tests.cm_inproc import InProcCM
 
 
 @pytest.fixture
@@ -28,10 +29,8 @@ def _images(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def icm(tmp_path: Path) -> Iterator["InProcCM"]:
+def icm(tmp_path: Path) -> Iterator[InProcCM]:
     """An in-process cluster manager (real gRPC on loopback), fresh store, alice a user."""
-    from tests.cm_inproc import InProcCM
-
     cm = InProcCM(tmp_path)
     cm.client().create_user("alice")
     cm.client().create_user("bob")

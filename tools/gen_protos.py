@@ -46,14 +46,16 @@ def main() -> None:
         names = generate(Path(tmp))
         committed = sorted(p.name for p in (PROTO_ROOT / PKG).glob("*_pb2*"))
         if ns.check:
-            stale = [n for n in names if n not in committed] + [n for n in committed if n not in names]
+            stale = [n for n in names if n not in committed]
+            stale += [n for n in committed if n not in names]
             stale += [
                 n for n in names
                 if n in committed
                 and not filecmp.cmp(Path(tmp) / PKG / n, PROTO_ROOT / PKG / n, shallow=False)
             ]
             if stale:
-                sys.exit("stale generated stubs (run python tools/gen_protos.py): " + ", ".join(stale))
+                sys.exit("stale generated stubs (run python tools/gen_protos.py): "
+                         + ", ".join(stale))
             print(f"{len(names)} generated stubs are up to date")
             return
         for n in committed:

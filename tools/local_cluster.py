@@ -66,8 +66,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tashi-local-") as tmp:
         work = Path(tmp)
         (work / "images").mkdir()
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(work / "images/debian.qcow2"),
-                        "1G"], check=False)
+        image = work / "images" / "debian.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=False)
         try:
             print("starting services (logs in a scratch dir):")
             cm = Service("tashi-cm", [str(BIN / "tashi-cm"), "--listen", "127.0.0.1:0",
