@@ -37,3 +37,8 @@ class NmConfig:
                              metadata={"help": "libvirt domain type: qemu (TCG) or kvm"})
     user: str = field(default="root", metadata={"help": "user name the NM calls the CM as"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+    uplink: str = field(default="", metadata={
+        "help": "interface the networks ride on (VLAN parent, VXLAN underlay, flat bridge "
+                "port); empty: host networking is left alone"})
+    network_namespace: str = field(default="", metadata={
+        "help": "network namespace holding the uplink and the networks' links (tests)"})

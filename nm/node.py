@@ -8,6 +8,7 @@ import socket
 from tashi.nm.config import NmConfig
 from tashi.nm.driver import Driver
 from tashi.nm.libvirt.driver import LibvirtDriver
+from tashi.nm.network.agent import HostNetworkAgent
 from tashi.nm.plumbing import BridgeLookup
 from tashi.nm.reporter import NetworkStatus, Reporter
 from tashi.nm.servicer import NodeManagerServicer
@@ -40,8 +41,15 @@ class NodeManager:
         self.driver = driver or LibvirtDriver(
             cfg.libvirt_uri, cfg.images, cfg.state_dir, domain_type=cfg.domain_type,
             reserved_memory_mib=cfg.reserved_memory)
-        self.servicer = NodeManagerServicer(self.driver, bridge_lookup)
         self.client = ClusterClient(cfg.cm, user=cfg.user, timeout=30.0)
+        self.networks: HostNetworkAgent | None = None
+        if cfg.uplink:
+            self.networks = HostNetworkAgent(
+                self.client, self.driver, cfg.uplink, netns=cfg.network_namespace or None,
+                resync_seconds=cfg.resync_seconds)
+            bridge_lookup = bridge_lookup or self.networks.bridge_for
+            network_status = network_status or self.networks.statuses
+        self.servicer = NodeManagerServicer(self.driver, bridge_lookup)
         self.network_status = network_status
         self.running: server.Running | None = None
         self.reporter: Reporter | None = None
@@ -56,6 +64,8 @@ class NodeManager:
             reserved_memory_mib=self.cfg.reserved_memory,
             heartbeat_seconds=self.cfg.heartbeat_seconds,
             resync_seconds=self.cfg.resync_seconds, network_status=self.network_status)
+        if self.networks is not None:  # first pass before registering, bounded
+            self.networks.start(self.reporter.observe)
         self.reporter.start()
         return self.running.port
 
@@ -63,6 +73,8 @@ class NodeManager:
         """Stop serving and reporting; the VMs keep running (a later NM re-adopts them)."""
         if self.reporter is not None:
             self.reporter.stop()
+        if self.networks is not None:
+            self.networks.stop()
         if self.running is not None:
             self.running.stop(grace=1.0)
         self.client.close()

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tashi.nm.network import HostNetworking, Kind, NetworkSpec
 
+from tashi.nm.network import HostNetworking, Kind, NetworkSpec
 from tests.network_namespaces import Namespace, kernel_has_8021q, namespace, two_hosts
 
 pytestmark = pytest.mark.system

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tashi.nm.network import HostNetworking, Kind, NetworkSpec
 from tashi.nm.network.dhcp import DhcpSnooper, Lease, parse_ack
-
 from tests.network_namespaces import Namespace, namespace
 
 MAC = "56:00:00:00:07:00"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tashi.nm.network.names import (
     bridge_name,
     managed_network_id,

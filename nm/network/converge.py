@@ -25,6 +25,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
 from tashi.nm.network import links as ln
 from tashi.nm.network.kernel import NetworkUnavailable, explain
 from tashi.nm.network.names import (

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import grpc
+
 from tashi.nm.network.converge import HostNetworking
 from tashi.nm.network.spec import NetworkSpec
 from tashi.nm.network.status import NetworkStatus
