@@ -183,3 +183,51 @@ def test_node_reports_drive_states(icm: InProcCM) -> None:
     report(S.INSTANCE_STATE_EXITED, 3, message="guest powered off")
     with pytest.raises(TashiError):
         alice.get_instance(vm.id)
+
+
+def _running(icm: InProcCM, host_name: str = "h1") -> tuple[pb.Instance, pb.Host]:
+    root, alice = icm.client(), icm.client("alice")
+    host = register_host(root, host_name).host
+    [vm] = alice.create_instances(spec(f"vm-on-{host_name}", cores=2, memory=2048))
+    root.activate([pl.Placement(instance_id=vm.id, host_id=host.id)])
+    root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(name=host_name, reports=[
+        nr.InstanceReport(instance_id=vm.id, vm_id="d1", state=S.INSTANCE_STATE_RUNNING,
+                          report_seq=1)]))
+    return alice.get_instance(vm.id), host
+
+
+def test_suspend_then_resume_goes_back_to_pending(icm: InProcCM) -> None:
+    root, alice = icm.client(), icm.client("alice")
+    vm, host = _running(icm)
+    assert alice.instance_action("Suspend", vm.id).state == S.INSTANCE_STATE_SUSPENDING
+    root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(name="h1", reports=[
+        nr.InstanceReport(instance_id=vm.id, state=S.INSTANCE_STATE_SUSPENDED, report_seq=2,
+                          suspend_file="/var/lib/tashi/suspend/1.save")]))
+    got = alice.get_instance(vm.id)
+    assert got.state == S.INSTANCE_STATE_SUSPENDED and got.host_id == 0
+    assert got.hints["__suspend_file"] == "/var/lib/tashi/suspend/1.save"
+    assert root.get_host("h1").used_cores == 0, "a suspended instance releases its host"
+    resumed = alice.instance_action("Resume", vm.id)
+    assert resumed.state == S.INSTANCE_STATE_PENDING
+    assert resumed.hints["__suspend_file"], "the scheduler's placement restores from the file"
+
+
+def test_migrate_is_validated(icm: InProcCM) -> None:
+    root, alice = icm.client(), icm.client("alice")
+    vm, _h1 = _running(icm)
+    register_host(root, "small", cores=1, memory_mib=512)
+    root.create_host("down")
+    with pytest.raises(TashiError) as err:
+        alice.migrate_instance(vm.id, "small")
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "free" in err.value.message
+    with pytest.raises(TashiError) as err:
+        alice.migrate_instance(vm.id, "down")
+    assert "down" in err.value.message
+    with pytest.raises(TashiError) as err:
+        alice.migrate_instance(vm.id, "h1")
+    assert "already runs" in err.value.message
+    register_host(root, "big", cores=8, memory_mib=8192)
+    moved = alice.migrate_instance(vm.id, "big")
+    assert moved.state == S.INSTANCE_STATE_MIGRATE_PREP
+    big = root.get_host("big")
+    assert big.used_cores == 2, "the target's capacity is held during the migration"
