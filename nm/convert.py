@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from tashi.nm.model import DiskSpec, NicSpec, Observation, VmInfo, VmSpec, VmStats
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_registry_pb2 as reg

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+
 from tashi.nm.convert import report_pb
 from tashi.nm.driver import Driver
 from tashi.nm.model import Observation

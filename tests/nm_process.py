@@ -6,7 +6,6 @@ from pathlib import Path
 
 from tashi.runtime.client import channel
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
-
 from tests.cluster import Process, bin_path
 
 
@@ -23,7 +22,8 @@ class NMProcess(Process):
     def __init__(self, workdir: Path, cm_address: str, hostname: str, *,
                  libvirt_uri: str = "", images: Path | None = None, cores: int = 4,
                  memory_mib: int = 8192, reserved_memory: int = 0,
-                 heartbeat_seconds: float = 0.5, extra: list[str] | None = None) -> None:
+                 heartbeat_seconds: float = 0.5, extra: list[str] | None = None,
+                 prefix: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.hostname = hostname
@@ -32,8 +32,8 @@ class NMProcess(Process):
         self.images = images or workdir / "images"
         self.images.mkdir(exist_ok=True)
         self.state_dir = workdir / "state"
-        argv = [bin_path("tashi-nm"), "--listen", "127.0.0.1:0", "--cm", cm_address,
-                "--hostname", hostname, "--libvirt-uri", libvirt_uri,
+        argv = [*(prefix or []), bin_path("tashi-nm"), "--listen", "127.0.0.1:0",
+                "--cm", cm_address, "--hostname", hostname, "--libvirt-uri", libvirt_uri,
                 "--images", str(self.images), "--state-dir", str(self.state_dir),
                 "--reserved-memory", str(reserved_memory),
                 "--heartbeat-seconds", str(heartbeat_seconds), *(extra or [])]

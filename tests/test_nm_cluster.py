@@ -10,12 +10,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import node_manager_pb2 as nmpb
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
-
 from tests.cluster import CMProcess, start_cm, wait_for
 from tests.nm_process import NMProcess
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tashi.nm.errors import InvalidArgument, NotFound
 from tashi.nm.libvirt.disks import ImageStore, create_overlay
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from tashi.nm.libvirt import domain_xml as dx
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from tashi.nm.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -27,7 +28,6 @@ from tashi.nm.model import (
     Observation,
     VmSpec,
 )
-
 from tests.nm_process import node_xml
 
 

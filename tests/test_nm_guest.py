@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import libvirt
+
 from tashi.nm.libvirt import guest
 from tashi.nm.model import EXITED, PAUSED, RUNNING, SUSPENDED, UNSPECIFIED
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+
 from tashi.nm.driver import ChangeListener, Driver
 from tashi.nm.errors import (
     AlreadyExists,
@@ -196,8 +197,9 @@ class LibvirtDriver(Driver):
             if state in (RUNNING, PAUSED):
                 self._adopt(dom)  # started behind our back, or arrived by migration
             return
-        if rec.state != UNSPECIFIED:  # a start in flight answers for itself
-            self._transition(rec, state)
+        if rec.state == UNSPECIFIED or self._vm_lock(rec.meta.instance_id).locked():
+            return  # a call in flight (start, save ...) reports its own outcome
+        self._transition(rec, state)
 
     def _transition(self, rec: Managed, state: int, message: str = "",
                     suspend_file: str = "") -> Observation | None:

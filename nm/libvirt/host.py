@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 import libvirt
+
 from tashi.nm.errors import Unavailable
 from tashi.nm.libvirt.events import ensure_event_loop, silence_default_error_handler
 from tashi.nm.model import HostFacts
