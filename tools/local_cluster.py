@@ -1,10 +1,12 @@
-"""Bring up a local Tashi cluster on the embedded defaults and show it working.
+"""Bring up a whole local Tashi cluster on the embedded defaults and show it working.
 
     python tools/local_cluster.py [--keep-running]
 
-Starts a cluster manager on loopback with a store in a scratch directory,
-then walks through what an operator does first: add a user, a host, a
-network, create VMs, and list them.  Ctrl-C stops everything it started.
+Starts, on loopback with stores in a scratch directory: accounting, a cluster
+manager, three node managers on simulated hosts of different sizes (libvirt's
+test driver, no daemon) and a scheduler; then creates a batch of VMs and
+shows where they were placed, the slots left, and the usage billed so far.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +28,7 @@ BIN = Path(sys.executable).parent
 class Service:
     def __init__(self, name: str, argv: list[str], log: Path) -> None:
         self.name = name
-        self.log = open(log, "wb")
+        self.log = open(log, "ab")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
@@ -49,13 +52,43 @@ class Service:
         self.log.close()
 
 
-def tashi(cm: str, *args: str, user: str = "root") -> None:
+def tashi(cm: str, *args: str, user: str = "root", quiet: bool = False) -> None:
     print(f"\n$ tashi {' '.join(args)}" + (f"   (as {user})" if user != "root" else ""))
     env = {**os.environ, "TASHI_CM": cm, "TASHI_USER": user}
     res = subprocess.run([str(BIN / "tashi"), *args], env=env, text=True, capture_output=True)
-    sys.stdout.write(res.stdout)
+    if not quiet:
+        sys.stdout.write(res.stdout)
     if res.returncode:
         sys.stdout.write(res.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_xml(path: Path, cores: int, memory_mib: int) -> str:
+    """A libvirt test-driver host of this size: `test:///<path>` needs no daemon."""
+    path.write_text("<node><cpu><nodes>1</nodes><sockets>1</sockets>"
+                    f"<cores>{cores}</cores><threads>1</threads></cpu>"
+                    f"<memory>{memory_mib * 1024}</memory></node>\n")
+    return f"test://{path}"
+
+
+HOSTS = [("node1", 4, 8192), ("node2", 8, 16384), ("node3", 16, 32768)]
+
+
+def wait_settled(cm: str, timeout: float = 60.0) -> None:
+    """Until no instance is Pending or Activating (the scheduler and NMs have acted)."""
+    from tashi.runtime.client import ClusterClient
+    from tashi.v1 import resources_pb2 as pb
+
+    busy = [pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_ACTIVATING]
+    with ClusterClient(cm) as client:
+        deadline = time.monotonic() + timeout
+        while client.list_instances(states=busy) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def main() -> None:
@@ -65,27 +98,54 @@ def main() -> None:
     services: list[Service] = []
     with tempfile.TemporaryDirectory(prefix="tashi-local-") as tmp:
         work = Path(tmp)
-        (work / "images").mkdir()
-        image = work / "images" / "debian.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=False)
+        images = work / "images"
+        images.mkdir()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "debian.qcow2"),
+                        "1G"], check=True)
         try:
-            print("starting services (logs in a scratch dir):")
-            cm = Service("tashi-cm", [str(BIN / "tashi-cm"), "--listen", "127.0.0.1:0",
-                                      "--db", str(work / "cm.db"), "--images",
-                                      str(work / "images")], work / "cm.log")
+            print("starting services on loopback (logs and stores in a scratch dir):")
+            # As Tashi's operators did: accounting first, it waits for the CM.
+            cm_address = f"127.0.0.1:{free_port()}"
+            acct = Service("tashi-accounting", [
+                str(BIN / "tashi-accounting"), "--listen", "127.0.0.1:0", "--cm", cm_address,
+                "--db", str(work / "accounting.db")], work / "accounting.log")
+            services.append(acct)
+            cm = Service("tashi-cm", [str(BIN / "tashi-cm"), "--listen", cm_address,
+                                      "--db", str(work / "cm.db"), "--images", str(images)],
+                         work / "cm.log")
             services.append(cm)
             tashi(cm.address, "addUser", "--name", "alice")
-            tashi(cm.address, "addHost", "--name", "node1", "--notes", "rack 1")
-            tashi(cm.address, "addNetwork", "--id", "1", "--name", "lan", "--flat", "--default")
-            tashi(cm.address, "getImages")
-            tashi(cm.address, "createMany", "--basename", "web", "--count", "4", "--cores", "1",
-                  "--memory", "256", "--nics", "1", "--disks", "debian.qcow2", user="alice")
-            tashi(cm.address, "createVm", "--name", "db", "--cores", "2", "--memory", "1024",
-                  user="alice")
-            tashi(cm.address, "getInstances", "--show-nics")
+            for name, _cores, _mem in HOSTS:
+                tashi(cm.address, "addHost", "--name", name, quiet=True)
+            for name, cores, mem in HOSTS:
+                uri = node_xml(work / f"{name}.xml", cores, mem)
+                services.append(Service(f"tashi-nm {name}", [
+                    str(BIN / "tashi-nm"), "--listen", "127.0.0.1:0", "--cm", cm.address,
+                    "--hostname", name, "--libvirt-uri", uri, "--images", str(images),
+                    "--state-dir", str(work / name), "--reserved-memory", "0"],
+                    work / f"{name}.log"))
+            services.append(Service("tashi-scheduler", [
+                str(BIN / "tashi-scheduler"), "--cm", cm.address], work / "scheduler.log"))
+            time.sleep(1.0)
             tashi(cm.address, "getHosts")
+            tashi(cm.address, "createMany", "--basename", "web", "--count", "12", "--cores", "1",
+                  "--memory", "1024", "--disks", "debian.qcow2", user="alice")
+            tashi(cm.address, "createVm", "--name", "db", "--cores", "4", "--memory", "8192",
+                  "--hints", "densePack=True", user="alice")
+            tashi(cm.address, "createVm", "--name", "big", "--cores", "8", "--memory", "8192",
+                  user="alice")
+            tashi(cm.address, "createVm", "--name", "toobig", "--cores", "8", "--memory", "8192",
+                  "--hints", "targetHost=node1", user="alice")
+            wait_settled(cm.address)
+            tashi(cm.address, "getInstances")
+            tashi(cm.address, "getVmLayout")
+            tashi(cm.address, "getSlots", "--cores", "2", "--memory", "2048")
+            tashi(cm.address, "pauseVm", "--instance", "web-0", user="alice", quiet=True)
+            tashi(cm.address, "destroyVm", "--instance", "web-1", user="alice", quiet=True)
+            time.sleep(1.0)
+            tashi(cm.address, "getUsage", "--accounting", acct.address)
             if ns.keep_running:
-                print(f"\ncluster manager on {cm.address}; Ctrl-C stops it")
+                print(f"\ncluster manager on {cm.address}; Ctrl-C stops everything")
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
         except KeyboardInterrupt:
             pass
@@ -93,7 +153,6 @@ def main() -> None:
             for svc in reversed(services):
                 svc.stop()
             print("\nstopped every service it started")
-        time.sleep(0)
 
 
 if __name__ == "__main__":
