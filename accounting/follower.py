@@ -13,6 +13,7 @@ import logging
 import threading
 
 import grpc
+
 from tashi.accounting.ledger import Ledger
 from tashi.accounting.timeutil import now_ns
 from tashi.runtime.client import MAX_PAGE, ClusterClient, TashiError

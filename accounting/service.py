@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 import grpc
+
 from tashi.accounting.ledger import KIND_DRIFT, KIND_EVENT, KIND_GAP, Ledger
 from tashi.accounting.listing import EntryFilter, list_entries
 from tashi.accounting.timeutil import now_ns, ns_to_ts, ts_to_ns

@@ -9,7 +9,6 @@ from tashi.accounting.listing import EntryFilter, list_entries
 from tashi.accounting.usage import Figures, GroupBy, UsageRow, usage
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb
-
 from tests.test_accounting_support import T0, Script, lifecycle_script
 
 NS = 1_000_000_000

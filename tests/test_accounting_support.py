@@ -3,20 +3,22 @@ ledger dumps, and an accounting process started the way an operator does."""
 
 from __future__ import annotations
 
-import os
-import signal
+import socket
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from tashi.runtime.client import ClusterClient
+from tashi.runtime.version import VERSION
+from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import resources_pb2 as pb
+from tests.cluster import Process, bin_path
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 S = pb
@@ -163,53 +165,12 @@ def committed_seq(path: str | Path) -> int:
         conn.close()
 
 
-class AccountingProcess:
-    """`tashi-accounting` as a real process; stderr is collected for assertions."""
-
-    def __init__(self, db: Path, cm: str, *extra: str, listen: str = "127.0.0.1:0") -> None:
-        cmd = [sys.executable, "-m", "tashi.accounting.main", "--db", str(db), "--cm", cm,
-               "--listen", listen, *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.stderr_lines: list[str] = []
-        self._stderr_thread = threading.Thread(target=self._drain, args=(self.proc.stderr,),
-                                               daemon=True)
-        self._stderr_thread.start()
-        self.address = ""
-
-    def _drain(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            self.stderr_lines.append(line)
-
-    def wait_listening(self, timeout: float = 20.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("tashi-accounting exited: " + "".join(self.stderr_lines))
-            if line.startswith("tashi-accounting listening on "):
-                self.address = line.split()[-1]
-                return self.address
-        raise TimeoutError("tashi-accounting did not start")
-
-    def stderr(self) -> str:
-        return "".join(self.stderr_lines)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+def start_accounting(workdir: Path, cm: str, *extra: str, db: Path | None = None,
+                     listen: str = "127.0.0.1:0") -> Process:
+    """`tashi-accounting` as an operator starts it; its log is workdir/accounting.log."""
+    argv = [bin_path("tashi-accounting"), "--db", str(db or workdir / "ledger.sqlite"),
+            "--cm", cm, "--listen", listen, *extra]
+    return Process(argv, workdir / "accounting.log")
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> Any:
@@ -226,3 +187,81 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.02) -> A
 def batches(events: list[pb.Event], size: int) -> Iterator[list[pb.Event]]:
     for i in range(0, len(events), size):
         yield events[i:i + size]
+
+
+# -- a real cluster manager, driven as node managers would ------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_cm_at(tmp_path: Path, port: int, **flags: object) -> Process:
+    """`tashi-cm` on a fixed port (so a restarted CM comes back where it was)."""
+    argv = [bin_path("tashi-cm"), "--listen", f"127.0.0.1:{port}", "--db",
+            str(tmp_path / "cm.db")]
+    for key, value in flags.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    return Process(argv, tmp_path / "cm.log")
+
+
+def stop_process(proc: Process, kill: bool = False) -> None:
+    if kill:
+        proc.kill()
+    proc.stop()
+    if proc.proc.stdout is not None:
+        proc.proc.stdout.close()
+
+
+class SyntheticHost:
+    """A host whose node manager is this object: it registers with the CM and
+    reports VM states (RUNNING, PAUSED, EXITED) exactly as `tashi-nm` would."""
+
+    def __init__(self, client: ClusterClient, name: str, add: bool = True) -> None:
+        self.client = client
+        self.name = name
+        self.report_seq = 0
+        self.vms: dict[int, int] = {}
+        if add:
+            client.create_host(name)
+        self.register()
+
+    def register(self) -> None:
+        reports = [nr.InstanceReport(instance_id=iid, vm_id=f"vm-{iid}", state=state)  # type: ignore[arg-type]
+                   for iid, state in self.vms.items()]
+        self.client.call(self.client.registry.RegisterHost, nr.RegisterHostRequest(
+            name=self.name, cores=1024, memory_mib=1 << 22, version=VERSION,
+            nm_address="127.0.0.1:1", instances=reports))
+
+    def report(self, changes: list[tuple[int, int]]) -> None:
+        reports = []
+        for iid, state in changes:
+            self.report_seq += 1
+            reports.append(nr.InstanceReport(instance_id=iid, vm_id=f"vm-{iid}",
+                                             state=state,  # type: ignore[arg-type]
+                                             report_seq=self.report_seq))
+            if state == S.INSTANCE_STATE_EXITED:
+                self.vms.pop(iid, None)
+            else:
+                self.vms[iid] = state
+        self.client.call(self.client.registry.ReportInstances,
+                         nr.ReportInstancesRequest(name=self.name, reports=reports))
+
+
+def head_seq(client: ClusterClient) -> int:
+    return int(client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq)
+
+
+def cm_history(client: ClusterClient) -> list[pb.Event]:
+    """Every event the CM has retained, up to now."""
+    top = head_seq(client)
+    out: list[pb.Event] = []
+    if top == 0:
+        return out
+    for batch in client.watch_events(0):
+        out.extend(batch)
+        if out[-1].seq >= top:
+            break
+    return out

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tashi.accounting.ledger import Ledger
 from tashi.accounting.usage import Figures, GroupBy, UsageRow, usage
-
 from tests.test_accounting_support import T0, Script, batches, dump_ledger, lifecycle_script
 
 NS = 1_000_000_000
