@@ -156,10 +156,13 @@ class PrivateLibvirt:
             if self.holder.stdout.readline().strip() != b"ready":
                 raise RuntimeError("could not set up the private namespaces: "
                                    + (workdir / "holder.log").read_text())
-            self.procs.append(subprocess.Popen(self.enter(net=True) + ["virtlogd"],
-                                               stdout=self._logs[1], stderr=self._logs[1]))
-            self.procs.append(subprocess.Popen(self.enter(net=True) + ["libvirtd"],
-                                               stdout=self._logs[2], stderr=self._logs[2]))
+            # Own pid files: the defaults (/run/*.pid) are outside the bind mounts.
+            self.procs.append(subprocess.Popen(
+                self.enter(net=True) + ["virtlogd", "--pid-file", "/run/libvirt/virtlogd.pid"],
+                stdout=self._logs[1], stderr=self._logs[1]))
+            self.procs.append(subprocess.Popen(
+                self.enter(net=True) + ["libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid"],
+                stdout=self._logs[2], stderr=self._logs[2]))
             self._wait_socket()
         except BaseException:
             self.stop()
