@@ -41,4 +41,5 @@ class NmConfig:
         "help": "interface the networks ride on (VLAN parent, VXLAN underlay, flat bridge "
                 "port); empty: host networking is left alone"})
     network_namespace: str = field(default="", metadata={
-        "help": "network namespace holding the uplink and the networks' links (tests)"})
+        "help": "network namespace holding the uplink and the networks' links: a name "
+                "under /run/netns or a path such as /proc/PID/ns/net (tests)"})

@@ -61,7 +61,8 @@ class HostNetworking:
     """The host side of Tashi networks on one uplink, in one network namespace.
 
     `netns=None` is the node manager's own namespace (production); tests pass
-    the name of a namespace they created.  Passes are serialised, so the NM's
+    the name of a namespace they created (under /run/netns) or a path such as
+    /proc/PID/ns/net.  Passes are serialised, so the NM's
     network watcher and a VM start may both call in.
     """
 

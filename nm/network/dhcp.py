@@ -125,6 +125,8 @@ def _new_socket() -> socket.socket:
 def packet_socket(netns: str | None) -> socket.socket:
     """A filtered packet socket on every interface of `netns` (or of our own namespace).
 
+    `netns` is a name under /run/netns or a path such as /proc/PID/ns/net.
+
     A socket belongs to the namespace it was created in, so a short-lived
     thread enters the namespace (setns affects only the calling thread),
     creates it, and ends; this process's other threads never move.
