@@ -63,7 +63,11 @@ def cloud_kernel() -> Path:
     """The unpacked kernel package's root (boot/vmlinuz-*, lib/modules/...)."""
     root = CACHE / "kernel"
     if not list(root.glob("boot/vmlinuz-*")):
-        deps = _run(["apt-cache", "depends", KERNEL_META])
+        deps = subprocess.run(["apt-cache", "depends", KERNEL_META], capture_output=True,
+                              text=True, timeout=60).stdout
+        if "Depends:" not in deps:  # no package lists yet on this machine
+            _run(["apt-get", "update", "-qq"])
+            deps = _run(["apt-cache", "depends", KERNEL_META])
         m = re.search(r"Depends:\s*(linux-image-\S+)", deps)
         if not m:
             raise RuntimeError(f"apt-cache knows no kernel behind {KERNEL_META} "

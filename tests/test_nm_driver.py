@@ -17,6 +17,7 @@ from tashi.nm.errors import (
     ResourceExhausted,
 )
 from tashi.nm.libvirt import domain_xml as dx
+from tashi.nm.libvirt import driver as drv_mod
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.model import (
     EXITED,
@@ -222,7 +223,8 @@ def test_resume_checks_its_file(drv: tuple[LibvirtDriver, Seen], tmp_path: Path)
     assert d.resume_vm(spec(12), path).state == RUNNING
 
 
-def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen]) -> None:
+def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     d, _seen = drv
     cookie = d.prepare_receive(spec(14, memory=2000))
     with pytest.raises(ResourceExhausted):  # the claim holds the memory
@@ -237,3 +239,10 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen]) -> None:
     assert d.prepare_source(16).state == RUNNING
     with pytest.raises(InvalidArgument):
         d.send_vm(16, "", cookie)
+    # a migration that never arrives frees its claim
+    d.destroy_vm(16)
+    monkeypatch.setattr(drv_mod, "RECEIVE_CLAIM_SECONDS", -1.0)
+    cookie = d.prepare_receive(spec(17, memory=1000))
+    assert d.start_vm(spec(18, memory=1000)).state == RUNNING
+    with pytest.raises(NotFound):
+        d.receive_vm(17, cookie)

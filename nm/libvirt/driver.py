@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -58,6 +59,8 @@ from tashi.nm.network.names import stable_mac, tap_name
 from tashi.nm.validate import HINT_CMDLINE, HINT_INITRD, HINT_KERNEL, check_spec
 
 log = logging.getLogger(__name__)
+
+RECEIVE_CLAIM_SECONDS = 600.0  # a migration that never arrives frees its memory after this
 
 _STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
                  4: "saved to a file", 5: "the hypervisor failed"}
@@ -112,7 +115,8 @@ class LibvirtDriver(Driver):
         self._lock = threading.Lock()  # guards _vms and _vm_locks
         self._vms: dict[int, Managed] = {}
         self._vm_locks: dict[int, threading.Lock] = {}
-        self._receiving: dict[str, int] = {}  # migration cookie -> instance id
+        # migration cookie -> (instance id, when the claim lapses)
+        self._receiving: dict[str, tuple[int, float]] = {}
         self._events: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
         self._callback_ids: list[tuple[libvirt.virConnect, int]] = []
         self._facts: HostFacts | None = None
@@ -322,6 +326,7 @@ class LibvirtDriver(Driver):
 
     def _reserve(self, meta: dx.TashiMetadata, vm_id: str) -> Managed:
         """Claim the instance id and its memory before anything is created."""
+        self._drop_lapsed_claims()
         facts = self.host_facts()
         if meta.cores > facts.cores:
             raise FailedPrecondition(f"instance {meta.instance_id} wants {meta.cores} cores; "
@@ -568,8 +573,19 @@ class LibvirtDriver(Driver):
         self._reserve(meta, dx.vm_name(spec.instance_id))
         cookie = uuid.uuid4().hex
         with self._lock:
-            self._receiving[cookie] = spec.instance_id
+            self._receiving[cookie] = (spec.instance_id,
+                                       time.monotonic() + RECEIVE_CLAIM_SECONDS)
         return json.dumps({"instance_id": spec.instance_id, "token": cookie})
+
+    def _drop_lapsed_claims(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for token, (iid, until) in list(self._receiving.items()):
+                if until < now:
+                    del self._receiving[token]
+                    rec = self._vms.get(iid)
+                    if rec is not None and rec.state == UNSPECIFIED:
+                        del self._vms[iid]
 
     def prepare_source(self, instance_id: int) -> VmInfo:
         rec = self._managed(instance_id)
@@ -609,8 +625,9 @@ class LibvirtDriver(Driver):
             token = str(json.loads(cookie)["token"])
         except (ValueError, KeyError, TypeError):
             raise InvalidArgument("migration cookie is not one this node manager made") from None
+        self._drop_lapsed_claims()
         with self._lock:
-            claimed = self._receiving.get(token)
+            claimed = self._receiving.get(token, (0, 0.0))[0]
         if claimed != instance_id:
             raise NotFound(f"no migration of instance {instance_id} is expected here")
         with self._vm_lock(instance_id):
