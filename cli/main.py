@@ -17,6 +17,7 @@ from tashi.runtime.client import DEFAULT_CM, TashiError
 COMMAND_MODULES = [
     "tashi.cli.instances_cmds",
     "tashi.cli.admin_cmds",
+    "tashi.cli.scheduling_cmds",
     "tashi.cli.accounting_cmds",
 ]
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
+
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.scheduler.cluster import ClusterView
 from tashi.scheduler.config import SchedulerConfig
@@ -100,6 +101,8 @@ class Agent:
         self._holding: set[int] = set()
         self._start_failures: Counter[int] = Counter()
         self._held_epoch = -1
+        # Events were applied since the last pass began.
+        self._dirty = False
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> None:
@@ -130,12 +133,17 @@ class Agent:
             self.on_connected()
         resync_at = time.monotonic() + self.config.resync_seconds
         while not self._stopping.is_set():
-            self._wait(resync_at)
-            if time.monotonic() >= resync_at:
-                raise Restart("periodic resync")
+            # The listing itself may hold Pending VMs: decide before waiting.
             self.view.expire_avoids()
             if self.seq >= self._ready_seq:
+                self._dirty = False
                 self._schedule()
+            if self._dirty:
+                self._drain()  # events came in during the pass: look again at once
+            else:
+                self._wait(resync_at)
+            if time.monotonic() >= resync_at:
+                raise Restart("periodic resync")
 
     def _wait(self, resync_at: float) -> None:
         """Block until something arrives (or a deadline), then apply all that queued."""
@@ -209,6 +217,7 @@ class Agent:
         if event.seq <= self.seq:
             return
         self.seq = event.seq
+        self._dirty = True
         self.stats.events += 1
         kind = event.WhichOneof("subject")
         deleted = event.type in _DELETED

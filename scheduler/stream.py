@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import MAX_PAGE, ClusterClient, TashiError
 from tashi.v1 import cluster_manager_pb2 as cm

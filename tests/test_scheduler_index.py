@@ -6,6 +6,7 @@ import dataclasses
 import random
 
 import pytest
+
 from tashi.scheduler.cluster import ClusterView
 from tashi.scheduler.index import CapacityIndex
 from tashi.scheduler.model import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from tashi.scheduler.cluster import ClusterView
 from tashi.scheduler.filters import (
     AntiAffinity,

@@ -1,0 +1,206 @@
+"""The agent against a real cluster manager over gRPC (in-process CM, synthetic hosts)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tashi.runtime.client import ClusterClient
+from tashi.scheduler.agent import Agent, Restart
+from tashi.scheduler.config import SchedulerConfig
+from tashi.scheduler.hooks import Hook, PreCreate
+from tashi.scheduler.model import HostView, VmSpec
+from tashi.scheduler.stream import EventWatch, Item
+from tashi.v1 import placement_pb2 as pl
+from tashi.v1 import resources_pb2 as pb
+from tests.cluster import wait_for
+from tests.cm_inproc import InProcCM
+from tests.test_scheduler_support import add_hosts, report, running_agent, spec
+
+ACTIVATING, HELD = pb.INSTANCE_STATE_ACTIVATING, pb.INSTANCE_STATE_HELD
+
+
+@pytest.fixture
+def cmx(tmp_path: Path) -> Iterator[InProcCM]:
+    cm = InProcCM(tmp_path, expire_host_seconds=3600.0)
+    cm.client().create_user("alice")
+    try:
+        yield cm
+    finally:
+        cm.stop()
+
+
+def by_name(client: ClusterClient) -> dict[str, pb.Instance]:
+    return {i.name: i for i in client.list_instances()}
+
+
+def test_places_holds_with_a_reason_and_places_held_when_a_host_arrives(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(2, 4096), (2, 4096)])
+    with running_agent(cmx.address, resync_seconds=3600) as agent:
+        alice.create_instances(spec("vm"), count=5)
+        insts = wait_for(lambda: [i for i in alice.list_instances() if i.state == HELD],
+                         what="one VM held")
+        assert len(insts) == 1
+        assert insts[0].state_reason == \
+            "fits on no host (needs 1 cores, 1024 MiB): 2 hosts not enough free cores"
+        assert sum(i.state == ACTIVATING for i in alice.list_instances()) == 4
+        layout = {h.name: h.instance_count for h in root.list_hosts()}
+        assert layout == {"h0": 2, "h1": 2}  # spread
+        add_hosts(root, [(1, 1024)], start=2)
+        placed = wait_for(lambda: root.get_instance(insts[0].id).host_name == "h2" or None,
+                          what="the held VM placed on the new host")
+        assert placed
+        assert agent.stats.sessions == 1  # by the event, not by a relist
+
+
+def test_a_vm_going_away_lets_a_held_one_in(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(1, 2048)])
+    with running_agent(cmx.address, resync_seconds=3600):
+        alice.create_instances(spec("a"))
+        first = wait_for(lambda: by_name(alice)["a"].state == ACTIVATING and by_name(alice)["a"])
+        alice.create_instances(spec("b"))
+        wait_for(lambda: by_name(alice)["b"].state == HELD, what="b held")
+        report(root, "h0", first.id, pb.INSTANCE_STATE_EXITED)
+        wait_for(lambda: by_name(alice)["b"].state == ACTIVATING, what="b placed")
+
+
+def test_hints_reach_the_cm(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(4, 8192)] * 3)
+    with running_agent(cmx.address):
+        alice.create_instances(spec("pinned", hints={"targetHost": "h2"}))
+        alice.create_instances(spec("nowhere", hints={"targetHost": "h9"}))
+        alice.create_instances(spec("db", group_name="db", hints={"antiAffinity": "True"}),
+                               count=4)
+        alice.create_instances(spec("web", hints={"antiAffinityGroup": "web"}), count=3)
+        wait_for(lambda: all(i.state in (ACTIVATING, HELD) for i in alice.list_instances())
+                 and len(alice.list_instances()) == 9, what="all decided")
+        insts = by_name(alice)
+        assert insts["pinned"].host_name == "h2"
+        assert insts["nowhere"].state == HELD
+        assert insts["nowhere"].state_reason == "target host h9 does not exist"
+        db_hosts = [i.host_name for n, i in insts.items() if n.startswith("db-") and i.host_id]
+        assert sorted(db_hosts) == ["h0", "h1", "h2"]  # one group member per host
+        held_db = [i for n, i in insts.items() if n.startswith("db-") and i.state == HELD]
+        assert len(held_db) == 1 and "anti-affinity group db" in held_db[0].state_reason
+        web_hosts = [i.host_name for n, i in insts.items() if n.startswith("web-")]
+        assert sorted(web_hosts) == ["h0", "h1", "h2"]
+
+
+def test_dense_pack_by_hint(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(4, 8192)] * 3)
+    with running_agent(cmx.address):
+        alice.create_instances(spec("p", hints={"densePack": "True"}), count=6)
+        wait_for(lambda: sum(i.state == ACTIVATING for i in alice.list_instances()) == 6)
+        counts = sorted(h.instance_count for h in root.list_hosts())
+        assert counts == [0, 2, 4]
+
+
+def test_addresses_from_the_network_range_given_and_released(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    root.create_network(pb.Network(id=11, name="lan", cidr="10.11.0.0/29"))  # .2 - .6
+    add_hosts(root, [(8, 16384)])
+    nic = [pb.Nic(network_id=11)]
+    with running_agent(cmx.address, resync_seconds=3600):
+        alice.create_instances(spec("n", nics=nic), count=6)
+        wait_for(lambda: sum(i.state in (ACTIVATING, HELD) for i in alice.list_instances()) == 6)
+        insts = sorted(alice.list_instances(), key=lambda i: i.id)
+        ips = [i.nics[0].ip for i in insts if i.state == ACTIVATING]
+        assert sorted(ips) == [f"10.11.0.{n}" for n in range(2, 7)]
+        held = [i for i in insts if i.state == HELD]
+        assert len(held) == 1 and held[0].state_reason == \
+            "network 11 (10.11.0.0/29) has no free address"
+        gone = next(i for i in insts if i.nics[0].ip == "10.11.0.4")
+        report(root, "h0", gone.id, pb.INSTANCE_STATE_EXITED)
+        again = wait_for(lambda: root.get_instance(held[0].id).state == ACTIVATING
+                         and root.get_instance(held[0].id), what="held VM placed")
+        assert again.nics[0].ip == "10.11.0.4"
+
+
+def test_a_failed_start_sends_the_vm_elsewhere_not_back(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(4, 8192), (2, 4096)])
+    with running_agent(cmx.address, start_failure_backoff_seconds=60):
+        alice.create_instances(spec("f"))
+        first = wait_for(lambda: by_name(alice)["f"].host_name == "h0" and by_name(alice)["f"])
+        report(root, "h0", first.id, pb.INSTANCE_STATE_HELD, "qemu exploded")
+        moved = wait_for(lambda: by_name(alice)["f"].host_name == "h1" and by_name(alice)["f"],
+                         what="placed on the other host")
+        assert moved.state == ACTIVATING
+        report(root, "h1", first.id, pb.INSTANCE_STATE_HELD, "qemu exploded again")
+        wait_for(lambda: by_name(alice)["f"].state == HELD, what="held")
+        # Both hosts banned for a minute: it stays Held rather than bouncing.
+        assert "exploded again" in by_name(alice)["f"].state_reason
+
+
+def test_periodic_resync_places_nothing_twice(cmx: InProcCM) -> None:
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(4, 8192)] * 2)
+    with running_agent(cmx.address, resync_seconds=0.2) as agent:
+        alice.create_instances(spec("r"), count=8)
+        wait_for(lambda: sum(i.state == ACTIVATING for i in alice.list_instances()) == 8)
+        wait_for(lambda: agent.stats.sessions >= 4, what="a few resyncs")
+        assert agent.stats.accepted == 8 and agent.stats.refused == 0
+
+
+def test_out_of_range_starts_a_relist(cmx: InProcCM) -> None:
+    """A watch from before the retained history answers OUT_OF_RANGE; the agent turns that
+    into a relist."""
+    root = cmx.client()
+    add_hosts(root, [(1, 1024)])
+    cmx.cluster.events.trimmed_to(3)  # as the CM's pruning does past the retention
+    out: queue.Queue[Item | None] = queue.Queue()
+    watch = EventWatch(root, since=0, out=out, generation=1)
+    watch.start()
+    item = out.get(timeout=10)
+    assert item is not None and item.error is not None
+    assert item.error.code == grpc.StatusCode.OUT_OF_RANGE
+    agent = Agent(root, SchedulerConfig(cm=cmx.address))
+    agent._generation = 1
+    with pytest.raises(Restart):
+        agent._handle(item)
+
+
+class Rival(Hook):
+    """Acts as a second scheduler that wins the race for the host the agent chose:
+    just before the agent proposes, it creates and places a VM filling that host."""
+
+    def __init__(self, client: ClusterClient) -> None:
+        self.client = client
+        self.fired = False
+
+    def pre_create(self, vm: VmSpec, host: HostView) -> PreCreate:
+        if not self.fired:
+            self.fired = True
+            rival = self.client.create_instances(spec("rival", cores=host.free_cores))[0]
+            answer = self.client.activate([pl.Placement(instance_id=rival.id, host_id=host.id)])
+            assert answer.results[0].accepted
+        return PreCreate()
+
+
+def test_a_proposal_refused_for_capacity_is_retried_with_fresh_state(cmx: InProcCM) -> None:
+    root = cmx.client()
+    add_hosts(root, [(2, 4096), (1, 2048)])
+    agent = Agent(cmx.client(), SchedulerConfig(cm=cmx.address), hooks=[Rival(cmx.client())])
+
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        cmx.client("alice").create_instances(spec("x"))
+        x = wait_for(lambda: by_name(root).get("x") if by_name(root).get("x") and
+                     by_name(root)["x"].state == ACTIVATING else None, what="x placed")
+        assert by_name(root)["rival"].host_name == "h0"
+        assert x.host_name == "h1"  # not h0, which the rival filled
+        assert agent.stats.refused == 1 and agent.stats.accepted == 1
+        assert all(h.used_cores <= h.cores for h in root.list_hosts())
+    finally:
+        agent.stop()
+        thread.join(10)

@@ -1,0 +1,164 @@
+"""Helpers for the scheduler's integration tests (no tests here).
+
+Synthetic hosts are added and registered through the CM's own node manager
+API with no `nm_address`, so the CM never calls a node manager for them and
+placed instances stay Activating, holding their capacity.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tashi.runtime.auth import user_metadata
+from tashi.runtime.client import ClusterClient
+from tashi.runtime.names import instance_state_name
+from tashi.scheduler.agent import Agent
+from tashi.scheduler.config import SchedulerConfig
+from tashi.scheduler.convert import charged_hosts
+from tashi.v1 import cluster_manager_pb2 as cm
+from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import resources_pb2 as pb
+from tests.cluster import Process, bin_path
+
+CONNECTED_RE = re.compile(r"connected to (\S+:\d+)")
+
+
+def add_hosts(client: ClusterClient, sizes: list[tuple[int, int]], prefix: str = "h",
+              start: int = 0) -> list[pb.Host]:
+    """Add and register hosts of (cores, memory MiB), named prefix+index."""
+    hosts = []
+    for i, (cores, memory) in enumerate(sizes, start=start):
+        name = f"{prefix}{i}"
+        client.create_host(name)
+        resp = client.call(client.registry.RegisterHost, nr.RegisterHostRequest(
+            name=name, cores=cores, memory_mib=memory, version="0.1.0"))
+        hosts.append(resp.host)
+    return hosts
+
+
+def spec(name: str, cores: int = 1, memory: int = 1024, **kw: object) -> pb.Instance:
+    return pb.Instance(name=name, cores=cores, memory_mib=memory, **kw)  # type: ignore[arg-type]
+
+
+def states(client: ClusterClient) -> Counter[int]:
+    return Counter(i.state for i in client.list_instances())
+
+
+def history(client: ClusterClient) -> list[pb.Event]:
+    """Every event from the start up to now."""
+    last = client.call(client.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq
+    out: list[pb.Event] = []
+    if last == 0:
+        return out
+    stream = client.cm.WatchEvents(cm.WatchEventsRequest(since=0, max_batch=5000),
+                                   metadata=user_metadata(client.user), timeout=60)
+    try:
+        for resp in stream:
+            out.extend(resp.events)
+            if out and out[-1].seq >= last:
+                break
+    finally:
+        stream.cancel()
+    assert [e.seq for e in out] == list(range(1, len(out) + 1)), "events missing from history"
+    return out
+
+
+def overcommits(events: list[pb.Event]) -> list[str]:
+    """Replay the history and report every moment a host held more than its capacity."""
+    capacity: dict[int, tuple[int, int]] = {}
+    used: dict[int, list[int]] = {}
+    charged: dict[int, tuple[tuple[int, ...], int, int]] = {}
+    problems: list[str] = []
+    for ev in events:
+        kind = ev.WhichOneof("subject")
+        if kind == "host" and ev.type != pb.EVENT_TYPE_HOST_DELETED:
+            capacity[ev.host.id] = (ev.host.cores, ev.host.memory_mib)
+        elif kind == "instance":
+            inst = ev.instance
+            old = charged.pop(inst.id, None)
+            if old is not None:
+                for h in old[0]:
+                    used[h][0] -= old[1]
+                    used[h][1] -= old[2]
+            if ev.type == pb.EVENT_TYPE_INSTANCE_DELETED:
+                continue
+            now = (charged_hosts(inst), inst.cores, inst.memory_mib)
+            charged[inst.id] = now
+            for h in now[0]:
+                u = used.setdefault(h, [0, 0])
+                u[0] += inst.cores
+                u[1] += inst.memory_mib
+                cores, memory = capacity.get(h, (0, 0))
+                if u[0] > cores or u[1] > memory:
+                    problems.append(f"seq {ev.seq}: host {h} holds {u[0]}/{cores} cores, "
+                                    f"{u[1]}/{memory} MiB")
+    return problems
+
+
+def activations(events: list[pb.Event]) -> Counter[int]:
+    """How many times each instance entered Activating."""
+    seen: Counter[int] = Counter()
+    state: dict[int, int] = {}
+    for ev in events:
+        if ev.WhichOneof("subject") != "instance":
+            continue
+        inst = ev.instance
+        if inst.state == pb.INSTANCE_STATE_ACTIVATING and \
+                state.get(inst.id) != pb.INSTANCE_STATE_ACTIVATING:
+            seen[inst.id] += 1
+        state[inst.id] = inst.state
+    return seen
+
+
+@contextmanager
+def running_agent(address: str, **settings: object) -> Iterator[Agent]:
+    """An agent on its own thread against the CM at `address`."""
+    config = SchedulerConfig(cm=address, **settings)  # type: ignore[arg-type]
+    client = ClusterClient(address, timeout=10)
+    connected = threading.Event()
+    agent = Agent(client, config, on_connected=connected.set)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        assert connected.wait(10), "the agent did not connect"
+        yield agent
+    finally:
+        agent.stop()
+        thread.join(10)
+        client.close()
+        assert not thread.is_alive()
+
+
+class SchedulerProcess(Process):
+    def __init__(self, workdir: Path, cm_address: str, *extra: str, name: str = "sched") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__([bin_path("tashi-scheduler"), "--cm", cm_address, *extra],
+                         workdir / f"{name}.log", ready=CONNECTED_RE)
+
+
+def report(client: ClusterClient, host: str, instance_id: int, state: int,
+           message: str = "") -> None:
+    """Speak for a synthetic host's node manager: the VM exited, failed to start ..."""
+    client.call(client.registry.ReportInstances, nr.ReportInstancesRequest(
+        name=host, reports=[nr.InstanceReport(instance_id=instance_id, state=state,
+                                              message=message)]))
+
+
+def wait_states(client: ClusterClient, timeout: float = 30.0, **want: int) -> None:
+    """Wait until the instances are in these states (activating=400, held=100 ...)."""
+    expected = {getattr(pb, f"INSTANCE_STATE_{k.upper()}"): n for k, n in want.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        now = states(client)
+        if all(now[s] == n for s, n in expected.items()):
+            return
+        if time.monotonic() > deadline:
+            shown = {instance_state_name(s): n for s, n in now.items()}
+            raise AssertionError(f"after {timeout}s the instances are {shown}, not {want}")
+        time.sleep(0.05)
