@@ -164,10 +164,25 @@ class PrivateLibvirt:
             self.procs.append(subprocess.Popen(
                 self.enter(net=True) + ["virtlogd", "--pid-file", "/run/libvirt/virtlogd.pid"],
                 stdout=self._logs[1], stderr=self._logs[1]))
-            self.procs.append(subprocess.Popen(
-                self.enter(net=True) + ["libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid"],
-                stdout=self._logs[2], stderr=self._logs[2]))
-            self._wait_socket()
+            self._start_libvirtd()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_libvirtd(self) -> None:
+        self.libvirtd = subprocess.Popen(
+            self.enter(net=True) + ["libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid"],
+            stdout=self._logs[2], stderr=self._logs[2])
+        self.procs.append(self.libvirtd)
+        self._wait_socket()
+
+    def restart_libvirtd(self) -> None:
+        """Stop and start libvirtd; the guests (QEMU processes) keep running."""
+        self.libvirtd.terminate()
+        self.libvirtd.wait(20)
+        self.procs.remove(self.libvirtd)
+        try:
+            self._start_libvirtd()
         except BaseException:
             self.stop()
             raise

@@ -120,6 +120,15 @@ def test_real_guest_lifecycle(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
         assert libvirtd.guest_pids() == qemu, "re-adopted, not restarted"
         assert len(client.list_instances()) == 1
 
+        # libvirtd restarts under the NM: it reconnects at once (close callback) and
+        # resyncs, so a change made meanwhile reaches the CM without waiting for a poll
+        libvirtd.restart_libvirtd()
+        assert libvirtd.guest_pids() == qemu
+        libvirtd.virsh("suspend", vm_id)  # paused behind the CM's back
+        wait_state(client, inst.id, pb.INSTANCE_STATE_PAUSED, timeout=10)
+        client.instance_action("Unpause", inst.id)
+        wait_state(client, inst.id, pb.INSTANCE_STATE_RUNNING)
+
         client.instance_action("Shutdown", inst.id)
         wait_state(client, inst.id, -1, timeout=30)
         assert GUEST_POWEROFF in console(nm, vm_id), "the guest powered itself off (ACPI)"

@@ -35,6 +35,7 @@ from tashi.nm.errors import (
     NmError,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import guest
@@ -60,6 +61,7 @@ from tashi.nm.validate import HINT_CMDLINE, HINT_INITRD, HINT_KERNEL, check_spec
 
 log = logging.getLogger(__name__)
 
+RECONNECT_SECONDS = 2.0
 RECEIVE_CLAIM_SECONDS = 600.0  # a migration that never arrives frees its memory after this
 
 _STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
@@ -122,7 +124,7 @@ class LibvirtDriver(Driver):
         self._facts: HostFacts | None = None
         self._resync_lock = threading.Lock()
         self._closed = False
-        self.host = Host(uri, self._on_connect)
+        self.host = Host(uri, self._on_connect, self.request_resync)
         self._worker = threading.Thread(target=self._work, name="nm-events", daemon=True)
         self._worker.start()
         self.host.conn()
@@ -136,7 +138,7 @@ class LibvirtDriver(Driver):
         cb_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                             self._on_lifecycle, None)
         self._callback_ids.append((conn, cb_id))
-        if self._vms:  # a reconnect: catch up on what happened while libvirtd was away
+        if self._callback_ids[:-1]:  # a reconnect: catch up on what happened meanwhile
             self.request_resync()
 
     def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int,
@@ -168,6 +170,12 @@ class LibvirtDriver(Driver):
                     self.resync()
                 else:
                     self._handle_event(name, event, detail)
+            except Unavailable as exc:  # libvirtd is away: try again shortly
+                log.warning("%s; retrying in %.0f s", exc.message, RECONNECT_SECONDS)
+                if not self._closed:
+                    retry = threading.Timer(RECONNECT_SECONDS, self.request_resync)
+                    retry.daemon = True
+                    retry.start()
             except NmError as exc:
                 log.warning("handling libvirt event for %s: %s", name or "resync", exc.message)
             except Exception:

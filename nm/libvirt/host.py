@@ -28,9 +28,11 @@ def version_text(number: int) -> str:
 
 
 class Host:
-    def __init__(self, uri: str, on_reconnect: Callable[[libvirt.virConnect], None]) -> None:
+    def __init__(self, uri: str, on_reconnect: Callable[[libvirt.virConnect], None],
+                 on_close: Callable[[], None] = lambda: None) -> None:
         self.uri = uri
         self._on_reconnect = on_reconnect
+        self._on_close = on_close
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         silence_default_error_handler()
@@ -59,6 +61,10 @@ class Host:
                     conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
                 except libvirt.libvirtError:
                     pass  # local drivers without keepalive
+                try:  # libvirtd went away: reconnect now, not at the next call
+                    conn.registerCloseCallback(lambda _c, _reason, _o: self._on_close(), None)
+                except libvirt.libvirtError:
+                    pass
             self._conn = conn
         self._on_reconnect(conn)
         return conn
