@@ -180,7 +180,9 @@ def test_node_reports_drive_states(icm: InProcCM) -> None:
     assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_PAUSED
     report(S.INSTANCE_STATE_RUNNING, 2)  # a replayed report changes nothing
     assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_PAUSED
-    report(S.INSTANCE_STATE_EXITED, 3, message="guest powered off")
+    report(S.INSTANCE_STATE_RUNNING, 3)  # unpaused outside the CM
+    assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_RUNNING
+    report(S.INSTANCE_STATE_EXITED, 4, message="guest powered off")
     with pytest.raises(TashiError):
         alice.get_instance(vm.id)
 
