@@ -111,14 +111,17 @@ class _Pass:
         self.ipr = ipr
         self.uplink_name = uplink
         self.changes: list[str] = []
+        self.links: dict[str, ln.Link] = {}  # one dump per pass, refreshed after each change
+        self._peers: dict[int, set[str]] | None = None  # flood lists, read once per pass
+        self._local: set[str] | None = None
 
     def run(self, networks: Iterable[NetworkSpec]) -> ConvergeResult:
         desired: dict[int, NetworkSpec] = {}
         for spec in networks:
             desired.setdefault(spec.id, spec)
-        current = ln.all_links(self.ipr)
-        uplink = current.get(self.uplink_name)
-        self._remove_unwanted(current, desired, uplink)
+        self.links = ln.all_links(self.ipr)
+        uplink = self.links.get(self.uplink_name)
+        self._remove_unwanted(dict(self.links), desired, uplink)
         statuses = tuple(self._converge_one(desired[i]) for i in sorted(desired))
         return ConvergeResult(statuses=statuses, changes=tuple(self.changes))
 
@@ -153,6 +156,7 @@ class _Pass:
         except NetlinkError as e:
             if e.code != ln.ENODEV:  # a VLAN goes with its parent; already gone is fine
                 raise
+        self.links.pop(link.name, None)
         self.changes.append(f"deleted {link.kind or 'link'} {link.name} ({why})")
 
     # -- one network ---------------------------------------------------------
@@ -170,7 +174,7 @@ class _Pass:
         return NetworkStatus(spec.id, True, "", bridge)
 
     def _build(self, spec: NetworkSpec) -> str:
-        uplink = ln.get_link(self.ipr, self.uplink_name)
+        uplink = self.links.get(self.uplink_name)
         if uplink is None:
             raise NetworkUnavailable(f"uplink {self.uplink_name} not found")
         if not uplink.admin_up:
@@ -222,11 +226,11 @@ class _Pass:
                 f"uplink {uplink.name} cannot carry MTU {need} (its maximum is {uplink.max_mtu})"
             )
         self._set(uplink, f"raised uplink {uplink.name} MTU {uplink.mtu} -> {need}", mtu=need)
-        return self._reread(uplink.name)
+        return self._cached(uplink.name)
 
     def _ensure_vlan(self, spec: NetworkSpec, uplink: ln.Link) -> ln.Link:
         name = vlan_name(spec.id)
-        link = ln.get_link(self.ipr, name)
+        link = self.links.get(name)
         if link is not None and (
             link.kind != "vlan"
             or link.data.get("IFLA_VLAN_ID") != spec.vlan_id
@@ -243,7 +247,7 @@ class _Pass:
 
     def _ensure_vxlan(self, spec: NetworkSpec, uplink: ln.Link) -> ln.Link:
         name = vxlan_name(spec.id)
-        link = ln.get_link(self.ipr, name)
+        link = self.links.get(name)
         if link is not None and (
             link.kind != "vxlan"
             or link.data.get("IFLA_VXLAN_ID") != spec.vni
@@ -268,8 +272,13 @@ class _Pass:
 
     def _ensure_flood_peers(self, link: ln.Link, spec: NetworkSpec) -> None:
         """Head-end replication to the peer list, skipping this host's own addresses."""
-        want = set(spec.peers) - ln.local_ipv4(self.ipr)
-        have = ln.flood_peers(self.ipr, link.index)
+        if self._peers is None or self._local is None:
+            self._peers = ln.flood_peers(self.ipr)
+            self._local = ln.local_ipv4(self.ipr)
+        want = set(spec.peers) - self._local
+        # A multicast group is the device's own default remote, listed by the
+        # kernel as an all-zeros entry too: never ours to remove.
+        have = set(self._peers.get(link.index, ())) - {spec.group}
         for peer in sorted(want - have):
             self._fdb("append", link, peer, f"added VXLAN peer {peer} to {link.name}")
         for peer in sorted(have - want):
@@ -277,7 +286,7 @@ class _Pass:
 
     def _ensure_bridge(self, spec: NetworkSpec) -> ln.Link:
         name = bridge_name(spec.id)
-        link = ln.get_link(self.ipr, name)
+        link = self.links.get(name)
         if link is not None and link.kind != "bridge":
             self._delete(link, "not a bridge")
             link = None
@@ -301,7 +310,7 @@ class _Pass:
             self._set(link, f"labelled {name} {alias!r}", ifalias=alias)
         if not link.admin_up:
             self._set(link, f"brought {name} up", state="up")
-        return self._reread(name)
+        return self._cached(name)
 
     def _ensure_port(self, lower: ln.Link, bridge: ln.Link, mtu: int) -> None:
         if lower.mtu != mtu:
@@ -326,6 +335,13 @@ class _Pass:
         except NetlinkError as e:
             raise explain(change, e) from e
         self.changes.append(change)
+        self._reread(link.name)  # later steps of this pass see the link as it now is
+
+    def _cached(self, name: str) -> ln.Link:
+        link = self.links.get(name)
+        if link is None:
+            raise NetworkUnavailable(f"{name} vanished while being configured")
+        return link
 
     def _fdb(self, command: str, link: ln.Link, peer: str, change: str) -> None:
         try:
@@ -337,5 +353,7 @@ class _Pass:
     def _reread(self, name: str) -> ln.Link:
         link = ln.get_link(self.ipr, name)
         if link is None:
+            self.links.pop(name, None)
             raise NetworkUnavailable(f"{name} vanished while being configured")
+        self.links[name] = link
         return link

@@ -105,13 +105,17 @@ def local_ipv4(ipr: IPRoute) -> set[str]:
     }
 
 
-def flood_peers(ipr: IPRoute, index: int) -> set[str]:
-    """Remote VTEPs a VXLAN device floods to: its all-zeros FDB entries."""
-    peers = set()
-    for msg in ipr.fdb("dump", ifindex=index):
-        if msg["ifindex"] != index or not msg["flags"] & NTF_SELF:
+def flood_peers(ipr: IPRoute) -> dict[int, set[str]]:
+    """Remote VTEPs each VXLAN device floods to (its all-zeros FDB entries), by ifindex.
+
+    One dump for the whole namespace: the kernel does not filter an FDB dump
+    by device, so a dump per device would make a pass quadratic.
+    """
+    peers: dict[int, set[str]] = {}
+    for msg in ipr.fdb("dump"):
+        if not msg["flags"] & NTF_SELF:
             continue
         dst = msg.get_attr("NDA_DST")
         if msg.get_attr("NDA_LLADDR") == ZERO_MAC and dst:
-            peers.add(dst)
+            peers.setdefault(msg["ifindex"], set()).add(dst)
     return peers
