@@ -103,8 +103,8 @@ class SqliteStore(Store):
     def load(self, recent: int) -> Loaded:
         with self._lock:
             resources: dict[str, list[bytes]] = {k: [] for k in KINDS}
-            rows = self._db.execute("SELECT kind, body FROM resources ORDER BY kind, id")
-            for kind, body in rows:
+            for kind, body in self._db.execute(
+                    "SELECT kind, body FROM resources ORDER BY kind, id"):
                 resources.setdefault(kind, []).append(body)
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
             lo, hi = self._db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
