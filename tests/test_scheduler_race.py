@@ -13,6 +13,7 @@ from tests.test_scheduler_support import (
     history,
     overcommits,
     spec,
+    stop_all,
     wait_states,
 )
 
@@ -57,6 +58,4 @@ def test_two_schedulers_race_500_vms_onto_room_for_400(tmp_path: Path) -> None:
                   and e.instance.state == ACTIVATING}
         assert actors == {"root", "sched1"}
     finally:
-        for s in scheds:
-            s.stop()
-        cm.stop()
+        stop_all(*scheds, cm)

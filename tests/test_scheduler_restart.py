@@ -15,6 +15,7 @@ from tests.test_scheduler_support import (
     history,
     overcommits,
     spec,
+    stop_all,
     wait_states,
 )
 
@@ -43,6 +44,7 @@ def test_killed_scheduler_restarts_without_misses_or_doubles(tmp_path: Path) -> 
             if placed > 100:
                 break
         sched.kill()
+        stop_all(sched)
         placed_at_kill = sum(h.instance_count for h in root.list_hosts())
         assert 100 < placed_at_kill < 1100, placed_at_kill
 
@@ -64,6 +66,4 @@ def test_killed_scheduler_restarts_without_misses_or_doubles(tmp_path: Path) -> 
         assert len(placed_times) == 1250 and set(placed_times.values()) == {1}
         assert overcommits(events) == []
     finally:
-        if sched is not None:
-            sched.stop()
-        cm.stop()
+        stop_all(sched, cm)

@@ -162,3 +162,14 @@ def wait_states(client: ClusterClient, timeout: float = 30.0, **want: int) -> No
             shown = {instance_state_name(s): n for s, n in now.items()}
             raise AssertionError(f"after {timeout}s the instances are {shown}, not {want}")
         time.sleep(0.05)
+
+
+def stop_all(*procs: Process | None) -> None:
+    """Stop processes started by a test and close their pipes (tests.cluster leaves them)."""
+    for p in procs:
+        if p is None:
+            continue
+        p.stop()
+        p._pump.join(5)
+        if p.proc.stdout is not None:
+            p.proc.stdout.close()
