@@ -30,3 +30,5 @@ class AccountingConfig:
     watch_batch: int = field(default=1000, metadata={
         "help": "events per WatchEvents message, committed in one transaction"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+    metrics_listen: str = field(default="", metadata={
+        "help": "HOST:PORT to serve Prometheus /metrics on (off when empty)"})

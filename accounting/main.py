@@ -9,10 +9,11 @@ from pathlib import Path
 
 from tashi.accounting.config import AccountingConfig
 from tashi.accounting.follower import Follower, Reconciler
-from tashi.accounting.ledger import Ledger
+from tashi.accounting.metrics import AccountingCollector, CountingLedger
 from tashi.accounting.service import AccountingServicer
 from tashi.runtime import server
 from tashi.runtime.config import ConfigError, add_config_flags, from_args
+from tashi.runtime.metrics import ServiceMetrics
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc
 
@@ -35,12 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse(argv)
     server.setup_logging(cfg.log_level)
     Path(cfg.db).parent.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(cfg.db)
+    ledger = CountingLedger(cfg.db)
     log.info("ledger %s at seq %d", cfg.db, ledger.seq)
     try:
+        metrics = ServiceMetrics(cfg.metrics_listen)
+        metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user))
         running = server.start(cfg.listen, [server.Service(
             SERVICE_NAME, AccountingServicer(ledger, cfg.admins),
-            apb_grpc.add_AccountingServiceServicer_to_server)])
+            apb_grpc.add_AccountingServiceServicer_to_server)],
+            interceptors=metrics.interceptors)
     except (OSError, RuntimeError, ValueError) as exc:
         sys.exit(f"tashi-accounting: cannot listen on {cfg.listen}: {exc}")
     host, _port = server.split_address(cfg.listen)
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         follower.stop()
         reconciler.stop()
         running.stop()
+        metrics.stop()
         ledger.close()
 
     server.wait_for_signal(stop)

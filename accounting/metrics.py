@@ -39,14 +39,18 @@ class AccountingCollector(Collector):
     def __init__(self, ledger: CountingLedger, cm_address: str, user: str = "root",
                  probe_seconds: float = CM_PROBE_SECONDS) -> None:
         self.ledger = ledger
-        self.client = ClusterClient(cm_address, user=user, timeout=probe_seconds)
+        self.cm_address = cm_address
+        self.user = user
         self.probe_seconds = probe_seconds
+        self._client: ClusterClient | None = None  # made at the first scrape
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("tashi_accounting_events_ingested",
                                   "Cluster manager events committed to the ledger.",
                                   value=self.ledger.ingested)
-        cm_seq = cm_last_sequence(self.client, self.probe_seconds)
+        if self._client is None:
+            self._client = ClusterClient(self.cm_address, self.user, self.probe_seconds)
+        cm_seq = cm_last_sequence(self._client, self.probe_seconds)
         seq = self.ledger.seq  # read after the CM's, so the lag is never overstated
         yield GaugeMetricFamily("tashi_accounting_event_sequence",
                                 "Sequence of the last cluster manager event in the ledger.",
@@ -57,4 +61,5 @@ class AccountingCollector(Collector):
                                     "have yet.", value=max(0, cm_seq - seq))
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

@@ -9,11 +9,13 @@ import sys
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
+from tashi.cm.metrics import ClusterCollector
 from tashi.cm.nodes import LivenessMonitor
 from tashi.cm.servicer import ClusterManagerServicer, NodeRegistryServicer, PlacementServicer
 from tashi.cm.store import open_store
 from tashi.runtime import config as rc
 from tashi.runtime import server
+from tashi.runtime.metrics import ServiceMetrics
 from tashi.v1 import cluster_manager_pb2, node_registry_pb2, placement_pb2
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2_grpc as nr_grpc
@@ -33,6 +35,7 @@ class ClusterManager:
         self.cluster.recover()
         self.liveness = LivenessMonitor(self.cluster)
         self.running: server.Running | None = None
+        self.metrics = ServiceMetrics(cfg.metrics_listen)
 
     def start(self) -> int:
         c = self.cluster
@@ -47,12 +50,15 @@ class ClusterManager:
                 "PlacementService"].full_name, PlacementServicer(c),
                 pl_grpc.add_PlacementServiceServicer_to_server),
         ]
-        self.running = server.start(self.cfg.listen, services, max_workers=128)
+        self.metrics.serve(ClusterCollector(c))
+        self.running = server.start(self.cfg.listen, services, max_workers=128,
+                                    interceptors=self.metrics.interceptors)
         self.liveness.start()
         return self.running.port
 
     def stop(self) -> None:
         self.liveness.stop()
+        self.metrics.stop()
         self.cluster.events.close()
         if self.running:
             self.running.stop(grace=1.0)

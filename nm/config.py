@@ -43,3 +43,5 @@ class NmConfig:
     network_namespace: str = field(default="", metadata={
         "help": "network namespace holding the uplink and the networks' links: a name "
                 "under /run/netns or a path such as /proc/PID/ns/net (tests)"})
+    metrics_listen: str = field(default="", metadata={
+        "help": "HOST:PORT to serve Prometheus /metrics on (off when empty)"})

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from tashi.nm import metrics
 from tashi.nm.config import NmConfig
 from tashi.nm.errors import NmError
 from tashi.nm.node import NodeManager
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     server.setup_logging(cfg.log_level)
     try:
         node = NodeManager(cfg)
+        metrics.serve(node)
         port = node.start()
     except NmError as exc:
         sys.exit(f"tashi-nm: {exc.message}")

@@ -14,6 +14,7 @@ from tashi.nm.reporter import NetworkStatus, Reporter
 from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
 from tashi.runtime.client import ClusterClient
+from tashi.runtime.metrics import ServiceMetrics
 from tashi.v1 import node_manager_pb2
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 
@@ -53,11 +54,13 @@ class NodeManager:
         self.network_status = network_status
         self.running: server.Running | None = None
         self.reporter: Reporter | None = None
+        self.metrics = ServiceMetrics(cfg.metrics_listen)
 
     def start(self) -> int:
         self.running = server.start(self.cfg.listen, [
             server.Service(SERVICE_NAME, self.servicer,
-                           nm_grpc.add_NodeManagerServiceServicer_to_server)])
+                           nm_grpc.add_NodeManagerServiceServicer_to_server)],
+            interceptors=self.metrics.interceptors)
         self.reporter = Reporter(
             self.driver, self.client, self.cfg.hostname,
             advertised_address(self.cfg, self.running.port),
@@ -75,6 +78,7 @@ class NodeManager:
             self.reporter.stop()
         if self.networks is not None:
             self.networks.stop()
+        self.metrics.stop()
         if self.running is not None:
             self.running.stop(grace=1.0)
         self.client.close()

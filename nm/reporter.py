@@ -49,6 +49,7 @@ class Reporter:
         self.resync_seconds = resync_seconds
         self.network_status = network_status
         self.registered = False
+        self.last_heartbeat = 0.0  # Unix time the CM last took a registration or heartbeat
         self.last_error = ""
         self._buffer: collections.deque[reg.InstanceReport] = collections.deque()
         self._seq = time.time_ns() // 1000
@@ -157,6 +158,7 @@ class Reporter:
         self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
         self._sent_networks = networks
         self.registered = True
+        self.last_heartbeat = time.time()
         with self._cond:  # the snapshot supersedes anything older still queued
             top = max((r.report_seq for r in snapshot), default=0)
             while self._buffer and self._buffer[0].report_seq <= top:
@@ -175,6 +177,8 @@ class Reporter:
         if not resp.registered:
             log.info("cluster manager asks %s to register again", self.hostname)
             self.registered = False
+        else:
+            self.last_heartbeat = time.time()
 
     def _flush_unregistered(self) -> None:
         """Deliver the history first, so the CM sees every change in order; a CM that

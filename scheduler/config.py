@@ -24,3 +24,5 @@ class SchedulerConfig:
     ip_allocator: bool = field(default=True, metadata={
         "help": "give NICs addresses from their network's cidr"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING ..."})
+    metrics_listen: str = field(default="", metadata={
+        "help": "HOST:PORT to serve Prometheus /metrics on (off when empty)"})

@@ -12,6 +12,7 @@ from typing import Any
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.config import ConfigError, add_config_flags, from_args
 from tashi.runtime.server import setup_logging
+from tashi.scheduler import metrics
 from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
 from tashi.scheduler.model import Policy
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("connected to %s again", config.cm)
 
     agent = Agent(client, config, on_connected=connected)
+    try:
+        served = metrics.serve(agent, config.metrics_listen)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"tashi-scheduler: cannot serve metrics on {config.metrics_listen}: {exc}")
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.start()
     while worker.is_alive():
         worker.join(0.5)
+    served.stop()
     client.close()
     return 0
 
