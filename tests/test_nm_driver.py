@@ -119,6 +119,7 @@ def test_destroy_and_calls_on_unknown_vms(drv: tuple[LibvirtDriver, Seen]) -> No
                  d.get_vm, d.vm_stats):
         with pytest.raises(NotFound):
             call(2)  # type: ignore[operator]
+    seen.wait(lambda: EXITED in seen.states(2))
     assert seen.states(2) == [RUNNING, EXITED]
 
 
