@@ -8,6 +8,7 @@ from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.errors import exists, invalid, precondition
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, not_allowed
+from tashi.runtime.macs import stable_mac
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -72,7 +73,7 @@ def create(c: Cluster, actor: str, req: cmpb.CreateInstanceRequest) -> cmpb.Crea
             inst.name = name
             for index, nic in enumerate(inst.nics):
                 if not nic.mac:
-                    nic.mac = v.stable_mac(inst.id, index)
+                    nic.mac = stable_mac(inst.id, index)
             txn.put(inst, pb.EVENT_TYPE_INSTANCE_CREATED, f"created by {actor}")
             resp.instances.append(inst)
         return resp

@@ -74,12 +74,6 @@ def check_ip(ip: str) -> str:
         raise invalid(f"IP address {ip!r} is not valid") from None
 
 
-def stable_mac(instance_id: int, index: int) -> str:
-    """A locally administered MAC that stays the same for an instance's NIC."""
-    value = (instance_id * 16 + index) & 0xFFFFFF
-    return f"52:54:00:{value >> 16:02x}:{(value >> 8) & 0xFF:02x}:{value & 0xFF:02x}"
-
-
 def check_network(net: pb.Network) -> None:
     if net.id <= 0:
         raise invalid(f"network id must be a positive number, got {net.id}")

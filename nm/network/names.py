@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from tashi.runtime.macs import MAC_PREFIX, stable_mac  # noqa: F401  (re-exported)
+
 IFNAMSIZ = 15
 """Longest interface name Linux accepts (IFNAMSIZ less the terminating NUL)."""
 
@@ -24,9 +26,6 @@ TAP_PREFIX = "tt"
 MANAGED_LINK = re.compile(r"^t(br|vx|vl)(\d+)$")
 """Names of the links the converger owns; group 2 is the network id."""
 
-MAC_PREFIX = 0x56
-"""First octet of generated MACs: locally administered (bit 1) and unicast
-(bit 0 clear), and different from libvirt's random 52:54:00 range."""
 
 
 def _name(prefix: str, network_id: int) -> str:
@@ -66,17 +65,3 @@ def tap_name(instance_id: int, nic_index: int) -> str:
         raise ValueError(f"instance {instance_id} NIC {nic_index}: tap name {name} too long")
     return name
 
-
-def stable_mac(instance_id: int, nic_index: int) -> str:
-    """A MAC that stays the same for (instance, NIC) across restarts and migrations.
-
-    Layout 56:ii:ii:ii:ii:nn -- 32 bits of instance id and the NIC index -- so
-    two NICs in one cluster never share a MAC while instance ids stay below
-    2**32; no hashing, hence no birthday collisions.
-    """
-    if instance_id < 0:
-        raise ValueError(f"instance id must not be negative, got {instance_id}")
-    if not 0 <= nic_index <= 0xFF:
-        raise ValueError(f"NIC index must be 0..255, got {nic_index}")
-    octets = [MAC_PREFIX, *(instance_id & 0xFFFFFFFF).to_bytes(4, "big"), nic_index]
-    return ":".join(f"{o:02x}" for o in octets)
