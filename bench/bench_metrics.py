@@ -9,6 +9,10 @@ prints, per VM count: the median and 90th-percentile scrape time, the libvirt
 read inside it (tashi_nm_libvirt_read_duration_seconds), the body size and the
 series count; then the per-VM cost and the 1,000/100 time ratio (10 means
 linear).  No CM is needed: the NM keeps retrying to register meanwhile.
+
+Last, the gRPC interceptor's cost: unary calls/s (grpc.health.v1 Check) on two
+servers in this process, one with the metrics interceptor and one without,
+in alternating rounds, as a ratio.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tashi.runtime import server
 from tashi.runtime.client import channel
+from tashi.runtime.metrics import ServiceMetrics
 from tashi.v1 import node_manager_pb2 as nmpb
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import resources_pb2 as pb
@@ -96,6 +103,34 @@ def measure(url: str, scrapes: int) -> dict[str, float]:
             "read": statistics.median(reads), "bytes": len(body), "series": series}
 
 
+def interceptor_ratio(rounds: int = 7, calls: int = 1500) -> tuple[float, float]:
+    """Median unary calls/s without and with the interceptor."""
+    metrics = ServiceMetrics("127.0.0.1:0")
+    plain = server.start("127.0.0.1:0", [])
+    counted = server.start("127.0.0.1:0", [], interceptors=metrics.interceptors)
+    rates: dict[str, list[float]] = {"plain": [], "counted": []}
+    chans = {k: channel(f"127.0.0.1:{r.port}") for k, r in
+             (("plain", plain), ("counted", counted))}
+    try:
+        stubs = {k: health_pb2_grpc.HealthStub(c) for k, c in chans.items()}
+        req = health_pb2.HealthCheckRequest()
+        for stub in stubs.values():
+            for _ in range(300):
+                stub.Check(req)
+        for _ in range(rounds):
+            for name, stub in stubs.items():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    stub.Check(req)
+                rates[name].append(calls / (time.perf_counter() - t0))
+    finally:
+        for c in chans.values():
+            c.close()
+        plain.stop(0)
+        counted.stop(0)
+    return statistics.median(rates["plain"]), statistics.median(rates["counted"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--counts", default="100,1000", help="VM counts to measure, ascending")
@@ -138,6 +173,9 @@ def main() -> None:
         print(f"\nscrape time ratio {hi}/{lo} VMs: "
               f"{results[hi]['median'] / results[lo]['median']:.1f}x "
               f"for {hi / lo:.0f}x the VMs")
+    plain, counted = interceptor_ratio()
+    print(f"\ngRPC unary calls/s: {plain:.0f} without the metrics interceptor, {counted:.0f} "
+          f"with it (ratio {counted / plain:.2f})")
 
 
 if __name__ == "__main__":
