@@ -29,7 +29,10 @@ class ClusterView:
         self.index = CapacityIndex(rng)
         self.clock = clock
         self.capacity_epoch = 0
+        # Hosts as the CM describes them (usage fields 0), and as the filters see
+        # them, usage included, built when asked for after a change.
         self._hosts: dict[int, HostView] = {}
+        self._views: dict[int, HostView] = {}
         self._names: dict[str, int] = {}
         self._unschedulable: set[int] = set()
         # host id -> [cores, memory, count] of the instances assigned to it.
@@ -44,20 +47,34 @@ class ClusterView:
 
     # -- reading ----------------------------------------------------------------
     def host(self, host_id: int) -> HostView | None:
-        return self._hosts.get(host_id)
+        view = self._views.get(host_id)
+        if view is None:
+            base = self._hosts.get(host_id)
+            if base is None:
+                return None
+            usage = self._usage.get(host_id)
+            view = base if usage is None else _with_usage(base, usage)
+            self._views[host_id] = view
+        return view
 
     def hosts(self) -> Iterator[HostView]:
-        return iter(self._hosts.values())
+        for host_id in list(self._hosts):
+            view = self.host(host_id)
+            if view is not None:
+                yield view
 
     def host_by_ref(self, ref: str) -> HostView | None:
         """Tashi's targetHost names a host by name or by id."""
         host_id = self._names.get(ref)
         if host_id is None and ref.isdigit():
             host_id = int(ref)
-        return self._hosts.get(host_id) if host_id is not None else None
+        return self.host(host_id) if host_id is not None else None
 
     def unschedulable_hosts(self) -> Iterator[HostView]:
-        return (self._hosts[h] for h in self._unschedulable)
+        for host_id in list(self._unschedulable):
+            view = self.host(host_id)
+            if view is not None:
+                yield view
 
     def instance(self, vm_id: int) -> VmSpec | None:
         return self._instances.get(vm_id)
@@ -89,35 +106,41 @@ class ClusterView:
     # -- hosts --------------------------------------------------------------------
     def upsert_host(self, host: HostView) -> None:
         """Take a host's capacity and state; usage fields are the view's own."""
+        new = host
+        if host.used_cores or host.used_memory_mib or host.instance_count:
+            new = dataclasses.replace(host, used_cores=0, used_memory_mib=0, instance_count=0)
         old = self._hosts.get(host.id)
-        if old is not None and old.name != host.name:
+        if old is not None and old.name != new.name:
             self._names.pop(old.name, None)
-        cores, memory, count = self._usage.get(host.id, (0, 0, 0))
-        new = dataclasses.replace(host, used_cores=cores, used_memory_mib=memory,
-                                  instance_count=count)
         if old is not None and old == new:
             return
         if old is None or _more_room(old, new):
             self.capacity_epoch += 1
         self._hosts[host.id] = new
         self._names[new.name] = new.id
-        self._reindex(new)
+        self._reindex(host.id)
 
     def delete_host(self, host_id: int) -> None:
         old = self._hosts.pop(host_id, None)
         if old is None:
             return
+        self._views.pop(host_id, None)
         self._names.pop(old.name, None)
         self._unschedulable.discard(host_id)
         self.index.remove(host_id)
 
-    def _reindex(self, host: HostView) -> None:
+    def _reindex(self, host_id: int) -> None:
+        self._views.pop(host_id, None)
+        host = self._hosts.get(host_id)
+        if host is None:
+            return
         if host.schedulable:
-            self._unschedulable.discard(host.id)
-            self.index.put(host.id, host.instance_count, host.free_cores, host.free_memory_mib)
+            self._unschedulable.discard(host_id)
+            cores, memory, count = self._usage.get(host_id, (0, 0, 0))
+            self.index.put(host_id, count, host.cores - cores, host.memory_mib - memory)
         else:
-            self._unschedulable.add(host.id)
-            self.index.remove(host.id)
+            self._unschedulable.add(host_id)
+            self.index.remove(host_id)
 
     def _add_usage(self, host_id: int, vm: VmSpec, sign: int) -> None:
         usage = self._usage.setdefault(host_id, [0, 0, 0])
@@ -126,12 +149,7 @@ class ClusterView:
         usage[2] += sign
         if usage[2] == 0:
             del self._usage[host_id]
-        host = self._hosts.get(host_id)
-        if host is not None:
-            host = dataclasses.replace(host, used_cores=usage[0], used_memory_mib=usage[1],
-                                       instance_count=usage[2])
-            self._hosts[host_id] = host
-            self._reindex(host)
+        self._reindex(host_id)
 
     # -- instances ------------------------------------------------------------------
     def upsert_instance(self, vm: VmSpec, quiet: bool = False) -> VmSpec | None:
@@ -219,6 +237,15 @@ class ClusterView:
                 del self._avoid[vm_id]
         if expired:
             self.capacity_epoch += 1
+
+
+def _with_usage(host: HostView, usage: list[int]) -> HostView:
+    return HostView(
+        id=host.id, name=host.name, up=host.up, state=host.state, cores=host.cores,
+        memory_mib=host.memory_mib, used_cores=usage[0], used_memory_mib=usage[1],
+        instance_count=usage[2], reserved_for=host.reserved_for,
+        reports_networks=host.reports_networks, ready_networks=host.ready_networks,
+        network_problems=host.network_problems)
 
 
 def _more_room(old: HostView, new: HostView) -> bool:

@@ -150,3 +150,13 @@ def test_index_yields_in_policy_order_and_spreads_ties() -> None:
     assert index.shortfall(9, 1) == (2, 0)
     assert index.shortfall(1, 8000) == (0, 1)
     assert not index.any_fits(9, 1)
+
+
+def test_host_views_carry_every_field_of_the_host() -> None:
+    from tashi.scheduler.cluster import _with_usage
+
+    host = HostView(id=3, name="h3", up=False, state=HostState.DRAINED, cores=7,
+                    memory_mib=77, reserved_for=frozenset({"a"}), reports_networks=True,
+                    ready_networks=frozenset({1}), network_problems=((2, "x"),))
+    assert _with_usage(host, [1, 2, 3]) == dataclasses.replace(
+        host, used_cores=1, used_memory_mib=2, instance_count=3)

@@ -1,0 +1,198 @@
+"""End to end: placements committed through the cluster manager, Pending -> Activating.
+
+Starts a real `tashi-cm` (fresh store in a scratch folder) and one or more
+real `tashi-scheduler` processes, adds synthetic hosts through the CM's own
+node manager API (CreateHost + RegisterHost with cores and memory and no
+`nm_address`: the CM never calls a node manager for them, so a placed VM
+stays Activating and keeps its capacity; the NM's start is not part of what
+is measured), creates the VMs in one createMany call and watches the event
+stream until every VM is Activating.  Then it replays the whole history and
+checks that no host ever held more than its capacity.
+
+    python bench/bench_scheduler.py [--hosts 1000] [--vms 10000] [--schedulers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tashi.runtime.auth import user_metadata
+from tashi.runtime.client import ClusterClient
+from tashi.scheduler.convert import charged_hosts
+from tashi.v1 import cluster_manager_pb2 as cm
+from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import resources_pb2 as pb
+
+BIN = Path(sys.executable).parent
+
+
+def start(argv: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start a service and wait for its ready line; answers the process and the match."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(pattern, line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stdout or ()],
+                             daemon=True).start()
+            return proc, m.group(1)
+    raise SystemExit(f"{argv[0]} did not start; see {log}")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def seq_now(client: ClusterClient) -> int:
+    return int(client.call(client.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq)
+
+
+class Watcher(threading.Thread):
+    """Counts instances entering Activating; keeps every event for the replay."""
+
+    def __init__(self, client: ClusterClient, since: int, want: int) -> None:
+        super().__init__(daemon=True)
+        self.want = want
+        self.events: list[pb.Event] = []
+        self.done = threading.Event()
+        self.finished_at = 0.0
+        self.activated: set[int] = set()
+        self._stream = client.cm.WatchEvents(cm.WatchEventsRequest(since=since, max_batch=5000),
+                                             metadata=user_metadata(client.user))
+
+    def run(self) -> None:
+        try:
+            for resp in self._stream:
+                for ev in resp.events:
+                    self.events.append(ev)
+                    if ev.WhichOneof("subject") == "instance" and \
+                            ev.instance.state == pb.INSTANCE_STATE_ACTIVATING:
+                        self.activated.add(ev.instance.id)
+                if len(self.activated) >= self.want and not self.done.is_set():
+                    self.finished_at = time.perf_counter()
+                    self.done.set()
+        except Exception:  # cancelled at the end
+            self.done.set()
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+
+def history(client: ClusterClient) -> list[pb.Event]:
+    last = seq_now(client)
+    out: list[pb.Event] = []
+    stream = client.cm.WatchEvents(cm.WatchEventsRequest(since=0, max_batch=5000),
+                                   metadata=user_metadata(client.user))
+    for resp in stream:
+        out.extend(resp.events)
+        if out[-1].seq >= last:
+            break
+    stream.cancel()
+    return out
+
+
+def overcommitted(events: list[pb.Event]) -> int:
+    """Moments at which some host held more than its capacity, replaying the history."""
+    capacity: dict[int, tuple[int, int]] = {}
+    used: Counter[tuple[int, str]] = Counter()
+    charged: dict[int, tuple[tuple[int, ...], int, int]] = {}
+    bad = 0
+    for ev in events:
+        kind = ev.WhichOneof("subject")
+        if kind == "host":
+            capacity[ev.host.id] = (ev.host.cores, ev.host.memory_mib)
+        elif kind == "instance":
+            inst = ev.instance
+            for h in charged.get(inst.id, ((), 0, 0))[0]:
+                used[(h, "c")] -= charged[inst.id][1]
+                used[(h, "m")] -= charged[inst.id][2]
+            if ev.type == pb.EVENT_TYPE_INSTANCE_DELETED:
+                charged.pop(inst.id, None)
+                continue
+            charged[inst.id] = (charged_hosts(inst), inst.cores, inst.memory_mib)
+            for h in charged[inst.id][0]:
+                used[(h, "c")] += inst.cores
+                used[(h, "m")] += inst.memory_mib
+                cores, memory = capacity.get(h, (0, 0))
+                bad += used[(h, "c")] > cores or used[(h, "m")] > memory
+    return bad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--vms", type=int, default=10_000)
+    parser.add_argument("--schedulers", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
+    (work / "images").mkdir()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        cm_proc, address = start(
+            [str(BIN / "tashi-cm"), "--listen", "127.0.0.1:0", "--db", str(work / "cm.db"),
+             "--images", str(work / "images"), "--expire-host-seconds", "86400",
+             "--log-level", "WARNING"],
+            r"listening on (\S+:\d+)", work / "cm.log")
+        procs.append(cm_proc)
+        client = ClusterClient(address, timeout=120)
+        client.create_user("alice")
+        t = time.perf_counter()
+        for i in range(args.hosts):
+            client.create_host(f"h{i}")
+            client.call(client.registry.RegisterHost, nr.RegisterHostRequest(
+                name=f"h{i}", cores=32, memory_mib=131072, version="0.1.0"))
+        print(f"{args.hosts} synthetic hosts of 32 cores, 128 GiB added in "
+              f"{time.perf_counter() - t:.1f}s")
+        for i in range(args.schedulers):
+            proc, _ = start([str(BIN / "tashi-scheduler"), "--cm", address,
+                             "--log-level", "WARNING"],
+                            r"connected to (\S+:\d+)", work / f"sched{i}.log")
+            procs.append(proc)
+        watcher = Watcher(client, seq_now(client), args.vms)
+        watcher.start()
+        alice = ClusterClient(address, user="alice", timeout=120)
+        t0 = time.perf_counter()
+        alice.create_instances(pb.Instance(name="vm", cores=1, memory_mib=2048),
+                               count=args.vms)
+        created = time.perf_counter()
+        if not watcher.done.wait(600):
+            raise SystemExit("not all VMs were placed within 10 minutes")
+        watcher.cancel()
+        placing = watcher.finished_at - created
+        print(f"createMany of {args.vms} VMs answered in {created - t0:.2f}s")
+        print(f"{len(watcher.activated)} Pending -> Activating in {placing:.2f}s after that: "
+              f"{args.vms / placing:,.0f} placements/s with {args.schedulers} scheduler(s) "
+              f"({args.vms / (watcher.finished_at - t0):,.0f}/s counting the createMany)")
+        events = history(client)
+        hosts = client.list_hosts()
+        over_now = sum(h.used_cores > h.cores or h.used_memory_mib > h.memory_mib for h in hosts)
+        print(f"overcommitted hosts: {over_now} now; moments of overcommit in the replayed "
+              f"history of {len(events)} events: {overcommitted(events)}")
+        alice.close()
+        client.close()
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        if args.keep:
+            print(f"scratch folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
