@@ -271,6 +271,8 @@ class Agent:
     # -- placing ---------------------------------------------------------------------------
     def _work(self) -> list[int]:
         view = self.view
+        if self._confirmed:  # answers the event stream has caught up with
+            self._confirmed = {i: s for i, s in self._confirmed.items() if s > self.seq}
         due = {vm for vm, seq in self._retry_after.items() if seq <= self.seq}
         for vm_id in due:
             del self._retry_after[vm_id]
