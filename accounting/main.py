@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = ServiceMetrics(cfg.metrics_listen)
         metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"tashi-accounting: {exc}")
+    try:
         running = server.start(cfg.listen, [server.Service(
             SERVICE_NAME, AccountingServicer(ledger, cfg.admins),
             apb_grpc.add_AccountingServiceServicer_to_server)],

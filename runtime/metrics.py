@@ -244,7 +244,10 @@ class ServiceMetrics:
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         if listen:
-            split_address(listen)  # a bad address fails at start-up, not at first scrape
+            try:  # a bad address fails at start-up, not at first scrape
+                split_address(listen)
+            except ValueError as exc:
+                raise ValueError(f"--metrics-listen: {exc}") from None
             # No `_created` series beside each counter: the Go exporters have none, and
             # they would double the series count.  (A process-wide switch; one service
             # per process.)
@@ -274,7 +277,11 @@ class ServiceMetrics:
             return ""
         self.register(*collectors)
         host, port = split_address(self.listen)
-        self._httpd, self._thread = start_http_server(port, host, registry=self.registry)
+        try:
+            self._httpd, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {self.listen}: {exc.strerror or exc}"
+                          ) from None
         bound = self._httpd.server_port
         self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         log.info("serving metrics on http://%s/metrics", self.address)

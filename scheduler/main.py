@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         served = metrics.serve(agent, config.metrics_listen)
     except (OSError, ValueError) as exc:
-        sys.exit(f"tashi-scheduler: cannot serve metrics on {config.metrics_listen}: {exc}")
+        sys.exit(f"tashi-scheduler: {exc}")
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
