@@ -7,13 +7,13 @@ Tashi's hints, kept as they were:
   overriding the scheduler's default policy.
 
 Ours, for anti-affinity (VMs of one group on distinct hosts):
-- `antiAffinityGroup=G`: the VM never shares a host with another VM of the
-  same owner carrying the same `antiAffinityGroup`.
-- `antiAffinity=True`: the same, with the instance's `group_name` (which
-  `createMany` sets to the base name) as the group.
-Anti-affinity is opt-in through a hint rather than implied by `group_name`,
-because Tashi's `createMany` puts every VM of a batch into one group and
-users rely on a batch of 500 landing on 4 hosts.
+- an instance's `group_name` (`tashi createVm --group G`, never set
+  implicitly: createMany leaves it empty) makes it anti-affine with the other
+  VMs of the same owner in that group: no two of them share a host;
+- `antiAffinityGroup=G` names the group in a hint instead (it wins over
+  `group_name`);
+- `antiAffinity=False` keeps a grouped VM out of the rule.
+Groups are per owner, so one user's group never blocks another's VMs.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def parse_bool(value: str | None) -> bool | None:
 
 
 def parse_hints(hints: Mapping[str, str], group_name: str = "") -> Hints:
-    group = hints.get("antiAffinityGroup", "").strip()
-    if not group and parse_bool(hints.get("antiAffinity")):
-        group = group_name
+    group = hints.get("antiAffinityGroup", "").strip() or group_name.strip()
+    if parse_bool(hints.get("antiAffinity")) is False:
+        group = ""
     return Hints(
         target_host=hints.get("targetHost", "").strip(),
         allow_elsewhere=bool(parse_bool(hints.get("allowElsewhere"))),

@@ -77,11 +77,12 @@ def test_hints_reach_the_cm(cmx: InProcCM) -> None:
     with running_agent(cmx.address):
         alice.create_instances(spec("pinned", hints={"targetHost": "h2"}))
         alice.create_instances(spec("nowhere", hints={"targetHost": "h9"}))
-        alice.create_instances(spec("db", group_name="db", hints={"antiAffinity": "True"}),
+        alice.create_instances(spec("db", group_name="db"), count=4)  # createMany --group db
+        alice.create_instances(spec("free", group_name="free", hints={"antiAffinity": "False"}),
                                count=4)
         alice.create_instances(spec("web", hints={"antiAffinityGroup": "web"}), count=3)
         wait_for(lambda: all(i.state in (ACTIVATING, HELD) for i in alice.list_instances())
-                 and len(alice.list_instances()) == 9, what="all decided")
+                 and len(alice.list_instances()) == 13, what="all decided")
         insts = by_name(alice)
         assert insts["pinned"].host_name == "h2"
         assert insts["nowhere"].state == HELD
@@ -92,6 +93,7 @@ def test_hints_reach_the_cm(cmx: InProcCM) -> None:
         assert len(held_db) == 1 and "anti-affinity group db" in held_db[0].state_reason
         web_hosts = [i.host_name for n, i in insts.items() if n.startswith("web-")]
         assert sorted(web_hosts) == ["h0", "h1", "h2"]
+        assert all(i.state == ACTIVATING for n, i in insts.items() if n.startswith("free-"))
 
 
 def test_dense_pack_by_hint(cmx: InProcCM) -> None:

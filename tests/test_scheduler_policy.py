@@ -175,11 +175,12 @@ def test_parse_hints_as_tashi_wrote_them() -> None:
     assert parse_bool("False") is False and parse_bool("1") is True and parse_bool(None) is None
 
 
-def test_anti_affinity_hints() -> None:
+def test_anti_affinity_from_the_group_or_a_hint() -> None:
+    assert parse_hints({}, group_name="web").anti_affinity_group == "web"
     assert parse_hints({"antiAffinityGroup": "db"}).anti_affinity_group == "db"
-    assert parse_hints({"antiAffinity": "True"}, group_name="web").anti_affinity_group == "web"
-    # group_name alone (createMany sets it) does not spread a batch.
-    assert parse_hints({}, group_name="web").anti_affinity_group == ""
+    assert parse_hints({"antiAffinityGroup": "db"}, group_name="web").anti_affinity_group == "db"
+    assert parse_hints({"antiAffinity": "False"}, group_name="web").anti_affinity_group == ""
+    assert parse_hints({}).anti_affinity_group == ""
 
 
 # -- the placer --------------------------------------------------------------------------
