@@ -6,7 +6,8 @@ Starts, on loopback with stores in a scratch directory: accounting, a cluster
 manager, three node managers on simulated hosts of different sizes (libvirt's
 test driver, no daemon) and a scheduler; then creates a batch of VMs and
 shows where they were placed, the slots left, and the usage billed so far.
-Ctrl-C stops everything it started.
+Each service serves Prometheus metrics on 127.0.0.1:9890-9895, the targets
+of deploy/prometheus/prometheus.yml.  Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -108,24 +109,28 @@ def main() -> None:
             cm_address = f"127.0.0.1:{free_port()}"
             acct = Service("tashi-accounting", [
                 str(BIN / "tashi-accounting"), "--listen", "127.0.0.1:0", "--cm", cm_address,
-                "--db", str(work / "accounting.db")], work / "accounting.log")
+                "--db", str(work / "accounting.db"), "--metrics-listen", "127.0.0.1:9891"],
+                work / "accounting.log")
             services.append(acct)
             cm = Service("tashi-cm", [str(BIN / "tashi-cm"), "--listen", cm_address,
-                                      "--db", str(work / "cm.db"), "--images", str(images)],
+                                      "--db", str(work / "cm.db"), "--images", str(images),
+                                      "--metrics-listen", "127.0.0.1:9890"],
                          work / "cm.log")
             services.append(cm)
             tashi(cm.address, "addUser", "--name", "alice")
             for name, _cores, _mem in HOSTS:
                 tashi(cm.address, "addHost", "--name", name, quiet=True)
-            for name, cores, mem in HOSTS:
+            for index, (name, cores, mem) in enumerate(HOSTS):
                 uri = node_xml(work / f"{name}.xml", cores, mem)
                 services.append(Service(f"tashi-nm {name}", [
                     str(BIN / "tashi-nm"), "--listen", "127.0.0.1:0", "--cm", cm.address,
                     "--hostname", name, "--libvirt-uri", uri, "--images", str(images),
-                    "--state-dir", str(work / name), "--reserved-memory", "0"],
+                    "--state-dir", str(work / name), "--reserved-memory", "0",
+                    "--metrics-listen", f"127.0.0.1:{9893 + index}"],
                     work / f"{name}.log"))
             services.append(Service("tashi-scheduler", [
-                str(BIN / "tashi-scheduler"), "--cm", cm.address], work / "scheduler.log"))
+                str(BIN / "tashi-scheduler"), "--cm", cm.address,
+                "--metrics-listen", "127.0.0.1:9892"], work / "scheduler.log"))
             time.sleep(1.0)
             tashi(cm.address, "getHosts")
             tashi(cm.address, "createMany", "--basename", "web", "--count", "12", "--cores", "1",
