@@ -27,8 +27,9 @@ class AccountingConfig:
         "help": "users who may see everyone's usage and events"})
     reconcile_seconds: float = field(default=600.0, metadata={
         "help": "seconds between reconciles against ListInstances (0: never)"})
-    watch_batch: int = field(default=1000, metadata={
-        "help": "events per WatchEvents message, committed in one transaction"})
+    watch_batch: int = field(default=1000, metadata={"help": "events per WatchEvents message"})
+    commit_events: int = field(default=10_000, metadata={
+        "help": "most events in one transaction (messages queued up are merged)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
     metrics_listen: str = field(default="", metadata={
         "help": "HOST:PORT to serve Prometheus /metrics on (off when empty)"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from queue import Empty, Full, Queue
 
 import grpc
 
@@ -22,6 +23,8 @@ from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+_MORE = object()  # nothing queued just now: commit what we have, then wait
 
 
 def list_instances(client: ClusterClient) -> tuple[list[pb.Instance], int, int]:
@@ -41,8 +44,10 @@ def list_instances(client: ClusterClient) -> tuple[list[pb.Instance], int, int]:
 
 class Follower:
     def __init__(self, ledger: Ledger, cm_address: str, user: str = "root",
-                 batch: int = 1000, retry_seconds: float = 0.5) -> None:
+                 batch: int = 1000, commit_events: int = 10_000,
+                 retry_seconds: float = 0.5) -> None:
         self.ledger = ledger
+        self.commit_events = commit_events
         self.cm_address = cm_address
         self.user = user
         self.batch = batch
@@ -111,8 +116,7 @@ class Follower:
     def _follow(self, client: ClusterClient) -> None:
         while not self._stop.is_set():
             try:
-                for events in client.watch_events(self.ledger.seq, max_batch=self.batch):
-                    self.ledger.apply(events)
+                self._pump(client)
                 return
             except TashiError as exc:
                 if exc.code != grpc.StatusCode.OUT_OF_RANGE:
@@ -120,6 +124,54 @@ class Follower:
                 log.warning("event history out of range (%s): relisting instances", exc.message)
                 instances, first_seq, _last = list_instances(client)
                 self.ledger.relist(instances, first_seq, now_ns(), exc.message)
+
+    def _pump(self, client: ClusterClient) -> None:
+        """Read the stream in one thread and commit in this one, merging the messages
+        that queue up meanwhile into one transaction: when the ledger is behind it
+        catches up in large transactions, when it is not each event commits at once."""
+        queue: Queue[list[pb.Event] | BaseException | None] = Queue(maxsize=64)
+        done = threading.Event()
+
+        def put(item: list[pb.Event] | BaseException | None) -> None:
+            while not done.is_set():
+                try:
+                    queue.put(item, timeout=0.5)
+                    return
+                except Full:
+                    continue
+
+        def read() -> None:
+            try:
+                for events in client.watch_events(self.ledger.seq, max_batch=self.batch):
+                    put(events)
+                put(None)
+            except BaseException as exc:  # handed to the committing thread
+                put(exc)
+
+        reader = threading.Thread(target=read, name="watch", daemon=True)
+        reader.start()
+        try:
+            item: object = queue.get()
+            while True:
+                pending: list[pb.Event] = []
+                while isinstance(item, list):
+                    pending.extend(item)
+                    if len(pending) >= self.commit_events:
+                        item = _MORE
+                        break
+                    try:
+                        item = queue.get_nowait()
+                    except Empty:
+                        item = _MORE
+                if pending:
+                    self.ledger.apply(pending)
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                item = queue.get()
+        finally:
+            done.set()
 
 
 class Reconciler:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tashi.accounting import schema
+from tashi.accounting.curves import HOST, USER, CurveKey, Curves
 from tashi.accounting.phases import Phase, is_stable, phase_of
+from tashi.accounting.spans import SpanChanges, Spans
 from tashi.accounting.timeutil import ns_to_ts, ts_to_ns
 from tashi.accounting.views import VIEW_COLUMNS, InstanceView
 from tashi.v1 import accounting_pb2 as apb
@@ -45,8 +47,12 @@ class _Batch:
     # cores, memory_mib, start_ns, end_ns]; an interval closed in the same batch
     # is inserted already closed.
     new_intervals: dict[int, list[Any]] = field(default_factory=dict)
-    # New ends of existing intervals, applied in order.
+    # New ends of existing intervals, applied in order, and the latest by id.
     ends: list[tuple[int, int]] = field(default_factory=list)
+    end_of: dict[int, int] = field(default_factory=dict)
+    # Changes to the usage curves and billed spans.
+    steps: list[tuple[CurveKey, int, int, int, int]] = field(default_factory=list)
+    spans: SpanChanges = field(default_factory=SpanChanges)
 
 
 def _serialize(msg: object) -> bytes:
@@ -75,6 +81,8 @@ class Ledger:
         self._hosts: dict[int, str] = dict(conn.execute("SELECT host_id, name FROM hosts"))
         top = conn.execute("SELECT MAX(id) FROM intervals").fetchone()[0]
         self._next_interval: int = (top or 0) + 1
+        self._curves = Curves(conn)
+        self._spans = Spans(conn)
 
     def view(self, instance_id: int) -> InstanceView | None:
         """The current view of a live instance (None when unknown or deleted)."""
@@ -108,7 +116,10 @@ class Ledger:
             expected = self.seq + 1
             last_ns = self.last_event_ns
             for ev in fresh:
-                t = ts_to_ns(ev.time) if ev.HasField("time") else last_ns
+                stamp = ts_to_ns(ev.time) if ev.HasField("time") else last_ns
+                # Sequence order is the order things happened: billing time never
+                # runs backwards, even when the CM's clock steps back.
+                t = max(stamp, last_ns)
                 if ev.seq != expected:
                     gap = apb.LedgerGap(
                         after_seq=expected - 1, resume_seq=ev.seq - 1,
@@ -117,13 +128,13 @@ class Ledger:
                     log.warning("ledger gap: %s", gap.reason)
                     batch.ledger_rows.append((KIND_GAP, None, t, 0, None, None, None,
                                               _serialize(gap)))
-                self._apply_event(batch, ev, t)
+                self._apply_event(batch, ev, stamp, t)
                 expected = ev.seq + 1
-                last_ns = max(last_ns, t)
+                last_ns = t
             self._commit(batch, fresh[-1].seq, last_ns)
             return len(fresh)
 
-    def _apply_event(self, batch: _Batch, ev: pb.Event, t: int) -> None:
+    def _apply_event(self, batch: _Batch, ev: pb.Event, stamp: int, t: int) -> None:
         subject = ev.WhichOneof("subject")
         instance_id = host_id = None
         owner = None
@@ -138,7 +149,7 @@ class Ledger:
             host_id = ev.host.id
             if ev.host.name:
                 batch.hosts[ev.host.id] = ev.host.name
-        batch.ledger_rows.append((KIND_EVENT, ev.seq, t, int(ev.type), instance_id, host_id,
+        batch.ledger_rows.append((KIND_EVENT, ev.seq, stamp, int(ev.type), instance_id, host_id,
                                   owner, _serialize(ev)))
 
     def _current(self, batch: _Batch, instance_id: int) -> InstanceView | None:
@@ -189,13 +200,20 @@ class Ledger:
             row = list(self._conn.execute(
                 "SELECT id, instance_id, owner, instance_name, host_id, host_name, phase, cores,"
                 " memory_mib, start_ns, end_ns FROM intervals WHERE id = ?", (iid,)).fetchone())
-        key = (row[6], row[4], row[7], row[8], row[2])
-        if key != view.billing_key():
+        billing = (row[6], row[4], row[7], row[8], row[2])
+        if billing != view.billing_key():
             return view
+        ended = int(batch.end_of.get(iid, row[10]))
         if iid in batch.new_intervals:
             batch.new_intervals[iid][10] = schema.OPEN_END
         else:
             batch.ends.append((schema.OPEN_END, iid))
+            batch.end_of[iid] = schema.OPEN_END
+        # Take back the end booked when it was orphaned.
+        for kind, key in ((USER, view.owner), (HOST, str(view.host_id))):
+            batch.steps.append(((kind, key, int(view.phase)), ended, 1, view.cores,
+                                view.memory_mib))
+            self._spans.reopened(batch.spans, (kind, key, view.instance_id))
         return replace(view, interval_id=iid, interval_start_ns=int(row[9]))
 
     def _delete(self, batch: _Batch, inst: pb.Instance, seq: int, t: int) -> None:
@@ -214,6 +232,8 @@ class Ledger:
         batch.new_intervals[iid] = [iid, view.instance_id, view.owner, view.name, view.host_id,
                                     view.host_name, int(view.phase), view.cores,
                                     view.memory_mib, t, schema.OPEN_END]
+        self._billing_changed(batch, view.instance_id, view.owner, view.host_id,
+                              int(view.phase), view.cores, view.memory_mib, t, +1)
         return replace(view, interval_id=iid, interval_start_ns=t)
 
     def _close_interval(self, batch: _Batch, view: InstanceView, t: int) -> None:
@@ -224,6 +244,21 @@ class Ledger:
             pending[10] = end
         else:
             batch.ends.append((end, view.interval_id))
+            batch.end_of[view.interval_id] = end
+        self._billing_changed(batch, view.instance_id, view.owner, view.host_id,
+                              int(view.phase), view.cores, view.memory_mib, end, -1)
+
+    def _billing_changed(self, batch: _Batch, instance_id: int, owner: str, host_id: int,
+                         phase: int, cores: int, memory_mib: int, t: int, sign: int) -> None:
+        """An interval opened (+1) or closed (-1) at `t`: step the user's and the
+        host's usage curves and extend or end the instance's billed spans."""
+        for kind, key in ((USER, owner), (HOST, str(host_id))):
+            batch.steps.append(((kind, key, phase), t, sign, sign * cores, sign * memory_mib))
+            span = (kind, key, instance_id)
+            if sign > 0:
+                self._spans.opened(batch.spans, span, t)
+            else:
+                self._spans.closed(batch.spans, span, t)
 
     def _commit(self, batch: _Batch, seq: int, last_ns: int) -> None:
         conn = self._conn
@@ -245,6 +280,8 @@ class Ledger:
                              batch.hosts.items())
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                              [("last_seq", seq), ("last_event_ns", last_ns)])
+            curves = self._curves.write(conn, batch.steps)
+            self._spans.write(conn, batch.spans)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -256,6 +293,8 @@ class Ledger:
                 self._views[iid] = view
         self._hosts.update(batch.hosts)
         self._next_interval = batch.next_interval
+        self._curves.adopt(*curves)
+        self._spans.adopt(batch.spans, {i for i, v in batch.views.items() if v.deleted})
         self.seq = seq
         self.last_event_ns = last_ns
 
@@ -270,6 +309,7 @@ class Ledger:
         booked at the listing time.
         """
         with self._lock:
+            now = max(now, self.last_event_ns)
             gap = apb.LedgerGap(after_seq=self.seq, resume_seq=resume_seq,
                                 start_time=ns_to_ts(self.last_event_ns), end_time=ns_to_ts(now),
                                 reason=reason)
@@ -280,10 +320,12 @@ class Ledger:
                 if iid not in listed:
                     self._delete(batch, old.to_pb(), resume_seq, now)
             for inst in listed.values():
+                if inst.id not in self._views:
+                    self._spans.revived.add(inst.id)  # perhaps known before, under a reset
                 self._update(batch, inst, resume_seq, now)
             log.warning("ledger gap after seq %d, resuming at %d: %s",
                         self.seq, resume_seq, reason)
-            self._commit(batch, resume_seq, max(self.last_event_ns, now))
+            self._commit(batch, resume_seq, now)
             return gap
 
     # -- reconcile -------------------------------------------------------------------
@@ -297,6 +339,7 @@ class Ledger:
         difference is recorded and corrected as of `now`.
         """
         with self._lock:
+            now = max(now, self.last_event_ns)
             listed = {inst.id: inst for inst in instances}
             unknown = [iid for iid in listed if iid not in self._views]
             gone: dict[int, InstanceView] = {}
@@ -342,6 +385,7 @@ class Ledger:
                 else:
                     if view is not None and view.deleted:
                         batch.views[inst.id] = replace(view, deleted=False)
+                        self._spans.revived.add(inst.id)
                     self._update(batch, inst, self.seq, now)
-            self._commit(batch, self.seq, self.last_event_ns)
+            self._commit(batch, self.seq, now)
             return records

@@ -37,6 +37,8 @@ def list_entries(conn: sqlite3.Connection, flt: EntryFilter, after_id: int,
     if flt.kinds:
         where.append(f"kind IN ({','.join('?' * len(flt.kinds))})")
         params += flt.kinds
+        if KIND_EVENT not in flt.kinds:
+            where.append("seq IS NULL")  # only the ledger's own records: their index
     if flt.types:
         where.append(f"kind = {KIND_EVENT} AND type IN ({','.join('?' * len(flt.types))})")
         params += flt.types

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tashi-accounting: cannot listen on {cfg.listen}: {exc}")
     host, _port = server.split_address(cfg.listen)
     print(f"tashi-accounting listening on {host}:{running.port}", flush=True)
-    follower = Follower(ledger, cfg.cm, cfg.user, batch=cfg.watch_batch)
+    follower = Follower(ledger, cfg.cm, cfg.user, batch=cfg.watch_batch,
+                        commit_events=cfg.commit_events)
     reconciler = Reconciler(ledger, cfg.cm, cfg.user, cfg.reconcile_seconds)
     follower.start()
     reconciler.start()

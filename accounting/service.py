@@ -93,7 +93,7 @@ class AccountingServicer(apb_grpc.AccountingServiceServicer):
             rows = usage(conn, start_ns=start, end_ns=max(start, end), group_by=group_by,
                          user=user) if end > start else []
             gap_bodies = [body for (body,) in conn.execute(
-                f"SELECT body FROM ledger WHERE kind = {KIND_GAP} ORDER BY id")]
+                f"SELECT body FROM ledger WHERE seq IS NULL AND kind = {KIND_GAP} ORDER BY id")]
         finally:
             conn.execute("COMMIT")
         gaps = []

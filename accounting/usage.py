@@ -14,7 +14,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tashi.accounting.curves import HOST, USER, curve_ids, integral_at
 from tashi.accounting.phases import Phase
+from tashi.accounting.spans import instance_counts
 from tashi.accounting.timeutil import NS
 
 
@@ -62,8 +64,56 @@ def _figures(phase: Phase) -> str:
 def usage(conn: sqlite3.Connection, *, start_ns: int, end_ns: int, group_by: GroupBy,
           user: str | None = None) -> list[UsageRow]:
     """Usage in [start_ns, end_ns), of one user or everyone, ordered by the group key."""
+    if group_by is GroupBy.USER:
+        return usage_from_curves(conn, start_ns=start_ns, end_ns=end_ns, kind=USER, key=user)
+    if group_by is GroupBy.HOST and user is None:
+        return usage_from_curves(conn, start_ns=start_ns, end_ns=end_ns, kind=HOST)
+    return usage_scan(conn, start_ns=start_ns, end_ns=end_ns, group_by=group_by, user=user)
+
+
+def usage_from_curves(conn: sqlite3.Connection, *, start_ns: int, end_ns: int, kind: str,
+                      key: str | None = None) -> list[UsageRow]:
+    """Per user or per host; `hosts` is left empty (it needs the intervals)."""
+    rows: dict[str, UsageRow] = {}
+    for cid, ckey, phase in curve_ids(conn, kind, key):
+        e = integral_at(conn, cid, end_ns)
+        s = integral_at(conn, cid, start_ns)
+        figures = Figures((e[0] - s[0]) / NS, (e[1] - s[1]) / NS, (e[2] - s[2]) / NS)
+        row = rows.get(ckey)
+        if row is None:
+            row = rows[ckey] = UsageRow()
+        if phase == Phase.RUNNING:
+            row.running = figures
+        elif phase == Phase.PAUSED:
+            row.paused = figures
+    counts = instance_counts(conn, kind, start_ns, end_ns, key)
+    names = dict(conn.execute("SELECT host_id, name FROM hosts")) if kind == HOST else {}
+    out: list[UsageRow] = []
+    for ckey, row in rows.items():
+        row.instance_count = counts.get(ckey, 0)
+        if not row.instance_count and not row.running.seconds and not row.paused.seconds:
+            continue
+        if kind == USER:
+            row.user = ckey
+        else:
+            row.host_id = int(ckey)
+            row.host_name = names.get(row.host_id) or _interval_host_name(conn, row.host_id)
+        out.append(row)
+    out.sort(key=lambda r: (r.user, r.host_id))
+    return out
+
+
+def _interval_host_name(conn: sqlite3.Connection, host_id: int) -> str:
+    row = conn.execute("SELECT host_name FROM intervals WHERE host_id = ? AND host_name != ''"
+                       " ORDER BY id DESC LIMIT 1", (host_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def usage_scan(conn: sqlite3.Connection, *, start_ns: int, end_ns: int, group_by: GroupBy,
+               user: str | None = None) -> list[UsageRow]:
+    """Usage from the intervals themselves (exact, with the hosts each group ran on)."""
     key, described = _KEYS[group_by]
-    where = "end_ns > :start AND start_ns < :end AND end_ns > start_ns"
+    where = "end_ns > :start AND start_ns < :end"
     if user is not None:
         where += " AND owner = :user"
     sql = (

@@ -19,7 +19,7 @@ from tashi.v1 import resources_pb2 as pb
 FIGURE_COLUMNS = ["running_seconds", "core_seconds", "memory_mib_seconds", "paused_seconds",
                   "paused_core_seconds", "paused_memory_mib_seconds"]
 USAGE_COLUMNS = {
-    "user": ["user", "instances", "hosts", *FIGURE_COLUMNS],
+    "user": ["user", "instances", *FIGURE_COLUMNS],
     "instance": ["instance_id", "instance_name", "user", "hosts", *FIGURE_COLUMNS],
     "host": ["host_id", "host_name", "instances", *FIGURE_COLUMNS],
 }

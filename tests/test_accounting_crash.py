@@ -82,7 +82,7 @@ def test_sigkill_at_random_points_leaves_the_ledger_of_an_uninterrupted_run(
 
         db = tmp_path / "killed.sqlite"
         # Small batches: many transactions, so kills land inside and between them.
-        extra = ("--watch-batch", "7")
+        extra = ("--watch-batch", "7", "--commit-events", "7")
         kills = 0
         thresholds = sorted(rng.sample(range(1, top), 20))
         for threshold in thresholds:
