@@ -10,7 +10,9 @@
    process, no gRPC) as a ratio.
 2. GetUsage over a ledger of --ledger-events synthetic events (interleaved
    lifecycles of many users on many hosts): a `tashi-accounting` process
-   serves it and a client times GetUsage calls (target < 200 ms).
+   serves it and a client times GetUsage calls (target < 200 ms); and, in
+   process, usage by user from the usage curves beside reading every billed
+   interval, as a ratio.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from tashi.accounting.client import AccountingClient
 from tashi.accounting.ledger import Ledger
+from tashi.accounting.usage import GroupBy, usage, usage_scan
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.version import VERSION
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -266,6 +269,16 @@ def bench_usage(tmp: Path, n_events: int, users: int, hosts: int) -> None:
     size = sum(p.stat().st_size for p in tmp.glob("big.sqlite*")) / 2**20
     print(f"ledger of {n_events:,} events built in {built:.1f} s ({n_events / built:,.0f}/s); "
           f"{intervals:,} billed intervals, {size:.0f} MiB on disk")
+
+    # The same question answered from the usage curves and by reading every interval.
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    curves_ms, _, _ = timed(lambda: usage(reader, start_ns=0, end_ns=last_ns,
+                                          group_by=GroupBy.USER), repeat=3)
+    scan_ms, _, _ = timed(lambda: usage_scan(reader, start_ns=0, end_ns=last_ns,
+                                             group_by=GroupBy.USER), repeat=3)
+    reader.close()
+    print(f"usage by user in process: curves {curves_ms:.1f} ms, reading every interval "
+          f"{scan_ms:.1f} ms (curves {scan_ms / curves_ms:.0f}x faster)")
 
     acc, address = spawn("tashi-accounting", "--cm", "127.0.0.1:1", "--listen", "127.0.0.1:0",
                          "--db", str(db), "--reconcile-seconds", "0")
