@@ -233,3 +233,22 @@ def test_migrate_is_validated(icm: InProcCM) -> None:
     assert moved.state == S.INSTANCE_STATE_MIGRATE_PREP
     big = root.get_host("big")
     assert big.used_cores == 2, "the target's capacity is held during the migration"
+
+
+def test_two_proposals_cannot_share_an_address(icm: InProcCM) -> None:
+    root, alice = icm.client(), icm.client("alice")
+    root.create_network(pb.Network(id=1, name="lan", cidr="10.1.0.0/24", default=True))
+    host = register_host(root, "h1").host
+    a, b, c = alice.create_instances(spec("ip", nics=[pb.Nic()]), count=3)
+    first = root.activate([pl.Placement(instance_id=a.id, host_id=host.id, nic_ips=["10.1.0.5"])])
+    assert first.results[0].accepted
+    assert alice.get_instance(a.id).nics[0].ip == "10.1.0.5"
+    again = root.activate([
+        pl.Placement(instance_id=b.id, host_id=host.id, nic_ips=["10.1.0.5"]),
+        pl.Placement(instance_id=c.id, host_id=host.id, nic_ips=["10.1.0.6"]),
+        pl.Placement(instance_id=c.id + 1000, host_id=host.id, nic_ips=["10.1.0.6"]),
+    ])
+    assert not again.results[0].accepted and "10.1.0.5 is already in use" in \
+        again.results[0].reason
+    assert again.results[1].accepted
+    assert alice.get_instance(b.id).state == S.INSTANCE_STATE_PENDING
