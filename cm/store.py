@@ -98,6 +98,8 @@ class SqliteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._sync}")
         db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA cache_size=-65536")
+        db.execute("PRAGMA wal_autocheckpoint=8192")
         return db
 
     def load(self, recent: int) -> Loaded:
