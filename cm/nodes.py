@@ -64,7 +64,7 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.Register
                                        heartbeat_seconds=2,
                                        expire_host_seconds=int(c.cfg.expire_host_seconds))
 
-    return c.mutate(actor, "", "RegisterHost", nr.RegisterHostResponse, body)
+    return c.mutate(actor, req.request_id, "RegisterHost", nr.RegisterHostResponse, body)
 
 
 def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatResponse:
@@ -98,7 +98,7 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportI
         c.applied_reports[host.id] = applied
         return nr.ReportInstancesResponse(applied_seq=applied)
 
-    return c.mutate(actor, "", "ReportInstances", nr.ReportInstancesResponse, body)
+    return c.mutate(actor, req.request_id, "ReportInstances", nr.ReportInstancesResponse, body)
 
 
 def _current(c: Cluster, txn: Txn, iid: int) -> pb.Instance | None:

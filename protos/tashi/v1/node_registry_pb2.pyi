@@ -31,7 +31,7 @@ class InstanceReport(_message.Message):
     def __init__(self, instance_id: _Optional[int] = ..., vm_id: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.InstanceState, str]] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ..., suspend_file: _Optional[str] = ..., report_seq: _Optional[int] = ...) -> None: ...
 
 class RegisterHostRequest(_message.Message):
-    __slots__ = ("name", "cores", "memory_mib", "version", "nm_address", "instances", "networks")
+    __slots__ = ("name", "cores", "memory_mib", "version", "nm_address", "instances", "networks", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class RegisterHostRequest(_message.Message):
     NM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     cores: int
     memory_mib: int
@@ -46,7 +47,8 @@ class RegisterHostRequest(_message.Message):
     nm_address: str
     instances: _containers.RepeatedCompositeFieldContainer[InstanceReport]
     networks: _containers.RepeatedCompositeFieldContainer[_resources_pb2.HostNetworkStatus]
-    def __init__(self, name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., version: _Optional[str] = ..., nm_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., version: _Optional[str] = ..., nm_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RegisterHostResponse(_message.Message):
     __slots__ = ("host", "heartbeat_seconds", "expire_host_seconds")
@@ -75,12 +77,14 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, registered: _Optional[bool] = ...) -> None: ...
 
 class ReportInstancesRequest(_message.Message):
-    __slots__ = ("name", "reports")
+    __slots__ = ("name", "reports", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     reports: _containers.RepeatedCompositeFieldContainer[InstanceReport]
-    def __init__(self, name: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReportInstancesResponse(_message.Message):
     __slots__ = ("applied_seq",)

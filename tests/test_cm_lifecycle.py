@@ -1,0 +1,105 @@
+"""The instance state machine, driven directly (no gRPC): every user action from
+every state is either the documented transition or FAILED_PRECONDITION naming the state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tashi.cm import instances
+from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.config import CMConfig
+from tashi.cm.errors import CMError
+from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS
+from tashi.cm.store import open_store
+from tashi.runtime.names import instance_state_name
+from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.v1 import resources_pb2 as pb
+
+ALL_STATES = [s for s in pb.InstanceState.values() if s != pb.INSTANCE_STATE_UNSPECIFIED]
+RESP = {"shutdown": cmpb.ShutdownInstanceResponse, "pause": cmpb.PauseInstanceResponse,
+        "unpause": cmpb.UnpauseInstanceResponse, "suspend": cmpb.SuspendInstanceResponse,
+        "resume": cmpb.ResumeInstanceResponse}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cfg = CMConfig(db=str(tmp_path / "cm.db"))
+    store = open_store(cfg.db)
+    c = Cluster(cfg, store)
+    c.recover()
+    calls: list[tuple[str, int]] = []
+    c.dispatch = lambda action, iid: calls.append((action, iid))
+    c.calls = calls  # type: ignore[attr-defined]
+    yield c
+    store.close()
+
+
+def force(c: Cluster, state: int) -> pb.Instance:
+    """An instance of root's in `state`, on host 1 when the state holds a host."""
+    [inst] = instances.create(c, "root", cmpb.CreateInstanceRequest(
+        instance=pb.Instance(name=f"s{state}", cores=1, memory_mib=64))).instances
+
+    def body(txn: Txn) -> None:
+        new = copy_of(inst)
+        new.state = state
+        if state not in (pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD,
+                         pb.INSTANCE_STATE_SUSPENDED):
+            new.host_id, new.host_name = 1, "h1"
+        txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED)
+
+    c.write("test", body)
+    return c.instances[inst.id]
+
+
+@pytest.mark.parametrize("action", sorted(RESP))
+@pytest.mark.parametrize("state", ALL_STATES, ids=instance_state_name)
+def test_every_action_from_every_state(cluster: Cluster, action: str, state: int) -> None:
+    inst = force(cluster, state)
+    allowed, entering = USER_ACTIONS[action]
+    ref = cmpb.InstanceRef(id=inst.id)
+    seq = cluster.events.last_seq
+    if state in allowed:
+        resp = instances.act(cluster, "root", action, "", ref, RESP[action])
+        assert resp.instance.state == entering  # type: ignore[attr-defined]
+        assert cluster.instances[inst.id].state == entering
+        assert cluster.events.last_seq == seq + 1
+        expect_call = action != "resume"
+        assert (((action, inst.id) in cluster.calls) == expect_call)  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(CMError) as err:
+            instances.act(cluster, "root", action, "", ref, RESP[action])
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert instance_state_name(state) in err.value.message
+        assert cluster.instances[inst.id].state == state, "a refused action changed the state"
+        assert cluster.events.last_seq == seq
+
+
+@pytest.mark.parametrize("state", ALL_STATES, ids=instance_state_name)
+def test_destroy_from_every_state(cluster: Cluster, state: int) -> None:
+    inst = force(cluster, state)
+    resp = instances.destroy(cluster, "root", cmpb.DeleteInstanceRequest(
+        instance=cmpb.InstanceRef(id=inst.id)))
+    if state in DESTROY_AT_ONCE or not inst.host_id:
+        assert resp.instance.state == pb.INSTANCE_STATE_EXITED
+        assert inst.id not in cluster.instances
+    else:
+        assert cluster.instances[inst.id].state == pb.INSTANCE_STATE_DESTROYING
+        called = ("destroy", inst.id) in cluster.calls  # type: ignore[attr-defined]
+        assert called == (state != pb.INSTANCE_STATE_ORPHANED), \
+            "an orphaned instance is destroyed when its node manager reports again"
+
+
+def test_usage_follows_states(cluster: Cluster) -> None:
+    running = force(cluster, pb.INSTANCE_STATE_RUNNING)
+    force(cluster, pb.INSTANCE_STATE_PAUSED)
+    force(cluster, pb.INSTANCE_STATE_SUSPENDED)
+    force(cluster, pb.INSTANCE_STATE_HELD)
+    use = cluster.usage[1]
+    assert (use.count, use.cores, use.memory_mib) == (2, 2, 128)
+    instances.destroy(cluster, "root", cmpb.DeleteInstanceRequest(
+        instance=cmpb.InstanceRef(id=running.id)))
+    assert cluster.usage[1].count == 2, "Destroying still holds the host until the NM is done"
