@@ -49,7 +49,9 @@ class Registry(reg_grpc.NodeRegistryServiceServicer):
 
     def ReportInstances(self, request: Any, context: Any) -> reg.ReportInstancesResponse:
         with self.lock:
-            self.reports.extend(request.reports)
+            # Like the CM: a report already applied (a retry after a lost answer) is skipped.
+            top = max((r.report_seq for r in self.reports), default=0)
+            self.reports.extend(r for r in request.reports if r.report_seq > top)
             return reg.ReportInstancesResponse(
                 applied_seq=max((r.report_seq for r in self.reports), default=0))
 
@@ -107,6 +109,8 @@ def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(
     wait_for(lambda: registry.registrations, what="registration")
     drv.start_vm(spec(2))
     wait_for(lambda: registry.states(2) == [S.INSTANCE_STATE_RUNNING], what="running report")
+    # The answer must have reached the reporter too, or it rightly keeps the report.
+    wait_for(lambda: rep.pending() == 0, what="running report acknowledged")
     running.stop(0)  # the CM goes away
     drv.pause_vm(2)
     drv.unpause_vm(2)
