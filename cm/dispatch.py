@@ -192,8 +192,14 @@ class Dispatcher:
             reason = f"{action} on {host.name} failed: {_details(exc)}"
             log.warning("instance %d: %s", iid, reason)
             if action != "destroy":
-                self._finish(iid, call.expect, lambda txn, cur: transition(
-                    txn, cur, call.undo, reason, reason))
+                def undo(txn: Txn, cur: pb.Instance) -> None:
+                    # A shutdown may have started from Paused: go back to where it was.
+                    new = copy_of(cur)
+                    new.state = int(new.hints.pop("__prior_state", "0")) or call.undo
+                    new.state_reason = reason
+                    new.update_time.GetCurrentTime()
+                    txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
+                self._finish(iid, call.expect, undo)
             return
         if call.done == S.INSTANCE_STATE_EXITED:
             self._finish(iid, call.expect, lambda txn, cur: remove(

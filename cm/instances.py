@@ -133,6 +133,8 @@ def act(c: Cluster, actor: str, action: str, request_id: str, ref: cmpb.Instance
         new.state = entering
         new.state_reason = ""
         new.update_time.GetCurrentTime()
+        if action == "shutdown":
+            new.hints["__prior_state"] = str(inst.state)
         if action == "migrate":
             assert target is not None
             dest = c.find_host(target)

@@ -176,7 +176,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
             c.user(who)
             chosen, token = c.page(c.networks, req.page_size, req.page_token)
             return cmpb.ListNetworksResponse(networks=[c.networks[i] for i in chosen],
-                                             next_page_token=token)
+                                             next_page_token=token, seq=c.events.last_seq)
 
     @handler
     def ListImages(self, req: cmpb.ListImagesRequest, ctx: Any, who: str) -> Any:

@@ -103,3 +103,40 @@ def test_usage_follows_states(cluster: Cluster) -> None:
     instances.destroy(cluster, "root", cmpb.DeleteInstanceRequest(
         instance=cmpb.InstanceRef(id=running.id)))
     assert cluster.usage[1].count == 2, "Destroying still holds the host until the NM is done"
+
+
+@pytest.mark.parametrize("start", [pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED],
+                         ids=instance_state_name)
+def test_failed_shutdown_returns_to_where_it_was(tmp_path: Path, start: int) -> None:
+    """The NM cannot be reached: the instance goes back to its state, with the reason."""
+    import time
+
+    from tashi.cm import nodes
+    from tashi.cm.dispatch import Dispatcher
+    from tashi.v1 import node_registry_pb2 as nr
+
+    cfg = CMConfig(db=str(tmp_path / "cm.db"), nm_call_seconds=2)
+    store = open_store(cfg.db)
+    c = Cluster(cfg, store)
+    dispatcher = Dispatcher(c)
+    c.recover()
+    try:
+        from tashi.cm import admin
+        admin.create_host(c, "root", cmpb.CreateHostRequest(name="h1"))
+        nodes.register(c, "root", nr.RegisterHostRequest(
+            name="h1", cores=4, memory_mib=4096, version="0.1.0", nm_address="127.0.0.1:1"))
+        inst = force(c, start)
+        resp = instances.act(c, "root", "shutdown", "", cmpb.InstanceRef(id=inst.id),
+                             cmpb.ShutdownInstanceResponse)
+        assert resp.instance.state == pb.INSTANCE_STATE_SHUTTING_DOWN  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while c.instances[inst.id].state == pb.INSTANCE_STATE_SHUTTING_DOWN:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        after = c.instances[inst.id]
+        assert after.state == start
+        assert "shutdown on h1 failed: UNAVAILABLE" in after.state_reason
+        assert "__prior_state" not in after.hints
+    finally:
+        dispatcher.close()
+        store.close()

@@ -378,12 +378,14 @@ class ListNetworksRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNetworksResponse(_message.Message):
-    __slots__ = ("networks", "next_page_token")
+    __slots__ = ("networks", "next_page_token", "seq")
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     networks: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Network]
     next_page_token: str
-    def __init__(self, networks: _Optional[_Iterable[_Union[_resources_pb2.Network, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    seq: int
+    def __init__(self, networks: _Optional[_Iterable[_Union[_resources_pb2.Network, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
