@@ -17,7 +17,7 @@ from tashi.nm.errors import (
     ResourceExhausted,
 )
 from tashi.nm.libvirt import domain_xml as dx
-from tashi.nm.libvirt import driver as drv_mod
+from tashi.nm.libvirt import migration
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.model import (
     EXITED,
@@ -242,7 +242,7 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
         d.send_vm(16, "", cookie)
     # a migration that never arrives frees its claim
     d.destroy_vm(16)
-    monkeypatch.setattr(drv_mod, "RECEIVE_CLAIM_SECONDS", -1.0)
+    monkeypatch.setattr(migration, "RECEIVE_CLAIM_SECONDS", -1.0)
     cookie = d.prepare_receive(spec(17, memory=1000))
     assert d.start_vm(spec(18, memory=1000)).state == RUNNING
     with pytest.raises(NotFound):

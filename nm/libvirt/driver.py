@@ -11,16 +11,12 @@ reported twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import threading
-import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +34,12 @@ from tashi.nm.errors import (
     Unavailable,
 )
 from tashi.nm.libvirt import domain_xml as dx
-from tashi.nm.libvirt import guest
+from tashi.nm.libvirt import guest, migration
 from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
 from tashi.nm.libvirt.host import Host
+from tashi.nm.libvirt.plan import plan_start
+from tashi.nm.libvirt.records import Managed, is_no_domain, lv_message, spec_of
+from tashi.nm.libvirt.stats import read_stats
 from tashi.nm.model import (
     EXITED,
     PAUSED,
@@ -48,57 +47,20 @@ from tashi.nm.model import (
     SHUTTING_DOWN,
     SUSPENDED,
     UNSPECIFIED,
-    DiskSpec,
     HostFacts,
-    NicSpec,
     Observation,
     VmInfo,
     VmSpec,
     VmStats,
 )
-from tashi.nm.network.names import stable_mac, tap_name
-from tashi.nm.validate import HINT_CMDLINE, HINT_INITRD, HINT_KERNEL, check_spec
+from tashi.nm.validate import check_spec
 
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 2.0
-RECEIVE_CLAIM_SECONDS = 600.0  # a migration that never arrives frees its memory after this
 
 _STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
                  4: "saved to a file", 5: "the hypervisor failed"}
-
-
-@dataclass
-class Managed:
-    """A VM this NM runs (or is starting)."""
-
-    meta: dx.TashiMetadata
-    vm_id: str
-    state: int = UNSPECIFIED
-    overlays: list[str] = field(default_factory=list)
-    suspend_file: str = ""
-
-    def info(self, state: int | None = None) -> VmInfo:
-        m = self.meta
-        return VmInfo(instance_id=m.instance_id, vm_id=self.vm_id,
-                      state=self.state if state is None else state, name=m.name,
-                      owner=m.owner, cores=m.cores, memory_mib=m.memory_mib)
-
-
-def spec_of(meta: dx.TashiMetadata) -> VmSpec:
-    return VmSpec(instance_id=meta.instance_id, name=meta.name, owner=meta.owner,
-                  cores=meta.cores, memory_mib=meta.memory_mib,
-                  disks=tuple(DiskSpec(d.uri, d.persistent) for d in meta.disks),
-                  nics=tuple(NicSpec(n.network_id, n.mac, n.ip) for n in meta.nics),
-                  hints=dict(meta.hints))
-
-
-def _lv_message(exc: libvirt.libvirtError) -> str:
-    return exc.get_error_message() or str(exc)
-
-
-def _is_no_domain(exc: libvirt.libvirtError) -> bool:
-    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
 
 
 class LibvirtDriver(Driver):
@@ -117,8 +79,7 @@ class LibvirtDriver(Driver):
         self._lock = threading.Lock()  # guards _vms and _vm_locks
         self._vms: dict[int, Managed] = {}
         self._vm_locks: dict[int, threading.Lock] = {}
-        # migration cookie -> (instance id, when the claim lapses)
-        self._receiving: dict[str, tuple[int, float]] = {}
+        self._claims = migration.Claims()
         self._events: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
         self._callback_ids: list[tuple[libvirt.virConnect, int]] = []
         self._facts: HostFacts | None = None
@@ -318,11 +279,11 @@ class LibvirtDriver(Driver):
         try:
             return self.host.conn().lookupByName(rec.vm_id)
         except libvirt.libvirtError as exc:
-            if _is_no_domain(exc):
+            if is_no_domain(exc):
                 self._transition(rec, EXITED, "no longer known to libvirt")
                 raise NotFound(f"instance {rec.meta.instance_id} is not running on this "
                                "host") from None
-            raise HypervisorError(_lv_message(exc)) from None
+            raise HypervisorError(lv_message(exc)) from None
 
     def _current(self, rec: Managed, dom: libvirt.virDomain) -> VmInfo:
         try:
@@ -373,9 +334,9 @@ class LibvirtDriver(Driver):
         try:
             dom = self.host.conn().lookupByName(name)
         except libvirt.libvirtError as exc:
-            if _is_no_domain(exc):
+            if is_no_domain(exc):
                 return None
-            raise HypervisorError(_lv_message(exc)) from None
+            raise HypervisorError(lv_message(exc)) from None
         meta = self._metadata(dom)
         if meta is None or meta.instance_id != spec.instance_id:
             raise AlreadyExists(f"a domain named {name!r} already exists on this host and is "
@@ -385,50 +346,6 @@ class LibvirtDriver(Driver):
             raise AlreadyExists(f"domain {name!r} exists but is not running; nothing was changed")
         return adopted.info()
 
-    def _plan_disks(self, spec: VmSpec, name: str) -> tuple[list[dx.MetaDisk],
-                                                            list[tuple[Path, str, Path]],
-                                                            list[dx.DiskDevice]]:
-        metas: list[dx.MetaDisk] = []
-        overlays: list[tuple[Path, str, Path]] = []
-        devices: list[dx.DiskDevice] = []
-        for i, disk in enumerate(spec.disks):
-            base = self.images.resolve(disk.uri)
-            fmt = self.images.image_format(base)
-            if disk.persistent:
-                path, dev_fmt = base, fmt
-            else:
-                path, dev_fmt = self.overlay_dir / f"{name}-{dx.disk_target(i)}.qcow2", "qcow2"
-                overlays.append((base, fmt, path))
-            metas.append(dx.MetaDisk(uri=disk.uri, persistent=disk.persistent, path=str(path)))
-            devices.append(dx.DiskDevice(path=str(path), fmt=dev_fmt, target=dx.disk_target(i)))
-        return metas, overlays, devices
-
-    def _domain_config(self, spec: VmSpec, name: str, metas: list[dx.MetaDisk],
-                       devices: list[dx.DiskDevice]) -> dx.DomainConfig:
-        kernel = initrd = ""
-        if spec.hints.get(HINT_KERNEL):
-            kernel = str(self.images.resolve(spec.hints[HINT_KERNEL], "kernel"))
-        if spec.hints.get(HINT_INITRD):
-            initrd = str(self.images.resolve(spec.hints[HINT_INITRD], "initrd"))
-        meta = dx.TashiMetadata(
-            instance_id=spec.instance_id, owner=spec.owner, name=spec.name, cores=spec.cores,
-            memory_mib=spec.memory_mib, disks=tuple(metas),
-            nics=tuple(dx.MetaNic(n.network_id, n.mac or stable_mac(spec.instance_id, i), n.ip)
-                       for i, n in enumerate(spec.nics)),
-            hints=dict(spec.hints))
-        nics = []
-        for i, n in enumerate(spec.nics):
-            if not n.bridge:
-                raise FailedPrecondition(f"network {n.network_id} has no bridge on this host")
-            nics.append(dx.NicDevice(bridge=n.bridge, mac=n.mac or stable_mac(spec.instance_id, i),
-                                     mtu=n.mtu, tap=tap_name(spec.instance_id, i)))
-        return dx.DomainConfig(
-            name=name, domain_type=self.domain_type, memory_mib=spec.memory_mib,
-            vcpus=spec.cores, metadata=meta, kernel=kernel, initrd=initrd,
-            cmdline=spec.hints.get(HINT_CMDLINE, "") if kernel else "",
-            disks=tuple(devices), nics=tuple(nics),
-            console_log=str(self.console_dir / f"{name}.log"))
-
     def start_vm(self, spec: VmSpec) -> VmInfo:
         check_spec(spec)
         name = dx.vm_name(spec.instance_id)
@@ -437,20 +354,20 @@ class LibvirtDriver(Driver):
             if found is not None:
                 return found
             # Everything that can be refused is checked before anything is created.
-            metas, overlays, devices = self._plan_disks(spec, name)
-            cfg = self._domain_config(spec, name, metas, devices)
-            rec = self._reserve(cfg.metadata, name)
-            rec.overlays = [str(o[2]) for o in overlays]
+            plan = plan_start(spec, name, self.images, self.overlay_dir, self.console_dir,
+                              self.domain_type)
+            rec = self._reserve(plan.config.metadata, name)
+            rec.overlays = [str(o.path) for o in plan.overlays]
             try:
-                for base, fmt, path in overlays:
-                    create_overlay(base, fmt, path)
-                dom = self.host.conn().createXML(dx.build(cfg), 0)
+                for o in plan.overlays:
+                    create_overlay(o.base, o.fmt, o.path)
+                dom = self.host.conn().createXML(dx.build(plan.config), 0)
             except BaseException as exc:
                 self._release(rec)
                 remove_files(rec.overlays)
                 if isinstance(exc, libvirt.libvirtError):
                     raise HypervisorError(f"libvirt could not start {name}: "
-                                          f"{_lv_message(exc)}") from None
+                                          f"{lv_message(exc)}") from None
                 raise
             return self._current(rec, dom)
 
@@ -462,11 +379,11 @@ class LibvirtDriver(Driver):
         try:
             action(dom)
         except libvirt.libvirtError as exc:
-            if _is_no_domain(exc):
+            if is_no_domain(exc):
                 self._transition(rec, EXITED, "no longer known to libvirt")
                 raise NotFound(f"instance {instance_id} is not running on this host") from None
             raise HypervisorError(f"cannot {what} instance {instance_id}: "
-                                  f"{_lv_message(exc)}") from None
+                                  f"{lv_message(exc)}") from None
         return rec, dom
 
     def shutdown_vm(self, instance_id: int) -> VmInfo:
@@ -547,7 +464,7 @@ class LibvirtDriver(Driver):
                 saved = conn.saveImageGetXMLDesc(str(path), 0)
             except libvirt.libvirtError as exc:
                 raise InvalidArgument(f"suspend file {suspend_file!r} is unreadable: "
-                                      f"{_lv_message(exc)}") from None
+                                      f"{lv_message(exc)}") from None
             try:
                 meta = dx.parse_metadata(saved)
             except (ValueError, ET.ParseError):
@@ -568,7 +485,7 @@ class LibvirtDriver(Driver):
             except libvirt.libvirtError as exc:
                 self._release(rec)
                 raise HypervisorError(f"libvirt could not restore {name}: "
-                                      f"{_lv_message(exc)}") from None
+                                      f"{lv_message(exc)}") from None
             remove_files([str(path)])
             return self._current(rec, dom)
 
@@ -579,21 +496,15 @@ class LibvirtDriver(Driver):
         meta = dx.TashiMetadata(instance_id=spec.instance_id, owner=spec.owner, name=spec.name,
                                 cores=spec.cores, memory_mib=spec.memory_mib)
         self._reserve(meta, dx.vm_name(spec.instance_id))
-        cookie = uuid.uuid4().hex
-        with self._lock:
-            self._receiving[cookie] = (spec.instance_id,
-                                       time.monotonic() + RECEIVE_CLAIM_SECONDS)
-        return json.dumps({"instance_id": spec.instance_id, "token": cookie})
+        return self._claims.make(spec.instance_id)
 
     def _drop_lapsed_claims(self) -> None:
-        now = time.monotonic()
+        lapsed = self._claims.lapsed()
         with self._lock:
-            for token, (iid, until) in list(self._receiving.items()):
-                if until < now:
-                    del self._receiving[token]
-                    rec = self._vms.get(iid)
-                    if rec is not None and rec.state == UNSPECIFIED:
-                        del self._vms[iid]
+            for iid in lapsed:
+                rec = self._vms.get(iid)
+                if rec is not None and rec.state == UNSPECIFIED:
+                    del self._vms[iid]
 
     def prepare_source(self, instance_id: int) -> VmInfo:
         rec = self._managed(instance_id)
@@ -607,21 +518,8 @@ class LibvirtDriver(Driver):
         with self._vm_lock(instance_id):
             rec = self._managed(instance_id)
             dom = self._domain(rec)
-            flags = libvirt.VIR_MIGRATE_LIVE
-            if any(not d.persistent for d in rec.meta.disks):
-                flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
-            try:
-                dconn = libvirt.open(target_uri)
-            except libvirt.libvirtError as exc:
-                raise HypervisorError(f"cannot reach target hypervisor {target_uri}: "
-                                      f"{_lv_message(exc)}") from None
-            try:
-                dom.migrate3(dconn, {}, flags)
-            except libvirt.libvirtError as exc:
-                raise HypervisorError(f"migration of instance {instance_id} failed: "
-                                      f"{_lv_message(exc)}") from None
-            finally:
-                dconn.close()
+            migration.send(dom, target_uri, any(not d.persistent for d in rec.meta.disks),
+                           instance_id)
             with self._lock:
                 if self._vms.get(instance_id) is rec:
                     del self._vms[instance_id]
@@ -629,13 +527,8 @@ class LibvirtDriver(Driver):
             return rec.info(RUNNING)
 
     def receive_vm(self, instance_id: int, cookie: str) -> VmInfo:
-        try:
-            token = str(json.loads(cookie)["token"])
-        except (ValueError, KeyError, TypeError):
-            raise InvalidArgument("migration cookie is not one this node manager made") from None
         self._drop_lapsed_claims()
-        with self._lock:
-            claimed = self._receiving.get(token, (0, 0.0))[0]
+        token, claimed = self._claims.expected(cookie)
         if claimed != instance_id:
             raise NotFound(f"no migration of instance {instance_id} is expected here")
         with self._vm_lock(instance_id):
@@ -643,8 +536,8 @@ class LibvirtDriver(Driver):
                 dom = self.host.conn().lookupByName(dx.vm_name(instance_id))
             except libvirt.libvirtError:
                 raise FailedPrecondition(f"instance {instance_id} has not arrived") from None
+            self._claims.take(token)
             with self._lock:
-                self._receiving.pop(token, None)
                 claim = self._vms.pop(instance_id, None)
             rec, _obs = self._adopt(dom)
             if rec is None:
@@ -673,27 +566,6 @@ class LibvirtDriver(Driver):
         rec = self._managed(instance_id)
         dom = self._domain(rec)
         try:
-            info = dom.info()  # [state, max KiB, KiB, vcpus, cpu time ns]
-            xml = ET.fromstring(dom.XMLDesc(0))
+            return read_stats(dom, instance_id)
         except libvirt.libvirtError as exc:
-            raise HypervisorError(_lv_message(exc)) from None
-        blk = [0, 0, 0, 0]
-        for target in xml.iterfind("devices/disk/target"):
-            try:
-                rd_req, rd_bytes, wr_req, wr_bytes, _errs = dom.blockStats(target.get("dev", ""))
-            except libvirt.libvirtError:
-                continue
-            blk = [blk[0] + rd_bytes, blk[1] + wr_bytes, blk[2] + rd_req, blk[3] + wr_req]
-        net = [0, 0, 0, 0]
-        for target in xml.iterfind("devices/interface/target"):
-            try:
-                s = dom.interfaceStats(target.get("dev", ""))
-            except libvirt.libvirtError:
-                continue
-            net = [net[0] + s[0], net[1] + s[4], net[2] + s[1], net[3] + s[5]]
-        return VmStats(instance_id=instance_id, cpu_time_seconds=info[4] / 1e9,
-                       memory_bytes=int(info[2]) * 1024,
-                       block_read_bytes=blk[0], block_write_bytes=blk[1],
-                       block_read_requests=blk[2], block_write_requests=blk[3],
-                       network_receive_bytes=net[0], network_transmit_bytes=net[1],
-                       network_receive_packets=net[2], network_transmit_packets=net[3])
+            raise HypervisorError(lv_message(exc)) from None
