@@ -368,24 +368,24 @@ class Ledger:
                 return []
             batch = _Batch(self._next_interval)
             records: list[apb.LedgerDrift] = []
-            for view, inst, reason in drifts:
-                subject = inst if inst is not None else view.to_pb()  # type: ignore[union-attr]
+            for view, seen, reason in drifts:
+                subject = seen if seen is not None else view.to_pb()  # type: ignore[union-attr]
                 record = apb.LedgerDrift(instance_id=subject.id, owner=subject.owner,
                                          seq=list_seq, time=ns_to_ts(now), reason=reason)
                 if view is not None:
                     record.ledger.CopyFrom(view.to_pb())
-                if inst is not None:
-                    record.cluster.CopyFrom(inst)
+                if seen is not None:
+                    record.cluster.CopyFrom(seen)
                 records.append(record)
                 log.warning("drift on instance %d: %s", subject.id, reason)
                 batch.ledger_rows.append((KIND_DRIFT, None, now, 0, subject.id, subject.host_id,
                                           subject.owner, _serialize(record)))
-                if inst is None:
+                if seen is None:
                     self._delete(batch, subject, self.seq, now)
                 else:
                     if view is not None and view.deleted:
-                        batch.views[inst.id] = replace(view, deleted=False)
-                        self._spans.revived.add(inst.id)
-                    self._update(batch, inst, self.seq, now)
+                        batch.views[seen.id] = replace(view, deleted=False)
+                        self._spans.revived.add(seen.id)
+                    self._update(batch, seen, self.seq, now)
             self._commit(batch, self.seq, now)
             return records

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -68,7 +68,7 @@ class Txn:
     meta: dict[str, int] = field(default_factory=dict)
     staged: dict[tuple[str, int], Message | None] = field(default_factory=dict)
 
-    def put(self, obj: Message, etype: int, message: str = "") -> None:
+    def put(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
         kind = KIND_OF[type(obj)]
         oid = obj.id  # type: ignore[attr-defined]
         self.changes.append((kind, oid, obj))
@@ -76,7 +76,7 @@ class Txn:
         self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
                                     **{kind: obj}))  # type: ignore[arg-type]
 
-    def delete(self, obj: Message, etype: int, message: str = "") -> None:
+    def delete(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
         kind = KIND_OF[type(obj)]
         oid = obj.id  # type: ignore[attr-defined]
         self.changes.append((kind, oid, None))
@@ -124,7 +124,9 @@ class Cluster:
         """Ids are never reused, even after deletions (the counter is stored)."""
         key = f"next_{kind}_id"
         current = txn.meta.get(key) or self.meta.get(key) or 1
-        existing = {"host": self.hosts, "instance": self.instances, "user": self.users}[kind]
+        tables: dict[str, dict[int, Any]] = {
+            "host": self.hosts, "instance": self.instances, "user": self.users}
+        existing = tables[kind]
         if key not in self._ids_checked and existing:
             current = max(current, max(existing) + 1)
             self._ids_checked.add(key)

@@ -31,9 +31,9 @@ S = pb
 
 @dataclass(frozen=True)
 class Call:
-    expect: int  # state the instance must be in when the answer arrives
-    done: int  # state after success (EXITED: removed)
-    undo: int  # state after failure
+    expect: pb.InstanceState  # state the instance must be in when the answer arrives
+    done: pb.InstanceState  # state after success (EXITED: removed)
+    undo: pb.InstanceState  # state after failure
 
 
 CALLS = {
@@ -195,7 +195,8 @@ class Dispatcher:
                 def undo(txn: Txn, cur: pb.Instance) -> None:
                     # A shutdown may have started from Paused: go back to where it was.
                     new = copy_of(cur)
-                    new.state = int(new.hints.pop("__prior_state", "0")) or call.undo
+                    prior = int(new.hints.pop("__prior_state", "0"))
+                    new.state = pb.InstanceState.ValueType(prior) if prior else call.undo
                     new.state_reason = reason
                     new.update_time.GetCurrentTime()
                     txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)

@@ -108,7 +108,7 @@ def destroy(c: Cluster, actor: str, req: cmpb.DeleteInstanceRequest) -> cmpb.Del
     return c.mutate(actor, req.request_id, "DeleteInstance", cmpb.DeleteInstanceResponse, body)
 
 
-def transition(txn: Txn, inst: pb.Instance, state: int, message: str,
+def transition(txn: Txn, inst: pb.Instance, state: pb.InstanceState, message: str,
                reason: str = "") -> pb.Instance:
     new = copy_of(inst)
     new.state = state

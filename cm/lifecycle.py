@@ -8,7 +8,9 @@ from tashi.v1 import resources_pb2 as pb
 S = pb
 
 # action -> (states it may start from, transitional state it enters)
-USER_ACTIONS: dict[str, tuple[frozenset[int], int]] = {
+State = pb.InstanceState
+
+USER_ACTIONS: dict[str, tuple[frozenset[State], State]] = {
     "shutdown": (frozenset({S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED}),
                  S.INSTANCE_STATE_SHUTTING_DOWN),
     "pause": (frozenset({S.INSTANCE_STATE_RUNNING}), S.INSTANCE_STATE_PAUSING),
@@ -27,7 +29,7 @@ HOSTLESS = frozenset({S.INSTANCE_STATE_PENDING, S.INSTANCE_STATE_HELD,
                       S.INSTANCE_STATE_SUSPENDED})
 
 # States in which a node manager report of what libvirt sees is believed.
-REPORT_TARGETS: dict[int, frozenset[int]] = {
+REPORT_TARGETS: dict[State, frozenset[State]] = {
     S.INSTANCE_STATE_RUNNING: frozenset({
         S.INSTANCE_STATE_ACTIVATING, S.INSTANCE_STATE_RESUMING, S.INSTANCE_STATE_UNPAUSING,
         S.INSTANCE_STATE_ORPHANED, S.INSTANCE_STATE_RUNNING,

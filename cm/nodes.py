@@ -136,7 +136,8 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
             txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"found running on {host.name}")
         return
     if inst.state == pb.INSTANCE_STATE_DESTROYING:
-        txn.after.append(lambda: c.dispatch("destroy", inst.id))
+        iid = inst.id
+        txn.after.append(lambda: c.dispatch("destroy", iid))
         return
     inst = _learn_addresses(txn, inst, host, rep)
     if inst.state not in REPORT_TARGETS.get(state, frozenset()):

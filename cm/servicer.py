@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -22,10 +22,9 @@ from tashi.v1 import placement_pb2 as plpb
 from tashi.v1 import placement_pb2_grpc as pl_grpc
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handler(fn: F) -> F:
+def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any], Any]:
     """Turn CMError into the status it names; anything else is INTERNAL, logged."""
 
     @functools.wraps(fn)
@@ -37,7 +36,7 @@ def handler(fn: F) -> F:
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tashi.nm.model import DiskSpec, NicSpec, Observation, VmInfo, VmSpec, VmStats
+from tashi.runtime.names import as_instance_state
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_registry_pb2 as reg
 from tashi.v1 import resources_pb2 as pb
@@ -26,7 +27,8 @@ def spec_from_instance(inst: pb.Instance, bridges: dict[int, tuple[str, int]] | 
 
 def instance_from_spec(spec: VmSpec, vm_id: str = "", state: int = 0) -> pb.Instance:
     return pb.Instance(
-        id=spec.instance_id, vm_id=vm_id, state=state, owner=spec.owner, name=spec.name,
+        id=spec.instance_id, vm_id=vm_id, state=as_instance_state(state), owner=spec.owner,
+        name=spec.name,
         cores=spec.cores, memory_mib=spec.memory_mib,
         disks=[pb.Disk(uri=d.uri, persistent=d.persistent) for d in spec.disks],
         nics=[pb.Nic(network_id=n.network_id, mac=n.mac, ip=n.ip) for n in spec.nics],
@@ -34,8 +36,9 @@ def instance_from_spec(spec: VmSpec, vm_id: str = "", state: int = 0) -> pb.Inst
 
 
 def vm_info_pb(vm: VmInfo) -> nm.VmInfo:
-    return nm.VmInfo(instance_id=vm.instance_id, vm_id=vm.vm_id, state=vm.state, name=vm.name,
-                     owner=vm.owner, cores=vm.cores, memory_mib=vm.memory_mib)
+    return nm.VmInfo(instance_id=vm.instance_id, vm_id=vm.vm_id,
+                     state=as_instance_state(vm.state), name=vm.name, owner=vm.owner,
+                     cores=vm.cores, memory_mib=vm.memory_mib)
 
 
 def vm_stats_pb(s: VmStats) -> nm.VmStats:
@@ -59,7 +62,8 @@ def timestamp(seconds: float) -> Timestamp:
 def report_pb(obs: Observation, seq: int) -> reg.InstanceReport:
     vm = obs.vm
     return reg.InstanceReport(
-        instance_id=vm.instance_id, vm_id=vm.vm_id, state=vm.state, message=obs.message,
+        instance_id=vm.instance_id, vm_id=vm.vm_id, state=as_instance_state(vm.state),
+        message=obs.message,
         time=timestamp(obs.time),
         spec=instance_from_spec(obs.spec, vm.vm_id, vm.state) if obs.spec else None,
         suspend_file=obs.suspend_file, report_seq=seq)

@@ -309,7 +309,7 @@ class NodeCollector(Collector):
                                 value=sum(vm.memory_mib for vm in vms) * MIB)
         by_state = GaugeMetricFamily("tashi_nm_vms", "VMs this node manager runs, by state.",
                                      labels=("state",))
-        counts = {s: 0 for s in (RUNNING, PAUSED)}
+        counts: dict[int, int] = {s: 0 for s in (RUNNING, PAUSED)}
         for vm in vms:
             counts[vm.state] = counts.get(vm.state, 0) + 1
         for state, n in sorted(counts.items()):

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from tashi.runtime.auth import user_metadata
+from tashi.runtime.names import as_host_state, as_instance_state
 from tashi.runtime.server import MAX_MESSAGE_BYTES
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
@@ -115,7 +116,8 @@ class ClusterClient:
         token = ""
         while True:
             req = cm.ListInstancesRequest(page_size=page_size, page_token=token, owner=owner,
-                                          states=states or [], host_id=host_id)
+                                          states=[as_instance_state(s) for s in states or []],
+                                          host_id=host_id)
             resp = self.call(self.cm.ListInstances, req)
             out.extend(resp.instances)
             token = resp.next_page_token
@@ -157,7 +159,8 @@ class ClusterClient:
                 return out
 
     def set_host_state(self, host: str | int, state: int) -> pb.Host:
-        req = cm.SetHostStateRequest(request_id=new_request_id(), host=host_ref(host), state=state)
+        req = cm.SetHostStateRequest(request_id=new_request_id(), host=host_ref(host),
+                                      state=as_host_state(state))
         return self.call(self.cm.SetHostState, req).host
 
     def set_host_notes(self, host: str | int, notes: str) -> pb.Host:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from tashi.v1 import resources_pb2 as pb
 
 INSTANCE_STATE_NAMES: dict[int, str] = {
@@ -39,6 +41,15 @@ NETWORK_KIND_NAMES: dict[int, str] = {
     pb.NETWORK_KIND_VXLAN: "vxlan",
     pb.NETWORK_KIND_FLAT: "flat",
 }
+
+
+def as_instance_state(value: int) -> pb.InstanceState:
+    """A state held as a plain int (the same numbers) typed as the wire enum."""
+    return cast(pb.InstanceState, value)
+
+
+def as_host_state(value: int) -> pb.HostState:
+    return cast(pb.HostState, value)
 
 
 def instance_state_name(state: int) -> str:
