@@ -17,29 +17,13 @@ import grpc
 
 from tashi.accounting.ledger import Ledger
 from tashi.accounting.timeutil import now_ns
-from tashi.runtime.client import MAX_PAGE, ClusterClient, TashiError
+from tashi.runtime.client import ClusterClient, TashiError
 from tashi.v1 import accounting_pb2 as apb
-from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 _MORE = object()  # nothing queued just now: commit what we have, then wait
-
-
-def list_instances(client: ClusterClient) -> tuple[list[pb.Instance], int, int]:
-    """Every instance, with the lowest and highest event sequence the pages answered."""
-    out: list[pb.Instance] = []
-    seqs: list[int] = []
-    token = ""
-    while True:
-        resp = client.call(client.cm.ListInstances,
-                           cm.ListInstancesRequest(page_size=MAX_PAGE, page_token=token))
-        out.extend(resp.instances)
-        seqs.append(resp.seq)
-        token = resp.next_page_token
-        if not token:
-            return out, min(seqs), max(seqs)
 
 
 class Follower:
@@ -122,7 +106,7 @@ class Follower:
                 if exc.code != grpc.StatusCode.OUT_OF_RANGE:
                     raise
                 log.warning("event history out of range (%s): relisting instances", exc.message)
-                instances, first_seq, _last = list_instances(client)
+                instances, first_seq, _last = client.list_instances_at()
                 self.ledger.relist(instances, first_seq, now_ns(), exc.message)
 
     def _pump(self, client: ClusterClient) -> None:
@@ -210,7 +194,7 @@ class Reconciler:
 
     def reconcile_once(self) -> list[apb.LedgerDrift] | None:
         with ClusterClient(self.cm_address, self.user) as client:
-            instances, first_seq, last_seq = list_instances(client)
+            instances, first_seq, last_seq = client.list_instances_at()
         waited = 0.0
         while self.ledger.seq < last_seq:
             if waited >= self.catch_up_seconds or self._stop.is_set():

@@ -7,7 +7,7 @@ failure, never a raw `grpc.RpcError`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -110,19 +110,35 @@ class ClusterClient:
         req = cm.GetInstanceRequest(instance=instance_ref(instance))
         return self.call(self.cm.GetInstance, req).instance
 
-    def list_instances(self, owner: str = "", states: list[int] | None = None,
-                       host_id: int = 0, page_size: int = MAX_PAGE) -> list[pb.Instance]:
-        out: list[pb.Instance] = []
+    def _all_pages(self, method: Any, field: str,
+                   request: Callable[[str], Any]) -> tuple[list[Any], int, int]:
+        """Every page of a List call, with the lowest and highest event sequence the
+        pages answered (0 for lists without one): pages may answer at different
+        points of history, so a watcher starts from the lowest."""
+        items: list[Any] = []
+        seqs: list[int] = []
         token = ""
         while True:
-            req = cm.ListInstancesRequest(page_size=page_size, page_token=token, owner=owner,
-                                          states=[as_instance_state(s) for s in states or []],
-                                          host_id=host_id)
-            resp = self.call(self.cm.ListInstances, req)
-            out.extend(resp.instances)
+            resp = self.call(method, request(token))
+            items.extend(getattr(resp, field))
+            if "seq" in resp.DESCRIPTOR.fields_by_name:
+                seqs.append(resp.seq)
             token = resp.next_page_token
             if not token:
-                return out
+                return items, min(seqs, default=0), max(seqs, default=0)
+
+    def list_instances_at(self, owner: str = "", states: list[int] | None = None,
+                          host_id: int = 0, page_size: int = MAX_PAGE,
+                          ) -> tuple[list[pb.Instance], int, int]:
+        """All matching instances and the (lowest, highest) event seq of the listing."""
+        wanted = [as_instance_state(s) for s in states or []]
+        return self._all_pages(self.cm.ListInstances, "instances", lambda token: (
+            cm.ListInstancesRequest(page_size=page_size, page_token=token, owner=owner,
+                                    states=wanted, host_id=host_id)))
+
+    def list_instances(self, owner: str = "", states: list[int] | None = None,
+                       host_id: int = 0, page_size: int = MAX_PAGE) -> list[pb.Instance]:
+        return self.list_instances_at(owner, states, host_id, page_size)[0]
 
     def instance_action(self, verb: str, instance: str | int,
                         request_id: str | None = None, **extra: Any) -> pb.Instance:
@@ -147,16 +163,13 @@ class ClusterClient:
     def get_host(self, host: str | int) -> pb.Host:
         return self.call(self.cm.GetHost, cm.GetHostRequest(host=host_ref(host))).host
 
+    def list_hosts_at(self) -> tuple[list[pb.Host], int, int]:
+        """All hosts and the (lowest, highest) event seq of the listing."""
+        return self._all_pages(self.cm.ListHosts, "hosts", lambda token: cm.ListHostsRequest(
+            page_size=MAX_PAGE, page_token=token))
+
     def list_hosts(self) -> list[pb.Host]:
-        out: list[pb.Host] = []
-        token = ""
-        while True:
-            resp = self.call(self.cm.ListHosts,
-                             cm.ListHostsRequest(page_size=MAX_PAGE, page_token=token))
-            out.extend(resp.hosts)
-            token = resp.next_page_token
-            if not token:
-                return out
+        return self.list_hosts_at()[0]
 
     def set_host_state(self, host: str | int, state: int) -> pb.Host:
         req = cm.SetHostStateRequest(request_id=new_request_id(), host=host_ref(host),
@@ -186,7 +199,8 @@ class ClusterClient:
         return self.call(self.cm.CreateUser, req).user
 
     def list_users(self) -> list[pb.User]:
-        return list(self.call(self.cm.ListUsers, cm.ListUsersRequest(page_size=MAX_PAGE)).users)
+        return self._all_pages(self.cm.ListUsers, "users", lambda token: cm.ListUsersRequest(
+            page_size=MAX_PAGE, page_token=token))[0]
 
     def create_network(self, network: pb.Network) -> pb.Network:
         req = cm.CreateNetworkRequest(request_id=new_request_id(), network=network)
@@ -197,11 +211,15 @@ class ClusterClient:
         return self.call(self.cm.DeleteNetwork, req).network
 
     def list_networks(self) -> list[pb.Network]:
-        resp = self.call(self.cm.ListNetworks, cm.ListNetworksRequest(page_size=MAX_PAGE))
-        return list(resp.networks)
+        return self.list_networks_at()[0]
+
+    def list_networks_at(self) -> tuple[list[pb.Network], int, int]:
+        return self._all_pages(self.cm.ListNetworks, "networks", lambda token: (
+            cm.ListNetworksRequest(page_size=MAX_PAGE, page_token=token)))
 
     def list_images(self) -> list[pb.Image]:
-        return list(self.call(self.cm.ListImages, cm.ListImagesRequest(page_size=MAX_PAGE)).images)
+        return self._all_pages(self.cm.ListImages, "images", lambda token: cm.ListImagesRequest(
+            page_size=MAX_PAGE, page_token=token))[0]
 
     # -- events and placement -------------------------------------------------
     def watch_events(self, since: int, max_batch: int = 1000) -> Iterator[list[pb.Event]]:

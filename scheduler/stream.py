@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from tashi.runtime.auth import user_metadata
-from tashi.runtime.client import MAX_PAGE, ClusterClient, TashiError
+from tashi.runtime.client import ClusterClient, TashiError
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import resources_pb2 as pb
 
@@ -35,28 +35,10 @@ class Listing:
 
 
 def list_all(client: ClusterClient) -> Listing:
-    seqs: list[int] = []
-    hosts: list[pb.Host] = []
-    token = ""
-    while True:
-        hresp = client.call(client.cm.ListHosts,
-                            cm.ListHostsRequest(page_size=MAX_PAGE, page_token=token))
-        hosts.extend(hresp.hosts)
-        seqs.append(hresp.seq)
-        token = hresp.next_page_token
-        if not token:
-            break
-    instances: list[pb.Instance] = []
-    while True:
-        iresp = client.call(client.cm.ListInstances,
-                            cm.ListInstancesRequest(page_size=MAX_PAGE, page_token=token))
-        instances.extend(iresp.instances)
-        seqs.append(iresp.seq)
-        token = iresp.next_page_token
-        if not token:
-            break
+    hosts, hlo, hhi = client.list_hosts_at()
+    instances, ilo, ihi = client.list_instances_at()
     networks = client.list_networks()
-    return Listing(hosts, instances, networks, min(seqs), max(seqs))
+    return Listing(hosts, instances, networks, min(hlo, ilo), max(hhi, ihi))
 
 
 @dataclass(frozen=True)

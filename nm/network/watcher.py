@@ -118,11 +118,9 @@ class NetworkWatcher:
                     self._cond.wait_for(lambda: self._stopping, timeout=RETRY_SECONDS)
 
     def _relist(self) -> int:
-        # ListNetworks carries no sequence; ListHosts does, and read first it
-        # is a safe lower bound: later network events are replayed on top.
-        seq = self.client.call(self.client.cm.ListHosts, cmpb.ListHostsRequest(page_size=1),
-                               timeout=LIST_TIMEOUT).seq
-        networks = self.client.list_networks()
+        # Watch from the lowest seq the pages answered: later network events
+        # are replayed on top.
+        networks, seq, _newest = self.client.list_networks_at()
         with self._cond:
             self._desired = {n.id: n for n in networks}
             self._dirty = True
