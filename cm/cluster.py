@@ -100,6 +100,8 @@ class Cluster:
         self.instance_ids: dict[str, int] = {}
         self.user_ids: dict[str, int] = {}
         self.usage: dict[int, Usage] = {}
+        # (network id, address) -> instance holding it, kept with the instances.
+        self.addresses: dict[tuple[int, str], int] = {}
         for body in loaded.resources.get("host", []):
             self._apply("host", pb.Host.FromString(body))
         for body in loaded.resources.get("instance", []):
@@ -216,12 +218,18 @@ class Cluster:
                     use.count -= 1
                 if self.instance_ids.get(old.name) == old.id:
                     del self.instance_ids[old.name]
+                for nic in old.nics:
+                    if nic.ip and self.addresses.get((nic.network_id, nic.ip)) == old.id:
+                        del self.addresses[(nic.network_id, nic.ip)]
             if obj is None:
                 self.instances.pop(oid, None)
                 return
             assert isinstance(obj, pb.Instance)
             self.instances[obj.id] = obj
             self.instance_ids[obj.name] = obj.id
+            for nic in obj.nics:
+                if nic.ip:
+                    self.addresses[(nic.network_id, nic.ip)] = obj.id
             for h in charged_hosts(obj):
                 use = self.usage.setdefault(h, Usage())
                 use.cores += obj.cores

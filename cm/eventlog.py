@@ -54,13 +54,16 @@ class EventLog:
             self.closed = True
             self._cond.notify_all()
 
+    def _check_retained(self, since: int) -> None:
+        if since < self.first_seq - 1:
+            raise OutOfRange(
+                f"events after {since} are no longer retained (oldest kept is "
+                f"{self.first_seq}): list again and watch from the seq the list answers"
+            )
+
     def check_since(self, since: int) -> None:
         with self._cond:
-            if since < self.first_seq - 1:
-                raise OutOfRange(
-                    f"events after {since} are no longer retained (oldest kept is "
-                    f"{self.first_seq}): list again and watch from the seq the list answers"
-                )
+            self._check_retained(since)
             if since > self.last_seq:
                 raise OutOfRange(
                     f"since {since} is ahead of the cluster manager's last event "
@@ -72,11 +75,7 @@ class EventLog:
         with self._cond:
             if self.last_seq <= since and not self.closed:
                 self._cond.wait(timeout)
-            if since < self.first_seq - 1:
-                raise OutOfRange(
-                    f"events after {since} are no longer retained (oldest kept is "
-                    f"{self.first_seq}): list again and watch from the seq the list answers"
-                )
+            self._check_retained(since)
             if self.last_seq <= since:
                 return []
             if self._tail and self._tail[0].seq <= since + 1:

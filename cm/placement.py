@@ -27,11 +27,6 @@ def _persistent_in_use(c: Cluster, inst: pb.Instance, claimed: set[str]) -> str:
     return f"persistent disk {sorted(clash)[0]} is claimed by another placement" if clash else ""
 
 
-def addresses_in_use(c: Cluster) -> set[tuple[int, str]]:
-    """(network, address) pairs held by instances' NICs."""
-    return {(n.network_id, n.ip) for i in c.instances.values() for n in i.nics if n.ip}
-
-
 def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: Usage,
             claimed: set[str]) -> str:
     """Why this placement cannot be committed now, or '' when it can."""
@@ -69,7 +64,7 @@ def activate(c: Cluster, actor: str,
         extra: dict[int, Usage] = {}
         claimed: set[str] = set()
         seen: set[int] = set()
-        taken = addresses_in_use(c) if any(p.nic_ips for p in req.placements) else set()
+        taken: set[tuple[int, str]] = set()  # claimed by earlier placements of this batch
         for p in req.placements:
             inst = c.instances.get(p.instance_id)
             host = c.hosts.get(p.host_id)
@@ -84,7 +79,7 @@ def activate(c: Cluster, actor: str,
                 else:
                     wanted = {(nic.network_id, ip) for nic, ip in
                               zip(inst.nics, ips, strict=False) if ip and ip != nic.ip}
-                    clash = sorted(wanted & taken)
+                    clash = sorted(a for a in wanted if a in taken or a in c.addresses)
                     if clash:
                         reason = (f"address {clash[0][1]} is already in use on network "
                                   f"{clash[0][0]}")
