@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -111,6 +111,10 @@ class Cluster:
         for body in loaded.resources.get("user", []):
             self._apply("user", pb.User.FromString(body))
         self.meta = dict(loaded.meta)
+        for kind, table in (("host", self.hosts), ("instance", self.instances),
+                            ("user", self.users)):
+            key = f"next_{kind}_id"
+            self.meta[key] = max(self.meta.get(key, 1), max(table, default=0) + 1)
         self.events = EventLog(store, loaded.first_seq, loaded.last_seq, loaded.recent_events,
                                config.event_retention)
         # Request ids answered so far, so a new id costs no store lookup.
@@ -119,19 +123,12 @@ class Cluster:
         self.applied_reports: dict[int, int] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
         self._commits = 0
-        self._ids_checked: set[str] = set()
 
     # -- ids and lookups -------------------------------------------------------
     def next_id(self, txn: Txn, kind: str) -> int:
         """Ids are never reused, even after deletions (the counter is stored)."""
         key = f"next_{kind}_id"
         current = txn.meta.get(key) or self.meta.get(key) or 1
-        tables: dict[str, dict[int, Any]] = {
-            "host": self.hosts, "instance": self.instances, "user": self.users}
-        existing = tables[kind]
-        if key not in self._ids_checked and existing:
-            current = max(current, max(existing) + 1)
-            self._ids_checked.add(key)
         txn.meta[key] = current + 1
         return current
 
