@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -83,6 +84,13 @@ class Process:
                 self.proc.kill()
                 self.proc.wait(10)
         self._close()
+
+
+def free_port() -> int:
+    """A loopback port free right now (for services that must come back on the same port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def bin_path(name: str) -> str:

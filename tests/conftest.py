@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +39,13 @@ def icm(tmp_path: Path) -> Iterator[InProcCM]:
         yield cm
     finally:
         cm.stop()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """An image store holding one real 16 MiB qcow2 image, base.qcow2."""
+    d = tmp_path / "images"
+    d.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "base.qcow2"), "16M"],
+                   check=True)
+    return d

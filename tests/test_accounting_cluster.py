@@ -12,12 +12,11 @@ from tashi.accounting.client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb
-from tests.cluster import Process
+from tests.cluster import Process, free_port
 from tests.test_accounting_support import (
     SyntheticHost,
     cm_history,
     committed_seq,
-    free_port,
     head_seq,
     start_accounting,
     start_cm_at,

@@ -11,11 +11,11 @@ import pytest
 
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
+from tests.cluster import free_port
 from tests.test_accounting_support import (
     SyntheticHost,
     committed_seq,
     dump_ledger,
-    free_port,
     head_seq,
     start_accounting,
     start_cm_at,

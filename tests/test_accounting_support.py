@@ -3,7 +3,6 @@ ledger dumps, and an accounting process started the way an operator does."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -190,12 +189,6 @@ def batches(events: list[pb.Event], size: int) -> Iterator[list[pb.Event]]:
 
 
 # -- a real cluster manager, driven as node managers would ------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_cm_at(tmp_path: Path, port: int, **flags: object) -> Process:

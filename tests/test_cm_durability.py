@@ -4,7 +4,6 @@ request ids and retries, restarts with exactly the acknowledged instances."""
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,12 +13,7 @@ import pytest
 
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.v1 import resources_pb2 as pb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.cluster import free_port
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tashi.v1 import resources_pb2 as pb
-from tests.cluster import Process, bin_path, start_cm, wait_for
+from tests.cluster import Process, bin_path, free_port, start_cm, wait_for
 from tests.nm_process import NMProcess
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -37,12 +36,6 @@ def metrics_address(proc: Process) -> str:
         m = METRICS_RE.search(proc.log_path.read_text(errors="replace"))
         return m.group(1) if m else None
     return str(wait_for(found, what=f"{proc.argv[0]} serving metrics"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Prometheus:
@@ -109,15 +102,6 @@ class Prometheus:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> Path:
-    d = tmp_path / "images"
-    d.mkdir()
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "base.qcow2"), "16M"],
-                   check=True)
-    return d
 
 
 @pytest.fixture

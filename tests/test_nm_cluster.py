@@ -4,7 +4,6 @@ failures, a killed NM, and reports buffered while the CM is away."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,6 @@ from tests.cluster import CMProcess, start_cm, wait_for
 from tests.nm_process import NMProcess
 
 S = pb
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> Path:
-    d = tmp_path / "images"
-    d.mkdir()
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "base.qcow2"), "16M"],
-                   check=True)
-    return d
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import subprocess
 import threading
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tashi.scheduler.main import parse_config
-from tests.cluster import Process, bin_path, start_cm
+from tests.cluster import Process, bin_path, free_port, start_cm
 from tests.test_scheduler_support import CONNECTED_RE, add_hosts, spec, stop_all, wait_states
 
 
@@ -42,12 +41,6 @@ def test_unknown_setting_in_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         parse_config(["--config", str(toml)])
     assert "unknown setting 'polcy'" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_waits_for_a_cm_that_comes_up_later(tmp_path: Path) -> None:
