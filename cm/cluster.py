@@ -85,6 +85,23 @@ class Txn:
                                     **{kind: obj}))  # type: ignore[arg-type]
 
 
+def _lookup(kind: str, ref: cmpb.InstanceRef | cmpb.HostRef, by_id: dict[int, R],
+            ids: dict[str, int]) -> R:
+    """The resource a reference names by id or by name, or NOT_FOUND."""
+    which = ref.WhichOneof("ref")
+    if which == "id":
+        found = by_id.get(ref.id)
+        if found is None:
+            raise not_found(f"no {kind} with id {ref.id}")
+        return found
+    if which == "name":
+        oid = ids.get(ref.name)
+        if oid is None:
+            raise not_found(f"no {kind} named {ref.name!r}")
+        return by_id[oid]
+    raise invalid(f"name the {kind} by id or name")
+
+
 class Cluster:
     def __init__(self, config: CMConfig, store: Store) -> None:
         self.cfg = config
@@ -154,32 +171,10 @@ class Cluster:
             raise denied(f"only admins may {what}; {name!r} is not an admin")
 
     def find_instance(self, ref: cmpb.InstanceRef) -> pb.Instance:
-        which = ref.WhichOneof("ref")
-        if which == "id":
-            inst = self.instances.get(ref.id)
-            if inst is None:
-                raise not_found(f"no instance with id {ref.id}")
-            return inst
-        if which == "name":
-            iid = self.instance_ids.get(ref.name)
-            if iid is None:
-                raise not_found(f"no instance named {ref.name!r}")
-            return self.instances[iid]
-        raise invalid("name the instance by id or name")
+        return _lookup("instance", ref, self.instances, self.instance_ids)
 
     def find_host(self, ref: cmpb.HostRef) -> pb.Host:
-        which = ref.WhichOneof("ref")
-        if which == "id":
-            host = self.hosts.get(ref.id)
-            if host is None:
-                raise not_found(f"no host with id {ref.id}")
-            return host
-        if which == "name":
-            hid = self.host_ids.get(ref.name)
-            if hid is None:
-                raise not_found(f"no host named {ref.name!r}")
-            return self.hosts[hid]
-        raise invalid("name the host by id or name")
+        return _lookup("host", ref, self.hosts, self.host_ids)
 
     def check_owner(self, actor: str, inst: pb.Instance) -> None:
         self.user(actor)
