@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from tashi.nm.errors import (
@@ -247,3 +248,20 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
     assert d.start_vm(spec(18, memory=1000)).state == RUNNING
     with pytest.raises(NotFound):
         d.receive_vm(17, cookie)
+
+
+def test_a_stale_stop_event_does_not_end_a_restored_vm(drv: tuple[LibvirtDriver, Seen]) -> None:
+    """libvirt's 'stopped: saved' event of a suspend can arrive after the resume that
+    followed it: the VM runs again and must stay managed (seen once in CI)."""
+    from tashi.nm.libvirt import guest
+
+    d, seen = drv
+    d.start_vm(spec(30))
+    _info, path = d.suspend_vm(30)
+    assert d.resume_vm(spec(30), path).state == RUNNING
+    seen.wait(lambda: seen.states(30)[-1:] == [RUNNING])
+    before = list(seen.states(30))
+    d._handle_event("tashi-30", guest.EV_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED)
+    assert [v.instance_id for v in d.list_vms()] == [30]
+    assert d.get_vm(30).state == RUNNING
+    assert seen.states(30) == before

@@ -155,8 +155,9 @@ class LibvirtDriver(Driver):
             if implied == UNSPECIFIED:
                 return  # migrated away: send_vm settles it
             rec = self._find(name)
-            if rec is not None:
-                self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
+            if rec is None or rec.state == UNSPECIFIED or self._running_again(name):
+                return  # a stop that is already history (restored, restarted): stale
+            self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
             return
         if implied == UNSPECIFIED:
             return
@@ -173,6 +174,12 @@ class LibvirtDriver(Driver):
         if rec.state == UNSPECIFIED or self._vm_lock(rec.meta.instance_id).locked():
             return  # a call in flight (start, save ...) reports its own outcome
         self._transition(rec, state)
+
+    def _running_again(self, name: str) -> bool:
+        try:
+            return bool(self.host.conn().lookupByName(name).isActive())
+        except libvirt.libvirtError:
+            return False
 
     def _transition(self, rec: Managed, state: int, message: str = "",
                     suspend_file: str = "") -> Observation | None:
