@@ -140,7 +140,7 @@ class Ledger:
         owner = None
         if subject == "instance":
             inst = ev.instance
-            instance_id, host_id, owner = inst.id, inst.host_id, inst.owner
+            instance_id, host_id, owner = inst.id, inst.status.host_id, inst.owner
             if ev.type == pb.EVENT_TYPE_INSTANCE_DELETED:
                 self._delete(batch, inst, ev.seq, t)
             else:
@@ -159,29 +159,31 @@ class Ledger:
         return None if view is None or view.deleted else view
 
     def _host_name(self, batch: _Batch, inst: pb.Instance) -> str:
-        if inst.host_name or not inst.host_id:
-            return inst.host_name
-        return batch.hosts.get(inst.host_id) or self._hosts.get(inst.host_id, "")
+        status = inst.status
+        if status.host_name or not status.host_id:
+            return status.host_name
+        return batch.hosts.get(status.host_id) or self._hosts.get(status.host_id, "")
 
     def _update(self, batch: _Batch, inst: pb.Instance, seq: int, t: int) -> None:
         old = self._current(batch, inst.id)
+        state = inst.status.state
         new = InstanceView(
-            instance_id=inst.id, owner=inst.owner, name=inst.name, state=inst.state,
-            phase=phase_of(inst.state, old.phase if old else None), host_id=inst.host_id,
-            host_name=self._host_name(batch, inst), cores=inst.cores,
-            memory_mib=inst.memory_mib,
+            instance_id=inst.id, owner=inst.owner, name=inst.name, state=state,
+            phase=phase_of(state, old.phase if old else None), host_id=inst.status.host_id,
+            host_name=self._host_name(batch, inst), cores=inst.spec.cores,
+            memory_mib=inst.spec.memory_mib,
             interval_id=old.interval_id if old else None,
             interval_start_ns=old.interval_start_ns if old else 0,
             orphan_interval_id=old.orphan_interval_id if old else None, last_seq=seq)
         if old is not None and old.interval_id is not None \
-                and (inst.state == pb.INSTANCE_STATE_ORPHANED
+                and (state == pb.INSTANCE_STATE_ORPHANED
                      or old.billing_key() != new.billing_key()):
             self._close_interval(batch, old, t)
             new = replace(new, interval_id=None, interval_start_ns=0)
-            if inst.state == pb.INSTANCE_STATE_ORPHANED:
+            if state == pb.INSTANCE_STATE_ORPHANED:
                 new = replace(new, orphan_interval_id=old.interval_id)
-        if new.orphan_interval_id is not None and is_stable(inst.state) \
-                and inst.state != pb.INSTANCE_STATE_ORPHANED:
+        if new.orphan_interval_id is not None and is_stable(state) \
+                and state != pb.INSTANCE_STATE_ORPHANED:
             new = self._settle_orphan(batch, new)
         if new.phase != Phase.NONE and new.interval_id is None:
             new = self._open_interval(batch, new, t)
@@ -221,9 +223,9 @@ class Ledger:
         if old is not None and old.interval_id is not None:
             self._close_interval(batch, old, t)
         batch.views[inst.id] = InstanceView(
-            instance_id=inst.id, owner=inst.owner, name=inst.name, state=inst.state,
-            phase=Phase.NONE, host_id=inst.host_id, host_name=self._host_name(batch, inst),
-            cores=inst.cores, memory_mib=inst.memory_mib, interval_id=None,
+            instance_id=inst.id, owner=inst.owner, name=inst.name, state=inst.status.state,
+            phase=Phase.NONE, host_id=inst.status.host_id, host_name=self._host_name(batch, inst),
+            cores=inst.spec.cores, memory_mib=inst.spec.memory_mib, interval_id=None,
             interval_start_ns=0, orphan_interval_id=None, last_seq=seq, deleted=True)
 
     def _open_interval(self, batch: _Batch, view: InstanceView, t: int) -> InstanceView:
@@ -378,8 +380,9 @@ class Ledger:
                     record.cluster.CopyFrom(seen)
                 records.append(record)
                 log.warning("drift on instance %d: %s", subject.id, reason)
-                batch.ledger_rows.append((KIND_DRIFT, None, now, 0, subject.id, subject.host_id,
-                                          subject.owner, _serialize(record)))
+                batch.ledger_rows.append((KIND_DRIFT, None, now, 0, subject.id,
+                                          subject.status.host_id, subject.owner,
+                                          _serialize(record)))
                 if seen is None:
                     self._delete(batch, subject, self.seq, now)
                 else:

@@ -36,15 +36,16 @@ class InstanceView:
         return (int(self.phase), self.host_id, self.cores, self.memory_mib, self.owner)
 
     def differs_from(self, inst: pb.Instance) -> bool:
-        return (self.state != inst.state or self.host_id != inst.host_id
-                or self.cores != inst.cores or self.memory_mib != inst.memory_mib
+        return (self.state != inst.status.state or self.host_id != inst.status.host_id
+                or self.cores != inst.spec.cores or self.memory_mib != inst.spec.memory_mib
                 or self.owner != inst.owner)
 
     def to_pb(self) -> pb.Instance:
-        return pb.Instance(id=self.instance_id, owner=self.owner, name=self.name,
-                           state=self.state,  # type: ignore[arg-type]
-                           host_id=self.host_id, host_name=self.host_name, cores=self.cores,
-                           memory_mib=self.memory_mib)
+        return pb.Instance(
+            id=self.instance_id, owner=self.owner, name=self.name,
+            spec=pb.InstanceSpec(cores=self.cores, memory_mib=self.memory_mib),
+            status=pb.InstanceStatus(state=self.state,  # type: ignore[arg-type]
+                                     host_id=self.host_id, host_name=self.host_name))
 
     def as_row(self) -> tuple[object, ...]:
         return (self.instance_id, self.owner, self.name, self.state, int(self.phase),

@@ -92,7 +92,8 @@ def make_history(address: str, instances: int, hosts: int = 10, batch: int = 100
             nm_address="127.0.0.1:1"))
     ids: list[int] = []
     for start in range(0, instances, batch):
-        made = client.create_instances(pb.Instance(name=f"b{start}", cores=1, memory_mib=128),
+        made = client.create_instances(pb.Instance(name=f"b{start}",
+                                                   spec=pb.InstanceSpec(cores=1, memory_mib=128)),
                                        count=min(batch, instances - start))
         ids.extend(i.id for i in made)
     report_seq = dict.fromkeys(names, 0)
@@ -198,9 +199,10 @@ def synthetic_stream(n_events: int, users: int, hosts: int, seed: int = 7,
         if not heap or next_arrival <= heap[0][0]:
             iid += 1
             inst = pb.Instance(id=iid, name=f"vm{iid}", owner=f"user{rng.randrange(users)}",
-                               cores=rng.choice([1, 2, 4, 8]),
-                               memory_mib=rng.choice([512, 1024, 4096, 8192]),
-                               state=S.INSTANCE_STATE_PENDING)
+                               spec=pb.InstanceSpec(
+                                   cores=rng.choice([1, 2, 4, 8]),
+                                   memory_mib=rng.choice([512, 1024, 4096, 8192])),
+                               status=pb.InstanceStatus(state=S.INSTANCE_STATE_PENDING))
             steps = [(d * rng.uniform(0.5, 1.5), s, m) for d, s, m in rng.choice(LIFECYCLES)]
             live[iid] = (inst, steps)
             seq += 1
@@ -220,12 +222,12 @@ def synthetic_stream(n_events: int, users: int, hosts: int, seed: int = 7,
             continue
         new = pb.Instance()
         new.CopyFrom(inst)
-        new.state = state  # type: ignore[assignment]
+        new.status.state = state  # type: ignore[assignment]
         if state == S.INSTANCE_STATE_ACTIVATING or moves:
             h = rng.randint(1, hosts)
-            new.host_id, new.host_name = h, host_names[h]
+            new.status.host_id, new.status.host_name = h, host_names[h]
         elif state in (S.INSTANCE_STATE_SUSPENDED, S.INSTANCE_STATE_PENDING):
-            new.host_id, new.host_name = 0, ""
+            new.status.host_id, new.status.host_name = 0, ""
         live[i] = (new, steps)
         yield pb.Event(seq=seq, type=S.EVENT_TYPE_INSTANCE_UPDATED, time=_ts(when), instance=new)
         if step + 1 < len(steps):

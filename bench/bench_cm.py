@@ -44,6 +44,10 @@ def rate(n: int, fn) -> float:  # type: ignore[no-untyped-def]
     return n / (time.perf_counter() - t0)
 
 
+def small(name: str) -> pb.Instance:
+    return pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=64))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--calls", type=int, default=3000)
@@ -58,11 +62,10 @@ def main() -> None:
             health = health_pb2_grpc.HealthStub(client._channel)
             check = health_pb2.HealthCheckRequest()
             rate(300, lambda i: health.Check(check))  # warm up
-            rate(300, lambda i: client.create_instances(
-                pb.Instance(name=f"w{i}", cores=1, memory_mib=64), request_id=f"w{i}"))
+            rate(300, lambda i: client.create_instances(small(f"w{i}"), request_id=f"w{i}"))
             noop = rate(ns.calls, lambda i: health.Check(check))
             creates = rate(ns.calls, lambda i: client.create_instances(
-                pb.Instance(name=f"c{i}", cores=1, memory_mib=64), request_id=f"c{i}"))
+                small(f"c{i}"), request_id=f"c{i}"))
             print(f"no-op unary (health Check):      {noop:8.0f} calls/s")
             print(f"CreateInstance (one per call):   {creates:8.0f} calls/s")
             print(f"  ratio CreateInstance / no-op:  {creates / noop:8.2f}   (target >= 0.7)")
@@ -72,8 +75,7 @@ def main() -> None:
             batches = ns.instances // ns.batch
             t0 = time.perf_counter()
             for b in range(batches):
-                client.create_instances(pb.Instance(name=f"m{b}", cores=1, memory_mib=64),
-                                        count=ns.batch, request_id=f"m{b}")
+                client.create_instances(small(f"m{b}"), count=ns.batch, request_id=f"m{b}")
             elapsed = time.perf_counter() - t0
             made = batches * ns.batch
             print(f"createMany, {batches} batches of {ns.batch}: {made / elapsed:8.0f} creates/s"

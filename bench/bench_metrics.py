@@ -74,9 +74,11 @@ def start_nm(tmp: Path, cores: int, memory_mib: int) -> tuple[subprocess.Popen[b
 
 def start_vms(stub: nm_grpc.NodeManagerServiceStub, first: int, last: int) -> None:
     for iid in range(first, last + 1):
-        inst = pb.Instance(id=iid, name=f"vm{iid}", owner=f"user{iid % 10}", cores=1,
-                           memory_mib=64, disks=[pb.Disk(uri="base.qcow2")],
-                           nics=[pb.Nic(network_id=1)])
+        inst = pb.Instance(
+            id=iid, name=f"vm{iid}", owner=f"user{iid % 10}",
+            spec=pb.InstanceSpec(cores=1, memory_mib=64, disks=[pb.Disk(uri="base.qcow2")],
+                                 nics=[pb.Nic(network_id=1)]),
+            status=pb.InstanceStatus(nics=[pb.Nic(network_id=1)]))
         stub.StartVm(nmpb.StartVmRequest(request_id=f"bench-{iid}", instance=inst),
                      timeout=30)
 

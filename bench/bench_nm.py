@@ -66,7 +66,7 @@ class RunningWatch:
                 with self.cond:
                     for ev in resp.events:
                         if (ev.HasField("instance")
-                                and ev.instance.state == pb.INSTANCE_STATE_RUNNING):
+                                and ev.instance.status.state == pb.INSTANCE_STATE_RUNNING):
                             self.seen.setdefault(ev.instance.id, now)
                     self.cond.notify_all()
         except Exception:  # the stream ends when the CM stops
@@ -143,7 +143,8 @@ def through_tashi(tmp: Path, n: int, hosts: int) -> list[float]:
         lat: list[float] = []
         for i in range(n):
             t0 = time.perf_counter()
-            inst = client.create_instances(pb.Instance(name=f"b{i}", cores=1, memory_mib=64))[0]
+            inst = client.create_instances(
+                pb.Instance(name=f"b{i}", spec=pb.InstanceSpec(cores=1, memory_mib=64)))[0]
             lat.append(watch.wait(inst.id) - t0)
         watch.close()
         client.close()
@@ -200,8 +201,9 @@ def real_guest(tmp: Path, guests: int) -> tuple[list[float], list[float], list[f
         for i in range(guests):
             t0 = time.perf_counter()
             inst = client.create_instances(pb.Instance(
-                name=f"tiny{i}", cores=1, memory_mib=192,
-                hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE}))[0]
+                name=f"tiny{i}", spec=pb.InstanceSpec(
+                    cores=1, memory_mib=192,
+                    hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE})))[0]
             running.append(watch.wait(inst.id) - t0)
             log = nm.state_dir / "console" / f"{dx.vm_name(inst.id)}.log"
             while not (log.exists() and GUEST_UP in log.read_text(errors="replace")):

@@ -25,9 +25,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tashi.runtime import fit
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
-from tashi.scheduler.convert import charged_hosts
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import resources_pb2 as pb
@@ -80,7 +80,7 @@ class Watcher(threading.Thread):
                 for ev in resp.events:
                     self.events.append(ev)
                     if ev.WhichOneof("subject") == "instance" and \
-                            ev.instance.state == pb.INSTANCE_STATE_ACTIVATING:
+                            ev.instance.status.state == pb.INSTANCE_STATE_ACTIVATING:
                         self.activated.add(ev.instance.id)
                 if len(self.activated) >= self.want and not self.done.is_set():
                     self.finished_at = time.perf_counter()
@@ -123,10 +123,13 @@ def overcommitted(events: list[pb.Event]) -> int:
             if ev.type == pb.EVENT_TYPE_INSTANCE_DELETED:
                 charged.pop(inst.id, None)
                 continue
-            charged[inst.id] = (charged_hosts(inst), inst.cores, inst.memory_mib)
+            st = inst.status
+            charged[inst.id] = (fit.charged_hosts(st.state, st.host_id,
+                                                  st.migration_target_host_id),
+                                inst.spec.cores, inst.spec.memory_mib)
             for h in charged[inst.id][0]:
-                used[(h, "c")] += inst.cores
-                used[(h, "m")] += inst.memory_mib
+                used[(h, "c")] += inst.spec.cores
+                used[(h, "m")] += inst.spec.memory_mib
                 cores, memory = capacity.get(h, (0, 0))
                 bad += used[(h, "c")] > cores or used[(h, "m")] > memory
     return bad
@@ -167,7 +170,8 @@ def main() -> None:
         watcher.start()
         alice = ClusterClient(address, user="alice", timeout=120)
         t0 = time.perf_counter()
-        alice.create_instances(pb.Instance(name="vm", cores=1, memory_mib=2048),
+        alice.create_instances(pb.Instance(name="vm",
+                                           spec=pb.InstanceSpec(cores=1, memory_mib=2048)),
                                count=args.vms)
         created = time.perf_counter()
         if not watcher.done.wait(600):

@@ -102,7 +102,7 @@ def entry_row(entry: apb.LedgerEntry) -> dict[str, Any]:
         if subject == "instance":
             inst = ev.instance
             row.update(subject=f"instance {inst.id} {inst.name}", owner=inst.owner,
-                       state=instance_state_name(inst.state), host=inst.host_name)
+                       state=instance_state_name(inst.status.state), host=inst.status.host_name)
         elif subject == "host":
             host = ev.host
             row.update(subject=f"host {host.id} {host.name}", host=host.name,
@@ -119,8 +119,9 @@ def entry_row(entry: apb.LedgerEntry) -> dict[str, Any]:
         d = entry.drift
         row.update(seq=d.seq, time=_time_text(d.time), subject=f"instance {d.instance_id}",
                    owner=d.owner, message=d.reason,
-                   state=(instance_state_name(d.ledger.state) if d.HasField("ledger") else "-")
-                   + " -> " + (instance_state_name(d.cluster.state)
+                   state=(instance_state_name(d.ledger.status.state)
+                          if d.HasField("ledger") else "-")
+                   + " -> " + (instance_state_name(d.cluster.status.state)
                                if d.HasField("cluster") else "-"))
     return row
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from tashi.cli.render import choose_columns, render, to_dict
+from tashi.cli.render import choose_columns, flatten, render, to_dict
 from tashi.runtime.client import ClusterClient
 
 
@@ -42,6 +42,9 @@ class Context:
                extra: dict[str, Any] | None = None) -> None:
         """Print resources as the chosen format; `columns` are the table's defaults."""
         rows = [to_dict(i) if isinstance(i, Message) else dict(i) for i in items]
+        if self.args.output in ("table", "csv"):
+            # JSON and YAML keep an instance's spec and status apart.
+            rows = [flatten(r) for r in rows]
         for row in rows:
             row.update(extra or {})
         available = list(rows[0]) if rows else list(columns)

@@ -28,13 +28,13 @@ MANY = {"destroyMany": "Delete", "shutdownMany": "Shutdown"}
 
 
 def _spec(args: argparse.Namespace, name: str) -> pb.Instance:
-    spec = pb.Instance(name=name, cores=args.cores, memory_mib=args.memory,
-                       group_name=args.group or "")
+    """The instance as asked: a name and a spec (the CM writes the status)."""
+    spec = pb.InstanceSpec(cores=args.cores, memory_mib=args.memory, group_name=args.group or "")
     spec.disks.extend(parse.disks(args.disks or ""))
     spec.nics.extend(parse.nics(args.nics or ""))
     for key, value in parse.hints(args.hints or "").items():
         spec.hints[key] = value
-    return spec
+    return pb.Instance(name=name, spec=spec)
 
 
 def create_vm(ctx: Context) -> int:

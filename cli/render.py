@@ -52,6 +52,29 @@ def to_dict(msg: Message) -> dict[str, Any]:
     return out
 
 
+# Table names of nested fields that differ from the field's own name: the
+# columns people used before instances carried a spec and a status.
+FLAT_NAMES = {("status", "reason"): "state_reason"}
+
+
+def flatten(row: dict[str, Any]) -> dict[str, Any]:
+    """A resource with a spec and a status as one flat row for a table or CSV:
+    the spec's and the status's fields lifted beside id, name and owner.  Where
+    both have a field (nics), the status's is the one in effect and keeps the
+    name; the spec's becomes `spec_<name>`."""
+    parts = [p for p in ("spec", "status") if isinstance(row.get(p), dict)]
+    if not parts:
+        return row
+    out = {k: v for k, v in row.items() if k not in parts}
+    for part in parts:
+        for key, value in row[part].items():
+            name = FLAT_NAMES.get((part, key), key)
+            if part == "status" and name in out and name in row.get("spec", {}):
+                out[f"spec_{name}"] = out.pop(name)
+            out[name] = value
+    return out
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"

@@ -9,6 +9,7 @@ import sys
 import yaml
 
 from tashi.cli.context import Context, UsageError
+from tashi.runtime import fit
 from tashi.runtime.names import host_state_name
 from tashi.v1 import resources_pb2 as pb
 
@@ -21,9 +22,8 @@ def slots_on(host: pb.Host, cores: int, memory_mib: int) -> int:
     """VMs of this size that still fit on one host (0 unless it is up and Normal)."""
     if not host.up or host.state != pb.HOST_STATE_NORMAL:
         return 0
-    free_cores = host.cores - host.used_cores
-    free_memory = host.memory_mib - host.used_memory_mib
-    return max(0, min(free_cores // cores, free_memory // memory_mib))
+    return fit.slots(host.cores - host.used_cores, host.memory_mib - host.used_memory_mib,
+                     cores, memory_mib)
 
 
 def get_slots(ctx: Context) -> int:
@@ -47,8 +47,8 @@ def get_vm_layout(ctx: Context) -> int:
     hosts = client.list_hosts()
     names: dict[int, list[str]] = {}
     for inst in client.list_instances():
-        if inst.host_id:
-            names.setdefault(inst.host_id, []).append(inst.name)
+        if inst.status.host_id:
+            names.setdefault(inst.status.host_id, []).append(inst.name)
     rows = [{
         "id": h.id, "name": h.name, "state": host_state_name(h.state), "up": h.up,
         "instances": sorted(names.get(h.id, [])),

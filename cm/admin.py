@@ -173,7 +173,7 @@ def delete_network(c: Cluster, actor: str,
         if net is None:
             raise not_found(f"no network with id {req.network_id}")
         users = [i.name for i in c.instances.values()
-                 if any(n.network_id == net.id for n in i.nics)]
+                 if any(n.network_id == net.id for n in i.spec.nics)]
         if users:
             raise precondition(f"network {net.name!r} is used by {len(users)} instances "
                                f"(e.g. {users[0]!r}); destroy them first")

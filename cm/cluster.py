@@ -19,10 +19,10 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from tashi.cm import lifecycle
 from tashi.cm.config import CMConfig
 from tashi.cm.errors import CMError, denied, invalid, not_found
 from tashi.cm.eventlog import EventLog
-from tashi.cm.lifecycle import HOSTLESS
 from tashi.cm.store import Batch, Store
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 E = pb  # event types live in resources_pb2
+
+# What the stored resources look like: 2 is Instance with spec and status.  A
+# store without it was written before that split and cannot be read as such.
+STORE_FORMAT = 2
 
 KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
 
@@ -41,15 +45,21 @@ def copy_of(msg: R) -> R:
     return new
 
 
-def charged_hosts(inst: pb.Instance) -> list[int]:
-    """Hosts whose capacity this instance holds: its own, and a migration target."""
-    hosts = []
-    if inst.host_id and inst.state not in HOSTLESS:
-        hosts.append(inst.host_id)
-    target = inst.hints.get("__migrate_target")
-    if target and inst.state in (pb.INSTANCE_STATE_MIGRATE_PREP, pb.INSTANCE_STATE_MIGRATE_TRANS):
-        hosts.append(int(target))
-    return hosts
+def move(txn: Txn, inst: pb.Instance, state: pb.InstanceState, message: str,
+         reason: str = "", edit: Callable[[pb.InstanceStatus], None] | None = None,
+         ) -> pb.Instance:
+    """Stage `inst` in `state` (the event says `message`, the status `reason`):
+    the one way the CM changes an instance's status.  `edit` changes other
+    status fields in the same step; `Txn.put` checks the move and settles
+    what follows from the state."""
+    new = copy_of(inst)
+    new.status.state = state
+    new.status.reason = reason
+    if edit is not None:
+        edit(new.status)
+    new.update_time.GetCurrentTime()
+    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, message)
+    return new
 
 
 @dataclass
@@ -61,16 +71,36 @@ class Usage:
 
 @dataclass
 class Txn:
+    """The changes one request stages; committed together or not at all.
+
+    Every instance written through it is checked against the transition
+    table (an illegal move raises before anything is stored) and has the
+    status fields that follow from its state settled."""
+
     actor: str
+    # The committed instances, for the transition check.
+    current: dict[int, pb.Instance] = field(default_factory=dict)
     changes: list[tuple[str, int, Message | None]] = field(default_factory=list)
     events: list[pb.Event] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
     meta: dict[str, int] = field(default_factory=dict)
     staged: dict[tuple[str, int], Message | None] = field(default_factory=dict)
 
+    def instance(self, iid: int) -> pb.Instance | None:
+        """The instance as this transaction left it so far."""
+        staged = self.staged.get(("instance", iid), False)
+        if staged is not False:
+            return staged  # type: ignore[return-value]
+        return self.current.get(iid)
+
     def put(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
         kind = KIND_OF[type(obj)]
         oid = obj.id  # type: ignore[attr-defined]
+        if isinstance(obj, pb.Instance):
+            before = self.instance(oid)
+            lifecycle.check(before.status.state if before is not None else None,
+                            obj.status.state, oid)
+            lifecycle.settle(obj.status)
         self.changes.append((kind, oid, obj))
         self.staged[(kind, oid)] = obj
         self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
@@ -79,6 +109,10 @@ class Txn:
     def delete(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
         kind = KIND_OF[type(obj)]
         oid = obj.id  # type: ignore[attr-defined]
+        if isinstance(obj, pb.Instance):
+            before = self.instance(oid)
+            if before is not None:
+                lifecycle.check(before.status.state, pb.INSTANCE_STATE_EXITED, oid)
         self.changes.append((kind, oid, None))
         self.staged[(kind, oid)] = None
         self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
@@ -109,6 +143,11 @@ class Cluster:
         self.images = Path(config.images) if config.images else None
         self.lock = threading.RLock()
         loaded = store.load(recent=min(config.event_retention, 100_000))
+        found = loaded.meta.get("store_format", 0)
+        if found != STORE_FORMAT and (any(loaded.resources.values()) or loaded.last_seq):
+            raise RuntimeError(
+                f"the store {config.db} holds format {found}, this cluster manager reads format "
+                f"{STORE_FORMAT} (instances with spec and status); start from a new --db")
         self.hosts: dict[int, pb.Host] = {}
         self.instances: dict[int, pb.Instance] = {}
         self.networks: dict[int, pb.Network] = {}
@@ -203,14 +242,14 @@ class Cluster:
         if kind == "instance":
             old = self.instances.get(oid or obj.id)  # type: ignore[union-attr]
             if old is not None:
-                for h in charged_hosts(old):
+                for h in old.status.charged_host_ids:
                     use = self.usage.setdefault(h, Usage())
-                    use.cores -= old.cores
-                    use.memory_mib -= old.memory_mib
+                    use.cores -= old.spec.cores
+                    use.memory_mib -= old.spec.memory_mib
                     use.count -= 1
                 if self.instance_ids.get(old.name) == old.id:
                     del self.instance_ids[old.name]
-                for nic in old.nics:
+                for nic in old.status.nics:
                     if nic.ip and self.addresses.get((nic.network_id, nic.ip)) == old.id:
                         del self.addresses[(nic.network_id, nic.ip)]
             if obj is None:
@@ -219,13 +258,13 @@ class Cluster:
             assert isinstance(obj, pb.Instance)
             self.instances[obj.id] = obj
             self.instance_ids[obj.name] = obj.id
-            for nic in obj.nics:
+            for nic in obj.status.nics:
                 if nic.ip:
                     self.addresses[(nic.network_id, nic.ip)] = obj.id
-            for h in charged_hosts(obj):
+            for h in obj.status.charged_host_ids:
                 use = self.usage.setdefault(h, Usage())
-                use.cores += obj.cores
-                use.memory_mib += obj.memory_mib
+                use.cores += obj.spec.cores
+                use.memory_mib += obj.spec.memory_mib
                 use.count += 1
         elif kind == "host":
             old_h = self.hosts.get(oid or obj.id)  # type: ignore[union-attr]
@@ -300,7 +339,7 @@ class Cluster:
                     if prior[0] != method:
                         raise invalid(f"request_id {request_id!r} was already used for {prior[0]}")
                     return resp_cls.FromString(prior[1])
-            txn = Txn(actor)
+            txn = Txn(actor, self.instances)
             resp = body(txn)
             self.commit(txn, (request_id, method, resp) if request_id else None)
             if request_id:
@@ -312,7 +351,7 @@ class Cluster:
     def write(self, actor: str, body: Callable[[Txn], None]) -> None:
         """An internal change (no request id), e.g. from the liveness monitor."""
         with self.lock:
-            txn = Txn(actor)
+            txn = Txn(actor, self.instances)
             body(txn)
             self.commit(txn)
         for action in txn.after:
@@ -325,6 +364,8 @@ class Cluster:
         to Pending, and the configured admins exist."""
 
         def body(txn: Txn) -> None:
+            if self.meta.get("store_format") != STORE_FORMAT:
+                txn.meta["store_format"] = STORE_FORMAT
             for name in self.cfg.admins:
                 if name not in self.user_ids:
                     txn.put(pb.User(id=self.next_id(txn, "user"), name=name),
@@ -336,19 +377,13 @@ class Cluster:
                     txn.put(new, E.EVENT_TYPE_HOST_UPDATED,
                             "cluster manager restarted: waiting for the node manager to register")
             for inst in list(self.instances.values()):
-                new = copy_of(inst)
-                if inst.state == pb.INSTANCE_STATE_ACTIVATING:
-                    new.state = pb.INSTANCE_STATE_PENDING
-                    new.ClearField("host_id")
-                    new.ClearField("host_name")
-                    new.state_reason = "cluster manager restarted before the start completed"
-                elif inst.host_id and inst.state not in HOSTLESS and inst.state not in (
-                        pb.INSTANCE_STATE_ORPHANED, pb.INSTANCE_STATE_DESTROYING):
-                    new.state = pb.INSTANCE_STATE_ORPHANED
-                    new.state_reason = "cluster manager restarted: waiting for the host to report"
-                else:
-                    continue
-                txn.put(new, E.EVENT_TYPE_INSTANCE_UPDATED, new.state_reason)
+                status = inst.status
+                if status.state == pb.INSTANCE_STATE_ACTIVATING:
+                    why = "cluster manager restarted before the start completed"
+                    move(txn, inst, pb.INSTANCE_STATE_PENDING, why, why)
+                elif status.host_id and status.state in lifecycle.ORPHANABLE:
+                    why = "cluster manager restarted: waiting for the host to report"
+                    move(txn, inst, pb.INSTANCE_STATE_ORPHANED, why, why)
 
         self.write("tashi-cm", body)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from tashi.cm.cluster import Cluster, Txn, copy_of
-from tashi.cm.instances import remove, transition
+from tashi.cm.cluster import Cluster, Txn, move
+from tashi.cm.instances import remove
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import channel
 from tashi.v1 import node_manager_pb2 as nmpb
@@ -99,9 +99,9 @@ class Dispatcher:
         c = self.cluster
         with c.lock:
             inst = c.instances.get(iid)
-            if inst is None or inst.state != expect:
+            if inst is None or inst.status.state != expect:
                 return None
-            host = c.hosts.get(inst.host_id)
+            host = c.hosts.get(inst.status.host_id)
             if host is None or not host.nm_address:
                 # A host registered without an address (a synthetic host, or an
                 # agent that reports by itself) is never called; its agent
@@ -115,14 +115,14 @@ class Dispatcher:
 
         def body(txn: Txn) -> None:
             inst = c.instances.get(iid)
-            if inst is not None and inst.state == expect:
+            if inst is not None and inst.status.state == expect:
                 change(txn, inst)
 
         c.write("tashi-cm", body)
 
     def _networks(self, inst: pb.Instance) -> list[pb.Network]:
         with self.cluster.lock:
-            ids = {n.network_id for n in inst.nics}
+            ids = {n.network_id for n in inst.spec.nics}
             return [self.cluster.networks[i] for i in sorted(ids) if i in self.cluster.networks]
 
     def _start(self, iid: int) -> None:
@@ -131,7 +131,7 @@ class Dispatcher:
             return
         inst, host = snap
         stub = self.stub(host.nm_address)
-        suspend_file = inst.hints.get("__suspend_file", "")
+        suspend_file = inst.status.suspend_image
         try:
             if suspend_file:
                 vm = stub.ResumeVm(nmpb.ResumeVmRequest(
@@ -146,28 +146,17 @@ class Dispatcher:
         except grpc.RpcError as exc:
             reason = f"start on {host.name} failed: {_details(exc)}"
 
-            def held(txn: Txn, cur: pb.Instance) -> None:
-                new = copy_of(cur)
-                new.state = S.INSTANCE_STATE_HELD
-                new.state_reason = reason
-                new.ClearField("host_id")
-                new.ClearField("host_name")
-                new.update_time.GetCurrentTime()
-                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
-
-            self._finish(iid, S.INSTANCE_STATE_ACTIVATING, held)
+            self._finish(iid, S.INSTANCE_STATE_ACTIVATING, lambda txn, cur: move(
+                txn, cur, S.INSTANCE_STATE_HELD, reason, reason))
             return
 
         def running(txn: Txn, cur: pb.Instance) -> None:
-            new = copy_of(cur)
-            new.state = vm.state if vm.state in (S.INSTANCE_STATE_RUNNING,
-                                                 S.INSTANCE_STATE_PAUSED) \
+            state = vm.state if vm.state in (S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED) \
                 else S.INSTANCE_STATE_RUNNING
-            new.vm_id = vm.vm_id
-            new.state_reason = ""
-            new.hints.pop("__suspend_file", None)
-            new.update_time.GetCurrentTime()
-            txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"started on {host.name}")
+
+            def edit(status: pb.InstanceStatus) -> None:
+                status.vm_id = vm.vm_id
+            move(txn, cur, state, f"started on {host.name}", edit=edit)
 
         self._finish(iid, S.INSTANCE_STATE_ACTIVATING, running)
 
@@ -194,12 +183,8 @@ class Dispatcher:
             if action != "destroy":
                 def undo(txn: Txn, cur: pb.Instance) -> None:
                     # A shutdown may have started from Paused: go back to where it was.
-                    new = copy_of(cur)
-                    prior = int(new.hints.pop("__prior_state", "0"))
-                    new.state = pb.InstanceState.ValueType(prior) if prior else call.undo
-                    new.state_reason = reason
-                    new.update_time.GetCurrentTime()
-                    txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
+                    prior = cur.status.prior_state
+                    move(txn, cur, prior or call.undo, reason, reason)
                 self._finish(iid, call.expect, undo)
             return
         if call.done == S.INSTANCE_STATE_EXITED:
@@ -207,18 +192,13 @@ class Dispatcher:
                 txn, cur, f"destroyed on {host.name}"))
         elif call.done == S.INSTANCE_STATE_SUSPENDED:
             def suspended(txn: Txn, cur: pb.Instance) -> None:
-                new = copy_of(cur)
-                new.state = S.INSTANCE_STATE_SUSPENDED
-                new.state_reason = ""
-                new.hints["__suspend_file"] = answer.suspend_file
-                new.ClearField("host_id")
-                new.ClearField("host_name")
-                new.vm_id = ""
-                new.update_time.GetCurrentTime()
-                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"suspended on {host.name}")
+                def edit(status: pb.InstanceStatus) -> None:
+                    status.suspend_image = answer.suspend_file
+                    status.suspend_host_id = host.id
+                move(txn, cur, S.INSTANCE_STATE_SUSPENDED, f"suspended on {host.name}", edit=edit)
             self._finish(iid, call.expect, suspended)
         elif call.done != call.expect:
-            self._finish(iid, call.expect, lambda txn, cur: transition(
+            self._finish(iid, call.expect, lambda txn, cur: move(
                 txn, cur, call.done, f"{action} done on {host.name}"))
 
     def _migrate(self, iid: int) -> None:
@@ -228,17 +208,12 @@ class Dispatcher:
             return
         inst, source = snap
         with c.lock:
-            target = c.hosts.get(int(inst.hints.get("__migrate_target", "0")))
+            target = c.hosts.get(inst.status.migration_target_host_id)
         step = "prepare"
 
         def back(reason: str) -> None:
             def change(txn: Txn, cur: pb.Instance) -> None:
-                new = copy_of(cur)
-                new.state = S.INSTANCE_STATE_RUNNING
-                new.state_reason = reason
-                new.hints.pop("__migrate_target", None)
-                new.update_time.GetCurrentTime()
-                txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, reason)
+                move(txn, cur, S.INSTANCE_STATE_RUNNING, reason, reason)
             for state in (S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS):
                 self._finish(iid, state, change)
 
@@ -253,7 +228,7 @@ class Dispatcher:
                 timeout=self.timeout, metadata=self.metadata).cookie
             src.PrepareSourceVm(nmpb.PrepareSourceVmRequest(request_id=rid, instance_id=iid),
                                 timeout=self.timeout, metadata=self.metadata)
-            self._finish(iid, S.INSTANCE_STATE_MIGRATE_PREP, lambda txn, cur: transition(
+            self._finish(iid, S.INSTANCE_STATE_MIGRATE_PREP, lambda txn, cur: move(
                 txn, cur, S.INSTANCE_STATE_MIGRATE_TRANS, f"sending to {target.name}"))
             step = "send"
             src.SendVm(nmpb.SendVmRequest(request_id=rid, instance_id=iid,
@@ -268,13 +243,9 @@ class Dispatcher:
             return
 
         def arrived(txn: Txn, cur: pb.Instance) -> None:
-            new = copy_of(cur)
-            new.state = S.INSTANCE_STATE_RUNNING
-            new.host_id, new.host_name = target.id, target.name
-            new.vm_id = vm.vm_id or new.vm_id
-            new.state_reason = ""
-            new.hints.pop("__migrate_target", None)
-            new.update_time.GetCurrentTime()
-            txn.put(new, S.EVENT_TYPE_INSTANCE_UPDATED, f"migrated to {target.name}")
+            def edit(status: pb.InstanceStatus) -> None:
+                status.host_id, status.host_name = target.id, target.name
+                status.vm_id = vm.vm_id or status.vm_id
+            move(txn, cur, S.INSTANCE_STATE_RUNNING, f"migrated to {target.name}", edit=edit)
 
         self._finish(iid, S.INSTANCE_STATE_MIGRATE_TRANS, arrived)

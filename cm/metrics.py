@@ -82,10 +82,10 @@ class ClusterCollector(Collector):
         by = Counter[tuple[int, str]]()
         oldest: dict[int, float] = {}
         for inst in instances.values():
-            by[(inst.state, inst.owner)] += 1
+            by[(inst.status.state, inst.owner)] += 1
             t = inst.update_time.seconds + inst.update_time.nanos / 1e9
-            if t and (inst.state not in oldest or t < oldest[inst.state]):
-                oldest[inst.state] = t
+            if t and (inst.status.state not in oldest or t < oldest[inst.status.state]):
+                oldest[inst.status.state] = t
         count = GaugeMetricFamily("tashi_cm_instances", "Instances by state and owner.",
                                   labels=("state", "owner"))
         for (state, owner), n in sorted(by.items()):

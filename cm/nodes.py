@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 
-from tashi.cm.cluster import Cluster, Txn, charged_hosts, copy_of
+from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.errors import not_found
-from tashi.cm.instances import remove, transition
-from tashi.cm.lifecycle import EXIT_IGNORED, REPORT_TARGETS
+from tashi.cm.instances import remove
+from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
 from tashi.v1 import node_registry_pb2 as nr
@@ -53,8 +53,8 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.Register
         c.heartbeats[host.id] = time.monotonic()
         reported = {r.instance_id for r in req.instances}
         for inst in list(c.instances.values()):
-            if host.id in charged_hosts(inst) and inst.id not in reported:
-                if inst.state in IN_FLIGHT:
+            if host.id in inst.status.charged_host_ids and inst.id not in reported:
+                if inst.status.state in IN_FLIGHT:
                     continue
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
         for report in req.instances:
@@ -101,78 +101,64 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportI
     return c.mutate(actor, req.request_id, "ReportInstances", nr.ReportInstancesResponse, body)
 
 
-def _current(c: Cluster, txn: Txn, iid: int) -> pb.Instance | None:
-    staged = txn.staged.get(("instance", iid), False)
-    if staged is not False:
-        return staged  # type: ignore[return-value]
-    return c.instances.get(iid)
-
-
 def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:
     """Apply one thing a node manager saw (Tashi's reconciliation rules)."""
-    inst = _current(c, txn, rep.instance_id)
+    inst = txn.instance(rep.instance_id)
     state = rep.state
     if inst is None:
         if state in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED) and rep.spec.name:
             _adopt_unknown(c, txn, host, rep)
         return
-    target = inst.hints.get("__migrate_target")
-    on_this_host = inst.host_id == host.id or (target and int(target) == host.id)
+    status = inst.status
+    on_this_host = host.id in (status.host_id, status.migration_target_host_id)
     if state == pb.INSTANCE_STATE_EXITED:
-        if on_this_host and inst.state not in EXIT_IGNORED:
+        if on_this_host and status.state not in EXIT_IGNORED:
             remove(txn, inst, rep.message or f"exited on {host.name}")
         return
     if state == pb.INSTANCE_STATE_DESTROYING:
         return
     if not on_this_host:
-        if state == pb.INSTANCE_STATE_RUNNING and not inst.host_id and inst.state in (
+        if state == pb.INSTANCE_STATE_RUNNING and not status.host_id and status.state in (
                 pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD):
-            new = copy_of(inst)
-            new.host_id, new.host_name = host.id, host.name
-            new.vm_id = rep.vm_id
-            new.state = pb.INSTANCE_STATE_RUNNING
-            new.state_reason = ""
-            new.hints.pop("__suspend_file", None)
-            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"found running on {host.name}")
+            def found(new: pb.InstanceStatus) -> None:
+                new.host_id, new.host_name = host.id, host.name
+                new.vm_id = rep.vm_id
+            move(txn, inst, pb.INSTANCE_STATE_RUNNING, f"found running on {host.name}",
+                 edit=found)
         return
-    if inst.state == pb.INSTANCE_STATE_DESTROYING:
+    if status.state == pb.INSTANCE_STATE_DESTROYING:
         iid = inst.id
         txn.after.append(lambda: c.dispatch("destroy", iid))
         return
     inst = _learn_addresses(txn, inst, host, rep)
-    if inst.state not in REPORT_TARGETS.get(state, frozenset()):
+    if inst.status.state not in REPORT_TARGETS.get(state, frozenset()):
         return
-    if inst.state == state and inst.vm_id == rep.vm_id:
+    if inst.status.state == state and inst.status.vm_id == rep.vm_id:
         return
-    new = copy_of(inst)
-    new.state = state
-    new.vm_id = rep.vm_id or new.vm_id
-    new.state_reason = rep.message if state == pb.INSTANCE_STATE_HELD else ""
-    if state == pb.INSTANCE_STATE_SUSPENDED:
-        new.hints["__suspend_file"] = rep.suspend_file
-    if state in (pb.INSTANCE_STATE_SUSPENDED, pb.INSTANCE_STATE_HELD):
-        new.ClearField("host_id")
-        new.ClearField("host_name")
-        new.vm_id = ""
-    if state == pb.INSTANCE_STATE_RUNNING:
-        new.hints.pop("__suspend_file", None)
-    new.update_time.GetCurrentTime()
+
+    def seen(new: pb.InstanceStatus) -> None:
+        new.vm_id = rep.vm_id or new.vm_id
+        if state == pb.INSTANCE_STATE_SUSPENDED:
+            new.suspend_image = rep.suspend_file
+            new.suspend_host_id = host.id
+
     msg = rep.message or f"{instance_state_name(state)} on {host.name}"
-    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, msg)
+    move(txn, inst, state, msg, rep.message if state == pb.INSTANCE_STATE_HELD else "", seen)
 
 
 def _learn_addresses(txn: Txn, inst: pb.Instance, host: pb.Host,
                      rep: nr.InstanceReport) -> pb.Instance:
     """NIC addresses the node manager discovered (DHCP), matched by MAC."""
-    seen = {n.mac.lower(): n.ip for n in rep.spec.nics if n.mac and n.ip}
-    if not any(seen.get(n.mac.lower(), n.ip) != n.ip for n in inst.nics):
+    seen = {n.mac.lower(): n.ip for n in rep.spec.status.nics if n.mac and n.ip}
+    if not any(seen.get(n.mac.lower(), n.ip) != n.ip for n in inst.status.nics):
         return inst
-    new = copy_of(inst)
-    for nic in new.nics:
-        nic.ip = seen.get(nic.mac.lower(), nic.ip)
-    new.update_time.GetCurrentTime()
-    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, rep.message or f"NIC address seen on {host.name}")
-    return new
+
+    def learn(status: pb.InstanceStatus) -> None:
+        for nic in status.nics:
+            nic.ip = seen.get(nic.mac.lower(), nic.ip)
+
+    return move(txn, inst, inst.status.state, rep.message or f"NIC address seen on {host.name}",
+                inst.status.reason, learn)
 
 
 def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:
@@ -181,12 +167,11 @@ def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) 
         log.warning("host %s runs unknown instance %d named %r, a name already taken; left alone",
                     host.name, rep.instance_id, spec.name)
         return
-    inst = copy_of(spec)
-    inst.id = rep.instance_id
-    inst.host_id, inst.host_name = host.id, host.name
-    inst.vm_id = rep.vm_id
-    inst.state = rep.state
-    inst.state_reason = ""
+    inst = pb.Instance(id=rep.instance_id, name=spec.name, owner=spec.owner, spec=spec.spec)
+    inst.status.state = rep.state
+    inst.status.host_id, inst.status.host_name = host.id, host.name
+    inst.status.vm_id = rep.vm_id
+    inst.status.nics.extend(spec.status.nics)
     if inst.owner not in c.user_ids:
         inst.owner = c.cfg.admins[0] if c.cfg.admins else inst.owner
     inst.create_time.GetCurrentTime()
@@ -213,11 +198,8 @@ def expire_hosts(c: Cluster) -> int:
                 reason = f"host {host.name} stopped answering (no heartbeat for {limit:g} s)"
                 txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, reason)
                 for inst in c.instances.values():
-                    if inst.host_id == host.id and inst.state not in (
-                            pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD,
-                            pb.INSTANCE_STATE_SUSPENDED, pb.INSTANCE_STATE_ORPHANED,
-                            pb.INSTANCE_STATE_DESTROYING):
-                        transition(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
+                    if inst.status.host_id == host.id and inst.status.state in ORPHANABLE:
+                        move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
 
         c.write("tashi-cm", body)
         return len(silent)

@@ -5,8 +5,9 @@ two proposals (from one scheduler or several) can overcommit a host."""
 from __future__ import annotations
 
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, Usage, copy_of
+from tashi.cm.cluster import Cluster, Txn, Usage, move
 from tashi.cm.errors import CMError
+from tashi.runtime.fit import shortfall
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import placement_pb2 as plpb
 from tashi.v1 import resources_pb2 as pb
@@ -15,12 +16,12 @@ PLACEABLE = frozenset({pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD})
 
 
 def _persistent_in_use(c: Cluster, inst: pb.Instance, claimed: set[str]) -> str:
-    mine = {d.uri for d in inst.disks if d.persistent}
+    mine = {d.uri for d in inst.spec.disks if d.persistent}
     if not mine:
         return ""
     for other in c.instances.values():
-        if other.id != inst.id and other.host_id:
-            for d in other.disks:
+        if other.id != inst.id and other.status.host_id:
+            for d in other.spec.disks:
                 if d.uri in mine:
                     return f"persistent disk {d.uri} is in use by {other.name!r}"
     clash = mine & claimed
@@ -32,8 +33,8 @@ def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: U
     """Why this placement cannot be committed now, or '' when it can."""
     if inst is None:
         return "no such instance"
-    if inst.state not in PLACEABLE:
-        return f"instance is {instance_state_name(inst.state)}, not Pending or Held"
+    if inst.status.state not in PLACEABLE:
+        return f"instance is {instance_state_name(inst.status.state)}, not Pending or Held"
     if host is None:
         return "no such host"
     if not host.up:
@@ -43,14 +44,12 @@ def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: U
     if host.reserved_for and inst.owner not in host.reserved_for:
         return f"host {host.name} is reserved for other users"
     cores, mem = c.free(host)
-    cores -= extra.cores
-    mem -= extra.memory_mib
-    if cores < inst.cores:
-        return f"host {host.name} has {cores} free cores, {inst.cores} needed"
-    if mem < inst.memory_mib:
-        return f"host {host.name} has {mem} MiB free, {inst.memory_mib} MiB needed"
+    short = shortfall(cores - extra.cores, mem - extra.memory_mib, inst.spec.cores,
+                      inst.spec.memory_mib)
+    if short is not None:
+        return f"host {host.name} has {short}"
     ready = {s.network_id for s in host.networks if s.ready}
-    for nic in inst.nics:
+    for nic in inst.spec.nics:
         if nic.network_id not in ready and host.networks:
             return f"network {nic.network_id} is not ready on host {host.name}"
     return _persistent_in_use(c, inst, claimed)
@@ -78,7 +77,7 @@ def activate(c: Cluster, actor: str,
                     reason = exc.message
                 else:
                     wanted = {(nic.network_id, ip) for nic, ip in
-                              zip(inst.nics, ips, strict=False) if ip and ip != nic.ip}
+                              zip(inst.status.nics, ips, strict=False) if ip and ip != nic.ip}
                     clash = sorted(a for a in wanted if a in taken or a in c.addresses)
                     if clash:
                         reason = (f"address {clash[0][1]} is already in use on network "
@@ -88,19 +87,20 @@ def activate(c: Cluster, actor: str,
                 resp.results.add(instance_id=p.instance_id, accepted=False, reason=reason)
                 continue
             seen.add(inst.id)
-            new = copy_of(inst)
-            new.state = pb.INSTANCE_STATE_ACTIVATING
-            new.state_reason = ""
-            new.host_id, new.host_name = host.id, host.name
-            for nic, ip in zip(new.nics, ips, strict=False):
-                if ip:
-                    nic.ip = ip
-            new.update_time.GetCurrentTime()
-            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"placed on {host.name}")
-            use.cores += inst.cores
-            use.memory_mib += inst.memory_mib
+
+            def placed(status: pb.InstanceStatus, host: pb.Host = host,
+                       ips: list[str] = ips) -> None:
+                status.host_id, status.host_name = host.id, host.name
+                for nic, ip in zip(status.nics, ips, strict=False):
+                    if ip:
+                        nic.ip = ip
+
+            new = move(txn, inst, pb.INSTANCE_STATE_ACTIVATING, f"placed on {host.name}",
+                       edit=placed)
+            use.cores += inst.spec.cores
+            use.memory_mib += inst.spec.memory_mib
             use.count += 1
-            claimed.update(d.uri for d in inst.disks if d.persistent)
+            claimed.update(d.uri for d in inst.spec.disks if d.persistent)
             iid = inst.id
             txn.after.append(lambda iid=iid: c.dispatch("start", iid))  # type: ignore[misc]
             resp.results.add(instance_id=inst.id, accepted=True, instance=new)
@@ -118,17 +118,13 @@ def hold(c: Cluster, actor: str, req: plpb.HoldInstancesRequest) -> plpb.HoldIns
         resp = plpb.HoldInstancesResponse()
         for h in req.holds:
             inst = c.instances.get(h.instance_id)
-            if inst is None or inst.state not in PLACEABLE:
+            if inst is None or inst.status.state not in PLACEABLE:
                 continue
-            if inst.state == pb.INSTANCE_STATE_HELD and inst.state_reason == h.reason:
+            if inst.status.state == pb.INSTANCE_STATE_HELD and inst.status.reason == h.reason:
                 resp.instances.append(inst)
                 continue
-            new = copy_of(inst)
-            new.state = pb.INSTANCE_STATE_HELD
-            new.state_reason = h.reason
-            new.update_time.GetCurrentTime()
-            txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, f"held: {h.reason}")
-            resp.instances.append(new)
+            resp.instances.append(move(txn, inst, pb.INSTANCE_STATE_HELD, f"held: {h.reason}",
+                                       h.reason))
         return resp
 
     return c.mutate(actor, req.request_id, "HoldInstances", plpb.HoldInstancesResponse, body)

@@ -62,8 +62,8 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
             source = c.instances
             ids = (i for i, inst in source.items()
                    if (not req.owner or inst.owner == req.owner)
-                   and (not states or inst.state in states)
-                   and (not req.host_id or inst.host_id == req.host_id))
+                   and (not states or inst.status.state in states)
+                   and (not req.host_id or inst.status.host_id == req.host_id))
             chosen, token = c.page(ids, req.page_size, req.page_token)
             resp = cmpb.ListInstancesResponse(next_page_token=token, seq=c.events.last_seq)
             resp.instances.extend(source[i] for i in chosen)

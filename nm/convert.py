@@ -13,26 +13,40 @@ from tashi.v1 import resources_pb2 as pb
 
 def spec_from_instance(inst: pb.Instance, bridges: dict[int, tuple[str, int]] | None = None
                        ) -> VmSpec:
-    """`bridges` maps network id -> (bridge, mtu) as the host's plumbing set them up."""
+    """The domain's NICs are the ones in effect (`status.nics`, one per spec NIC,
+    same order); `bridges` maps network id -> (bridge, mtu) as the host's
+    plumbing set them up."""
     bridges = bridges or {}
+    spec, status = inst.spec, inst.status
     return VmSpec(
-        instance_id=inst.id, name=inst.name, owner=inst.owner, cores=inst.cores,
-        memory_mib=inst.memory_mib,
-        disks=tuple(DiskSpec(d.uri, d.persistent) for d in inst.disks),
+        instance_id=inst.id, name=inst.name, owner=inst.owner, cores=spec.cores,
+        memory_mib=spec.memory_mib,
+        disks=tuple(DiskSpec(d.uri, d.persistent) for d in spec.disks),
         nics=tuple(NicSpec(network_id=n.network_id, mac=n.mac, ip=n.ip,
                            bridge=bridges.get(n.network_id, ("", 0))[0],
-                           mtu=bridges.get(n.network_id, ("", 0))[1]) for n in inst.nics),
-        hints=dict(inst.hints))
+                           mtu=bridges.get(n.network_id, ("", 0))[1]) for n in status.nics),
+        hints=dict(spec.hints),
+        asked_nics=tuple(NicSpec(network_id=n.network_id, mac=n.mac, ip=n.ip)
+                         for n in spec.nics),
+        group_name=spec.group_name)
+
+
+def _nics(nics: tuple[NicSpec, ...]) -> list[pb.Nic]:
+    return [pb.Nic(network_id=n.network_id, mac=n.mac, ip=n.ip) for n in nics]
 
 
 def instance_from_spec(spec: VmSpec, vm_id: str = "", state: int = 0) -> pb.Instance:
+    """What this host knows of an instance, in the CM's shape: the owner's spec as
+    the VM was started with it, the NICs in effect (with any learned address),
+    state and domain name in the status."""
     return pb.Instance(
-        id=spec.instance_id, vm_id=vm_id, state=as_instance_state(state), owner=spec.owner,
-        name=spec.name,
-        cores=spec.cores, memory_mib=spec.memory_mib,
-        disks=[pb.Disk(uri=d.uri, persistent=d.persistent) for d in spec.disks],
-        nics=[pb.Nic(network_id=n.network_id, mac=n.mac, ip=n.ip) for n in spec.nics],
-        hints=spec.hints)
+        id=spec.instance_id, name=spec.name, owner=spec.owner,
+        spec=pb.InstanceSpec(
+            cores=spec.cores, memory_mib=spec.memory_mib,
+            disks=[pb.Disk(uri=d.uri, persistent=d.persistent) for d in spec.disks],
+            nics=_nics(spec.asked_nics), hints=spec.hints, group_name=spec.group_name),
+        status=pb.InstanceStatus(state=as_instance_state(state), vm_id=vm_id,
+                                 nics=_nics(spec.nics)))
 
 
 def vm_info_pb(vm: VmInfo) -> nm.VmInfo:

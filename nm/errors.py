@@ -29,10 +29,6 @@ class FailedPrecondition(NmError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class ResourceExhausted(NmError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 class Unavailable(NmError):
     code = grpc.StatusCode.UNAVAILABLE
 

@@ -36,7 +36,13 @@ class NicSpec:
 
 @dataclass(frozen=True)
 class VmSpec:
-    """What the CM asks this host to run."""
+    """What the CM asks this host to run.
+
+    `nics` are the NICs in effect (the instance's status: the MAC assigned at
+    creation, the address allocated or learned), the ones the domain gets;
+    `asked_nics` are the owner's request (its spec), kept only so a report can
+    hand back the instance's spec unchanged.
+    """
 
     instance_id: int
     name: str
@@ -46,6 +52,8 @@ class VmSpec:
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
     hints: dict[str, str] = field(default_factory=dict)
+    asked_nics: tuple[NicSpec, ...] = ()
+    group_name: str = ""
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,13 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
         if not inst.id:
             raise InvalidArgument("instance.id is required")
-        bridges = bridges_for(networks, [n.network_id for n in inst.nics], self.bridge_lookup)
+        asked, in_effect = len(inst.spec.nics), len(inst.status.nics)
+        if asked != in_effect:
+            raise InvalidArgument(f"instance {inst.id} asks for {asked} NICs but its status "
+                                  f"has {in_effect} in effect; the NICs in effect are needed, "
+                                  "one per NIC asked")
+        bridges = bridges_for(networks, [n.network_id for n in inst.status.nics],
+                              self.bridge_lookup)
         return spec_from_instance(inst, bridges)
 
     @_answers
@@ -90,7 +96,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
 
     @_answers
     def ResumeVm(self, request: nm.ResumeVmRequest, context: Any) -> nm.ResumeVmResponse:
-        suspend_file = request.suspend_file or request.instance.hints.get("__suspend_file", "")
+        suspend_file = request.suspend_file or request.instance.status.suspend_image
         vm = self.driver.resume_vm(self._spec(request.instance, request.networks), suspend_file)
         return nm.ResumeVmResponse(vm=vm_info_pb(vm))
 

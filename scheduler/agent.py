@@ -372,7 +372,7 @@ class Agent:
 
     def _hold(self, holds: list[pl.Hold]) -> None:
         instances = self.client.hold(holds)
-        held = {inst.id for inst in instances if inst.state == pb.INSTANCE_STATE_HELD}
+        held = {inst.id for inst in instances if inst.status.state == pb.INSTANCE_STATE_HELD}
         self.stats.held += len(held)
         # Those the CM held change by event; the others are decided again next time.
         self._holding.update(h.instance_id for h in holds if h.instance_id in held)

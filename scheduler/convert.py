@@ -1,4 +1,9 @@
-"""The one place where the cluster manager's protobuf resources become policy values."""
+"""The one place where the cluster manager's protobuf resources become policy values.
+
+An instance's size, disks, hints and group come from its spec (what the owner
+asked for); its state, host, charged hosts and addresses from its status
+(what the cluster manager decided and observed).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,6 @@ _HOST_STATES = {
     pb.HOST_STATE_DRAINED: HostState.DRAINED,
     pb.HOST_STATE_VERSION_MISMATCH: HostState.VERSION_MISMATCH,
 }
-
-# States in which an instance holds no host (cm/lifecycle.py HOSTLESS).
-_HOSTLESS = frozenset({pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD,
-                       pb.INSTANCE_STATE_SUSPENDED})
-_MIGRATING = frozenset({pb.INSTANCE_STATE_MIGRATE_PREP, pb.INSTANCE_STATE_MIGRATE_TRANS})
 
 _VM_STATES = {
     pb.INSTANCE_STATE_PENDING: VmState.PENDING,
@@ -40,33 +40,24 @@ def host_view(host: pb.Host) -> HostView:
     )
 
 
-def charged_hosts(inst: pb.Instance) -> tuple[int, ...]:
-    """Hosts whose capacity the CM counts this instance against."""
-    hosts: tuple[int, ...] = ()
-    if inst.host_id and inst.state not in _HOSTLESS:
-        hosts = (inst.host_id,)
-    target = inst.hints.get("__migrate_target", "")
-    if target.isdigit() and inst.state in _MIGRATING and int(target) not in hosts:
-        hosts += (int(target),)
-    return hosts
-
-
 def vm_spec(inst: pb.Instance) -> VmSpec:
-    hints = dict(inst.hints)
+    spec, status = inst.spec, inst.status
     return VmSpec(
         id=inst.id,
         name=inst.name,
         owner=inst.owner,
-        cores=inst.cores,
-        memory_mib=inst.memory_mib,
-        state=_VM_STATES.get(inst.state, VmState.OTHER),
-        host_id=inst.host_id,
-        charged_hosts=charged_hosts(inst),
-        networks=tuple(n.network_id for n in inst.nics),
-        nic_ips=tuple(n.ip for n in inst.nics),
-        disks=tuple(d.uri for d in inst.disks),
-        persistent_disks=tuple(d.uri for d in inst.disks if d.persistent),
-        group_name=inst.group_name,
-        hints=parse_hints(hints, inst.group_name),
-        state_reason=inst.state_reason,
+        cores=spec.cores,
+        memory_mib=spec.memory_mib,
+        state=_VM_STATES.get(status.state, VmState.OTHER),
+        host_id=status.host_id,
+        # The CM computes these with runtime/fit.py; the scheduler takes them as given.
+        charged_hosts=tuple(status.charged_host_ids),
+        # The NICs in effect: the default network resolved, addresses allocated.
+        networks=tuple(n.network_id for n in status.nics),
+        nic_ips=tuple(n.ip for n in status.nics),
+        disks=tuple(d.uri for d in spec.disks),
+        persistent_disks=tuple(d.uri for d in spec.disks if d.persistent),
+        group_name=spec.group_name,
+        hints=parse_hints(dict(spec.hints), spec.group_name),
+        state_reason=status.reason,
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tashi.runtime import fit
 from tashi.scheduler.model import HostState, HostView, VmSpec
 
 
@@ -63,21 +64,21 @@ class Reservation:
                        f"host is reserved for {', '.join(sorted(host.reserved_for))}")
 
 
-class FreeCores:
-    def check(self, host: HostView, vm: VmSpec, ctx: PlacementContext) -> Failure | None:
-        if host.free_cores >= vm.cores:
-            return None
-        return Failure("not enough free cores",
-                       f"needs {vm.cores} cores, {host.free_cores} of {host.cores} free")
+class FreeCapacity:
+    """Room for the VM's cores and memory, judged by the one fit rule
+    (runtime/fit.py) that the CM's re-check and `tashi getSlots` use too."""
 
+    _KEYS = {"cores": "not enough free cores", "memory": "not enough free memory"}
 
-class FreeMemory:
     def check(self, host: HostView, vm: VmSpec, ctx: PlacementContext) -> Failure | None:
-        if host.free_memory_mib >= vm.memory_mib:
+        short = fit.shortfall(host.free_cores, host.free_memory_mib, vm.cores, vm.memory_mib)
+        if short is None:
             return None
-        return Failure("not enough free memory",
-                       f"needs {vm.memory_mib} MiB, {host.free_memory_mib} of "
-                       f"{host.memory_mib} MiB free")
+        if short.resource == "cores":
+            detail = f"needs {short.needed} cores, {short.free} of {host.cores} free"
+        else:
+            detail = f"needs {short.needed} MiB, {short.free} of {host.memory_mib} MiB free"
+        return Failure(self._KEYS[short.resource], detail)
 
 
 class NetworksReady:
@@ -117,7 +118,7 @@ class RecentStartFailure:
 # The capacity index answers up/Normal/cores/memory for the candidates it
 # yields; the placer still runs the whole chain on the host it picks.
 HOST_CHECKS: Sequence[HostCheck] = (
-    HostUp(), HostNormal(), Reservation(), FreeCores(), FreeMemory(),
+    HostUp(), HostNormal(), Reservation(), FreeCapacity(),
     NetworksReady(), AntiAffinity(), RecentStartFailure(),
 )
 

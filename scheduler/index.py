@@ -18,6 +18,7 @@ import random
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 
+from tashi.runtime import fit
 from tashi.scheduler.model import Policy
 
 Key = tuple[int, int, int]
@@ -141,9 +142,12 @@ class CapacityIndex:
         lack memory, for a VM of this size (for the reason a VM is Held)."""
         lack_cores = lack_memory = 0
         for (_count, free_cores, free_mem), cell in self._cells.items():
-            if free_cores < cores:
+            short = fit.shortfall(free_cores, free_mem, cores, memory_mib)
+            if short is None:
+                continue
+            if short.resource == "cores":
                 lack_cores += len(cell)
-            elif free_mem < memory_mib:
+            else:
                 lack_memory += len(cell)
         return lack_cores, lack_memory
 

@@ -98,8 +98,9 @@ class VmSpec:
     state: VmState = VmState.PENDING
     # 0: not assigned to any host.
     host_id: int = 0
-    # Hosts whose capacity the instance holds (the CM's rule: its host unless it is
-    # Pending, Held or Suspended, plus a migration target).
+    # Hosts whose capacity the instance holds, as the CM computed them with the one
+    # fit rule (runtime/fit.py): its host unless its state holds none, plus a
+    # migration target.
     charged_hosts: tuple[int, ...] = ()
     # Network id of each NIC, by NIC index.
     networks: tuple[int, ...] = ()

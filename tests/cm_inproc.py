@@ -10,6 +10,13 @@ from tashi.cm.config import CMConfig
 from tashi.cm.main import ClusterManager
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import resources_pb2 as pb
+
+
+def vm(name: str, cores: int = 1, memory_mib: int = 64, **spec: object) -> pb.Instance:
+    """What a user sends to create an instance: a name and a spec."""
+    return pb.Instance(name=name, spec=pb.InstanceSpec(  # type: ignore[arg-type]
+        cores=cores, memory_mib=memory_mib, **spec))
 
 
 class InProcCM:

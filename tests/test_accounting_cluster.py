@@ -18,6 +18,7 @@ from tests.test_accounting_support import (
     cm_history,
     committed_seq,
     head_seq,
+    sized,
     start_accounting,
     start_cm_at,
     stop_process,
@@ -53,7 +54,7 @@ def event_ns(events: list[pb.Event], iid: int, state: int | None,
              etype: int = S.EVENT_TYPE_INSTANCE_UPDATED) -> int:
     """Time of the first event of `etype` about instance `iid` (in `state`, if given)."""
     for e in events:
-        if e.type == etype and e.instance.id == iid and state in (None, e.instance.state):
+        if e.type == etype and e.instance.id == iid and state in (None, e.instance.status.state):
             return e.time.seconds * NS + e.time.nanos
     raise AssertionError(f"no event for instance {iid} in state {state}")
 
@@ -82,8 +83,8 @@ def test_waits_for_the_cm_and_a_cm_restart_changes_nothing(tmp_path: Path,
     client.create_user("bob")
     h1 = SyntheticHost(client, "h1")
     with ClusterClient(cm_addr, user="alice") as alice:
-        a = alice.create_instances(pb.Instance(name="a", cores=2, memory_mib=512))[0]
-    b = client.create_instances(pb.Instance(name="b", cores=1, memory_mib=256))[0]
+        a = alice.create_instances(sized("a", 2, 512))[0]
+    b = client.create_instances(sized("b", 1, 256))[0]
     h1.report([(a.id, S.INSTANCE_STATE_RUNNING), (b.id, S.INSTANCE_STATE_RUNNING)])
     h1.report([(b.id, S.INSTANCE_STATE_PAUSED)])
     wait_for(lambda: caught_up(db, client))
@@ -97,13 +98,13 @@ def test_waits_for_the_cm_and_a_cm_restart_changes_nothing(tmp_path: Path,
     h1.client = client
     h1.register()
     h1.report([(a.id, S.INSTANCE_STATE_EXITED)])
-    c = client.create_instances(pb.Instance(name="c", cores=4, memory_mib=1024))[0]
+    c = client.create_instances(sized("c", 4, 1024))[0]
     h1.report([(c.id, S.INSTANCE_STATE_RUNNING)])
     wait_for(lambda: caught_up(db, client))
 
     history = cm_history(client)
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
-    assert any(e.instance.state == S.INSTANCE_STATE_ORPHANED for e in history)
+    assert any(e.instance.status.state == S.INSTANCE_STATE_ORPHANED for e in history)
     entries = ledger_entries(acc.address)
     # Every event exactly once, as the CM recorded it; no gap, no drift.
     assert [e.event for e in entries] == history
@@ -139,7 +140,7 @@ def test_out_of_range_records_a_gap_and_recovers(tmp_path: Path, procs: list[Pro
     procs.append(cm)
     client = ClusterClient(cm_addr)
     h1 = SyntheticHost(client, "h1")
-    a, b = client.create_instances(pb.Instance(name="ab", cores=1, memory_mib=128), count=2)
+    a, b = client.create_instances(sized("ab", 1, 128), count=2)
     h1.report([(a.id, S.INSTANCE_STATE_RUNNING), (b.id, S.INSTANCE_STATE_RUNNING)])
     acc = start_accounting(tmp_path, cm_addr)
     wait_for(lambda: caught_up(db, client))
@@ -150,7 +151,7 @@ def test_out_of_range_records_a_gap_and_recovers(tmp_path: Path, procs: list[Pro
     # prunes every 1,000 commits) that its history no longer reaches back.
     h1.report([(a.id, S.INSTANCE_STATE_PAUSED), (b.id, S.INSTANCE_STATE_EXITED)])
     for i in range(1000):
-        client.create_instances(pb.Instance(name=f"filler{i}", cores=1, memory_mib=64))
+        client.create_instances(sized(f"filler{i}", 1, 64))
     with pytest.raises(Exception, match="OUT_OF_RANGE"):
         next(iter(client.watch_events(seen)))
 
@@ -203,15 +204,15 @@ def test_lifecycle_through_real_node_managers(tmp_path: Path, procs: list[Proces
              for h in client.list_hosts()}
 
     def state(iid: int) -> int:
-        return next((i.state for i in client.list_instances() if i.id == iid), -1)
+        return next((i.status.state for i in client.list_instances() if i.id == iid), -1)
 
     def run_on(inst: pb.Instance, host: str) -> None:
         res = client.activate([pl.Placement(instance_id=inst.id, host_id=hosts[host].id)])
         assert res.results[0].accepted, res.results[0].reason
         wait_for(lambda: state(inst.id) == S.INSTANCE_STATE_RUNNING)
 
-    x = client.create_instances(pb.Instance(name="x", cores=2, memory_mib=256))[0]
-    y = client.create_instances(pb.Instance(name="y", cores=1, memory_mib=128))[0]
+    x = client.create_instances(sized("x", 2, 256))[0]
+    y = client.create_instances(sized("y", 1, 128))[0]
     run_on(x, "h1")
     run_on(y, "h2")
     client.instance_action("Pause", x.id)
@@ -234,7 +235,7 @@ def test_lifecycle_through_real_node_managers(tmp_path: Path, procs: list[Proces
     end = history[-1].time.seconds * NS + history[-1].time.nanos
     usage = instance_usage(acc.address, 0, end + 10 * NS)
     x_runs = [e.time.seconds * NS + e.time.nanos for e in history
-              if e.instance.id == x.id and e.instance.state == S.INSTANCE_STATE_RUNNING]
+              if e.instance.id == x.id and e.instance.status.state == S.INSTANCE_STATE_RUNNING]
     x_paused = event_ns(history, x.id, S.INSTANCE_STATE_PAUSED)
     x_gone = event_ns(history, x.id, None, S.EVENT_TYPE_INSTANCE_DELETED)
     assert len(x_runs) == 2

@@ -43,8 +43,9 @@ def drive(cm_addr: str, rng: random.Random, events: int) -> int:
         if action < 0.4 or not running:
             n += 1
             made = rng.choice(users).create_instances(
-                pb.Instance(name=f"vm{n}", cores=rng.randint(1, 8),
-                            memory_mib=rng.choice([128, 512, 2048])), count=rng.randint(1, 4))
+                pb.Instance(name=f"vm{n}", spec=pb.InstanceSpec(
+                    cores=rng.randint(1, 8), memory_mib=rng.choice([128, 512, 2048]))),
+                count=rng.randint(1, 4))
             host = rng.choice(hosts)
             host.report([(i.id, S.INSTANCE_STATE_RUNNING) for i in made])
             for inst in made:

@@ -44,10 +44,10 @@ def random_script(rng: random.Random, n: int) -> Script:
         elif roll < 0.15:
             s.change(t, iid, S.INSTANCE_STATE_RUNNING, host_id=rng.randint(1, 3))
         elif roll < 0.18:
-            s.change(t, iid, s.instances[iid].state, cores=rng.randint(1, 4))
+            s.change(t, iid, s.instances[iid].status.state, cores=rng.randint(1, 4))
         else:
             state = rng.choice(STATES)
-            host = s.instances[iid].host_id or rng.randint(1, 3)
+            host = s.instances[iid].status.host_id or rng.randint(1, 3)
             s.change(t, iid, state, host_id=0 if state in (
                 S.INSTANCE_STATE_SUSPENDED, S.INSTANCE_STATE_PENDING,
                 S.INSTANCE_STATE_HELD) else host)

@@ -88,10 +88,12 @@ def test_reconcile_records_and_corrects_drift(tmp_path: Path) -> None:
     cm_view = {iid: pb.Instance() for iid in s.instances}
     for iid, inst in s.instances.items():
         cm_view[iid].CopyFrom(inst)
-    cm_view[1].state = S.INSTANCE_STATE_PAUSED  # changed without an event
+    cm_view[1].status.state = S.INSTANCE_STATE_PAUSED  # changed without an event
     del cm_view[2]  # gone without an event
-    cm_view[9] = pb.Instance(id=9, owner="dave", name="ghost", cores=1, memory_mib=128,
-                             state=S.INSTANCE_STATE_RUNNING, host_id=1, host_name="h1")
+    cm_view[9] = pb.Instance(id=9, owner="dave", name="ghost",
+                             spec=pb.InstanceSpec(cores=1, memory_mib=128),
+                             status=pb.InstanceStatus(state=S.INSTANCE_STATE_RUNNING,
+                                                      host_id=1, host_name="h1"))
     # carol's instance changes after the listing: not compared.
     s.change(20, 3, S.INSTANCE_STATE_RUNNING, host_id=1)
     led.apply(s.events)
@@ -99,8 +101,8 @@ def test_reconcile_records_and_corrects_drift(tmp_path: Path) -> None:
     drifts = led.reconcile(list(cm_view.values()), list_seq, at(100))
     assert sorted(d.instance_id for d in drifts) == [1, 2, 9]
     by_id = {d.instance_id: d for d in drifts}
-    assert by_id[1].ledger.state == S.INSTANCE_STATE_RUNNING
-    assert by_id[1].cluster.state == S.INSTANCE_STATE_PAUSED
+    assert by_id[1].ledger.status.state == S.INSTANCE_STATE_RUNNING
+    assert by_id[1].cluster.status.state == S.INSTANCE_STATE_PAUSED
     assert not by_id[2].HasField("cluster") and by_id[9].ledger.id == 0
     rows, _ = list_entries(led.reader(), EntryFilter(kinds=[KIND_DRIFT]), 0, 10)
     assert len(rows) == 3

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tashi.runtime import fit
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.version import VERSION
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -26,6 +27,11 @@ S = pb
 def ts(t: float) -> Timestamp:
     ns = int(round((T0 + t) * 1e9))
     return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def sized(name: str, cores: int, memory_mib: int) -> pb.Instance:
+    """An instance as a user asks for it (the CM writes the status)."""
+    return pb.Instance(name=name, spec=pb.InstanceSpec(cores=cores, memory_mib=memory_mib))
 
 
 @dataclass
@@ -51,21 +57,29 @@ class Script:
 
     def create(self, t: float, iid: int, owner: str, cores: int, memory_mib: int,
                name: str | None = None) -> pb.Event:
-        inst = pb.Instance(id=iid, owner=owner, name=name or f"vm{iid}", cores=cores,
-                           memory_mib=memory_mib, state=S.INSTANCE_STATE_PENDING)
+        inst = pb.Instance(id=iid, owner=owner, name=name or f"vm{iid}",
+                           spec=pb.InstanceSpec(cores=cores, memory_mib=memory_mib),
+                           status=pb.InstanceStatus(state=S.INSTANCE_STATE_PENDING))
         self.instances[iid] = inst
         return self._emit(t, S.EVENT_TYPE_INSTANCE_CREATED, instance=inst)
 
     def change(self, t: float, iid: int, state: int, host_id: int | None = None,
-               **fields: Any) -> pb.Event:
+               reason: str | None = None, **spec: Any) -> pb.Event:
+        """A new status (state, host, reason); keywords change the spec (cores=...),
+        which the CM never does, so the ledger must cope with it anyway."""
         inst = pb.Instance()
         inst.CopyFrom(self.instances[iid])
-        inst.state = state  # type: ignore[assignment]
+        status = inst.status
+        status.state = state  # type: ignore[assignment]
         if host_id is not None:
-            inst.host_id = host_id
-            inst.host_name = self.hosts[host_id].name if host_id else ""
-        for key, value in fields.items():
-            setattr(inst, key, value)
+            status.host_id = host_id
+            status.host_name = self.hosts[host_id].name if host_id else ""
+        if reason is not None:
+            status.reason = reason
+        status.ClearField("charged_host_ids")
+        status.charged_host_ids.extend(fit.charged_hosts(state, status.host_id))
+        for key, value in spec.items():
+            setattr(inst.spec, key, value)
         self.instances[iid] = inst
         return self._emit(t, S.EVENT_TYPE_INSTANCE_UPDATED, instance=inst)
 
@@ -98,7 +112,7 @@ def lifecycle_script() -> Script:
     s.change(50, 2, S.INSTANCE_STATE_RUNNING)
     s.create(60, 3, "alice", 1, 512, "c")
     s.change(70, 3, S.INSTANCE_STATE_ACTIVATING, host_id=1)
-    s.change(75, 3, S.INSTANCE_STATE_HELD, host_id=0, state_reason="start failed")
+    s.change(75, 3, S.INSTANCE_STATE_HELD, host_id=0, reason="start failed")
     s.delete(80, 3)
     s.create(90, 4, "alice", 1, 256, "d")
     s.change(95, 4, S.INSTANCE_STATE_ACTIVATING, host_id=1)
@@ -116,13 +130,13 @@ def lifecycle_script() -> Script:
     s.change(255, 1, S.INSTANCE_STATE_MIGRATE_TRANS)
     s.change(260, 1, S.INSTANCE_STATE_RUNNING, host_id=2)
     s.change(290, 4, S.INSTANCE_STATE_DESTROYING)
-    s.change(295, 4, S.INSTANCE_STATE_DESTROYING, state_reason="retrying")
+    s.change(295, 4, S.INSTANCE_STATE_DESTROYING, reason="retrying")
     s.host(300, 2, "h2", up=False)
-    s.change(300, 2, S.INSTANCE_STATE_ORPHANED, state_reason="host h2 lost")
-    s.change(300, 5, S.INSTANCE_STATE_ORPHANED, state_reason="host h2 lost")
+    s.change(300, 2, S.INSTANCE_STATE_ORPHANED, reason="host h2 lost")
+    s.change(300, 5, S.INSTANCE_STATE_ORPHANED, reason="host h2 lost")
     s.delete(302, 4)
     s.host(330, 2, "h2", up=True)
-    s.change(330, 2, S.INSTANCE_STATE_RUNNING, state_reason="")
+    s.change(330, 2, S.INSTANCE_STATE_RUNNING, reason="")
     s.change(340, 5, S.INSTANCE_STATE_DESTROYING)
     s.delete(345, 5)
     s.change(350, 2, S.INSTANCE_STATE_SUSPENDING)

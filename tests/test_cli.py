@@ -39,14 +39,19 @@ def test_walkthrough_and_formats(cm: CMProcess) -> None:
     rows = json.loads(ok(cm, "getInstances", "-o", "json"))
     assert {r["name"] for r in rows} == {"db", "web-0", "web-1", "web-2"}
     db = next(r for r in rows if r["name"] == "db")
-    assert db["state"] == "Pending" and db["cores"] == 2 and db["memory_mib"] == 1024
-    assert db["disks"] == [{"uri": "base.qcow2", "persistent": True}]
-    assert db["nics"][0]["network_id"] == 11 and db["hints"] == {"densePack": "True"}
+    # JSON keeps what was asked (spec) apart from what the system decided (status).
+    assert db["status"]["state"] == "Pending"
+    assert db["spec"]["cores"] == 2 and db["spec"]["memory_mib"] == 1024
+    assert db["spec"]["disks"] == [{"uri": "base.qcow2", "persistent": True}]
+    assert db["spec"]["nics"][0]["network_id"] == 11
+    assert db["spec"]["hints"] == {"densePack": "True"}
+    assert db["status"]["nics"][0]["network_id"] == 11 and db["status"]["nics"][0]["mac"]
     table = ok(cm, "getMyInstances", "--show-group_name", "--hide-state_reason", user="alice")
     header = table.splitlines()[0].split()
     assert header[-1] == "group_name" and "state_reason" not in header
+    assert header[:7] == ["id", "name", "owner", "state", "host_name", "cores", "memory_mib"]
     data = list(csv.DictReader(io.StringIO(ok(cm, "getInstances", "-o", "csv"))))
-    assert len(data) == 4 and data[0]["state"] == "Pending"
+    assert len(data) == 4 and data[0]["state"] == "Pending" and data[0]["cores"] == "2"
     hosts = yaml.safe_load(ok(cm, "-o", "yaml", "getHosts"))
     assert hosts[0]["name"] == "node1" and hosts[0]["notes"] == "rack 1"
     assert hosts[0]["state"] == "Normal" and hosts[0]["up"] is False
@@ -120,3 +125,36 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     res = subprocess.run([bin_path("tashi-cm"), "--config", str(bad), "--listen", "127.0.0.1:0"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode != 0 and "unknown setting 'max_corez'" in res.stderr
+
+
+def test_get_slots_counts_what_fits_by_the_one_fit_rule() -> None:
+    from tashi.cli.scheduling_cmds import slots_on
+    from tashi.v1 import resources_pb2 as pb
+
+    h = pb.Host(up=True, state=pb.HOST_STATE_NORMAL, cores=8, memory_mib=8192,
+                used_cores=3, used_memory_mib=1024)
+    assert slots_on(h, 2, 1024) == 2  # cores bound: 5 // 2
+    assert slots_on(h, 1, 4096) == 1  # memory bound: 7168 // 4096
+    assert slots_on(h, 6, 128) == 0
+    h.state = pb.HOST_STATE_DRAINED
+    assert slots_on(h, 1, 128) == 0
+
+
+def test_tables_flatten_spec_and_status_into_the_known_columns() -> None:
+    from tashi.cli.instances_cmds import INSTANCE_COLUMNS
+    from tashi.cli.render import flatten, render, to_dict
+    from tashi.v1 import resources_pb2 as pb
+
+    inst = pb.Instance(id=3, name="db", owner="alice",
+                       spec=pb.InstanceSpec(cores=2, memory_mib=1024, nics=[pb.Nic()]),
+                       status=pb.InstanceStatus(
+                           state=pb.INSTANCE_STATE_HELD, reason="full",
+                           nics=[pb.Nic(network_id=1, mac="52:54:00:00:00:01")]))
+    row = flatten(to_dict(inst))
+    assert {k: row[k] for k in INSTANCE_COLUMNS} == {
+        "id": 3, "name": "db", "owner": "alice", "state": "Held", "host_name": "",
+        "cores": 2, "memory_mib": 1024, "state_reason": "full"}
+    assert row["nics"][0]["mac"] == "52:54:00:00:00:01" and row["spec_nics"][0]["network_id"] == 0
+    lines = render([row], "table", INSTANCE_COLUMNS).splitlines()
+    assert lines[0].split() == INSTANCE_COLUMNS and lines[2].split()[:4] == ["3", "db", "alice",
+                                                                             "Held"]

@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from tashi.runtime.client import ClusterClient, TashiError
-from tashi.v1 import resources_pb2 as pb
 from tests.cluster import free_port
+from tests.cm_inproc import vm
 
 
 @pytest.mark.slow
@@ -63,7 +63,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
             while True:
                 try:
                     if op == "create":
-                        client.create_instances(pb.Instance(name=name, cores=1, memory_mib=64),
+                        client.create_instances(vm(name, 1, 64),
                                                 request_id=rid)
                         acked.add(name)
                     else:

@@ -11,7 +11,7 @@ import pytest
 
 from tashi.runtime.client import TashiError
 from tashi.v1 import resources_pb2 as pb
-from tests.cm_inproc import InProcCM, inproc_cm
+from tests.cm_inproc import InProcCM, inproc_cm, vm
 
 
 def collect(client, since: int, want: int, timeout: float = 10.0) -> list[pb.Event]:  # type: ignore[no-untyped-def]
@@ -29,7 +29,7 @@ def collect(client, since: int, want: int, timeout: float = 10.0) -> list[pb.Eve
 def test_replay_then_tail_in_order(icm: InProcCM) -> None:
     root, alice = icm.client(), icm.client("alice")
     start = icm.cluster.events.last_seq
-    alice.create_instances(pb.Instance(name="e", cores=1, memory_mib=64), count=3)
+    alice.create_instances(vm("e", 1, 64), count=3)
     received: list[pb.Event] = []
     done = threading.Event()
 
@@ -49,12 +49,12 @@ def test_replay_then_tail_in_order(icm: InProcCM) -> None:
     assert [e.type for e in received] == [pb.EVENT_TYPE_INSTANCE_CREATED] * 3 + [
         pb.EVENT_TYPE_INSTANCE_DELETED] * 2
     assert received[0].instance.name == "e-0" and received[0].actor == "alice"
-    assert received[3].instance.state == pb.INSTANCE_STATE_EXITED
+    assert received[3].instance.status.state == pb.INSTANCE_STATE_EXITED
 
 
 def test_resume_from_any_sequence(icm: InProcCM) -> None:
     root = icm.client()
-    icm.client("alice").create_instances(pb.Instance(name="r", cores=1, memory_mib=64), count=10)
+    icm.client("alice").create_instances(vm("r", 1, 64), count=10)
     last = icm.cluster.events.last_seq
     tail = collect(root, last - 4, 4)
     assert [e.seq for e in tail] == [last - 3, last - 2, last - 1, last]
@@ -64,7 +64,7 @@ def test_out_of_range_after_retention(tmp_path: Path) -> None:
     with inproc_cm(tmp_path, event_retention=50) as cm:
         root = cm.client()
         for i in range(12):
-            root.create_instances(pb.Instance(name=f"x{i}", cores=1, memory_mib=64), count=100)
+            root.create_instances(vm(f"x{i}", 1, 64), count=100)
         # Pruning runs every 1,000 commits; force one now.
         cm.cluster._prune()
         assert cm.cluster.events.first_seq > 2
@@ -90,7 +90,7 @@ def test_slow_watcher_does_not_block_writers(icm: InProcCM) -> None:
     fast_events: list[pb.Event] = []
     t0 = time.monotonic()
     for i in range(20):
-        alice.create_instances(pb.Instance(name=f"s{i}", cores=1, memory_mib=64), count=50)
+        alice.create_instances(vm(f"s{i}", 1, 64), count=50)
     elapsed = time.monotonic() - t0
     fast_events = collect(root, 0, icm.cluster.events.last_seq)
     stuck.close()
@@ -100,7 +100,7 @@ def test_slow_watcher_does_not_block_writers(icm: InProcCM) -> None:
 
 def test_restart_keeps_history(tmp_path: Path) -> None:
     with inproc_cm(tmp_path) as cm:
-        cm.client().create_instances(pb.Instance(name="k", cores=1, memory_mib=64), count=5)
+        cm.client().create_instances(vm("k", 1, 64), count=5)
         last = cm.cluster.events.last_seq
     with inproc_cm(tmp_path) as cm:
         events = collect(cm.client(), 0, last)

@@ -10,13 +10,13 @@ from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
 from tests.cluster import wait_for
-from tests.cm_inproc import inproc_cm, register_host
+from tests.cm_inproc import inproc_cm, register_host, vm
 
 S = pb
 
 
 def running_on(root, host_id: int, names: list[str]) -> list[pb.Instance]:  # type: ignore[no-untyped-def]
-    vms = root.create_instances(pb.Instance(name="v", cores=1, memory_mib=128), count=len(names))
+    vms = root.create_instances(vm("v", 1, 128), count=len(names))
     root.activate([pl.Placement(instance_id=v.id, host_id=host_id) for v in vms])
     root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(name="h1", reports=[
         nr.InstanceReport(instance_id=v.id, vm_id=f"vm{v.id}", state=S.INSTANCE_STATE_RUNNING,
@@ -33,8 +33,8 @@ def test_silent_host_orphans_then_reconciles(tmp_path: Path) -> None:
         wait_for(lambda: not root.get_host("h1").up, timeout=5, what="host down")
         assert time.monotonic() - t0 < 2.5
         states = {i.id: i for i in root.list_instances()}
-        assert all(states[v.id].state == S.INSTANCE_STATE_ORPHANED for v in vms)
-        assert "stopped answering" in states[vms[0].id].state_reason
+        assert all(states[v.id].status.state == S.INSTANCE_STATE_ORPHANED for v in vms)
+        assert "stopped answering" in states[vms[0].id].status.reason
         beat = root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"))
         assert not beat.registered, "a host marked down must register again"
         # The NM comes back running a and b only: c is removed, a and b run again.
@@ -43,8 +43,8 @@ def test_silent_host_orphans_then_reconciles(tmp_path: Path) -> None:
             nr.InstanceReport(instance_id=vms[1].id, vm_id="vm-b", state=S.INSTANCE_STATE_PAUSED),
         ])
         after = {i.id: i for i in root.list_instances()}
-        assert after[vms[0].id].state == S.INSTANCE_STATE_RUNNING
-        assert after[vms[1].id].state == S.INSTANCE_STATE_PAUSED
+        assert after[vms[0].id].status.state == S.INSTANCE_STATE_RUNNING
+        assert after[vms[1].id].status.state == S.INSTANCE_STATE_PAUSED
         assert vms[2].id not in after
         assert root.get_host("h1").up
 
@@ -63,13 +63,14 @@ def test_unknown_vm_reported_is_registered(tmp_path: Path) -> None:
     with inproc_cm(tmp_path) as cm:
         root = cm.client()
         cm.client().create_user("alice")
-        spec = pb.Instance(name="stray", owner="alice", cores=2, memory_mib=512)
+        spec = vm("stray", 2, 512)
+        spec.owner = "alice"
         register_host(root, "h1", instances=[nr.InstanceReport(
             instance_id=77, vm_id="tashi-77", state=S.INSTANCE_STATE_RUNNING, spec=spec)])
         got = root.get_instance("stray")
-        assert (got.id, got.owner, got.state, got.host_name) == (77, "alice",
+        assert (got.id, got.owner, got.status.state, got.status.host_name) == (77, "alice",
                                                                  S.INSTANCE_STATE_RUNNING, "h1")
-        [new] = root.create_instances(pb.Instance(name="next", cores=1, memory_mib=64))
+        [new] = root.create_instances(vm("next", 1, 64))
         assert new.id > 77, "ids never collide with adopted ones"
 
 
@@ -78,12 +79,12 @@ def test_cm_restart_orphans_and_pends(tmp_path: Path) -> None:
         root = cm.client()
         host = register_host(root, "h1").host
         [run] = running_on(root, host.id, ["x"])
-        [act] = root.create_instances(pb.Instance(name="act", cores=1, memory_mib=64))
+        [act] = root.create_instances(vm("act", 1, 64))
         root.activate([pl.Placement(instance_id=act.id, host_id=host.id)])
-        [pend] = root.create_instances(pb.Instance(name="pend", cores=1, memory_mib=64))
+        [pend] = root.create_instances(vm("pend", 1, 64))
     with inproc_cm(tmp_path) as cm:
         root = cm.client()
-        states = {i.name: i.state for i in root.list_instances()}
+        states = {i.name: i.status.state for i in root.list_instances()}
         assert states == {run.name: S.INSTANCE_STATE_ORPHANED, "act": S.INSTANCE_STATE_PENDING,
                           "pend": S.INSTANCE_STATE_PENDING}
         assert not root.get_host("h1").up, "hosts start down until they register"

@@ -15,15 +15,18 @@ S = pb
 
 
 def spec(name: str, cores: int = 1, memory: int = 256, **kw: object) -> pb.Instance:
-    return pb.Instance(name=name, cores=cores, memory_mib=memory, **kw)  # type: ignore[arg-type]
+    return pb.Instance(name=name, spec=pb.InstanceSpec(  # type: ignore[arg-type]
+        cores=cores, memory_mib=memory, **kw))
 
 
 def test_create_single_and_many(icm: InProcCM) -> None:
     alice = icm.client("alice")
     [one] = alice.create_instances(spec("solo", disks=[pb.Disk(uri="base.qcow2")],
                                         hints={"densePack": "True", "__internal": "x"}))
-    assert one.name == "solo" and one.owner == "alice" and one.state == S.INSTANCE_STATE_PENDING
-    assert dict(one.hints) == {"densePack": "True"}, "hints starting __ are stripped"
+    assert one.name == "solo" and one.owner == "alice" and \
+        one.status.state == S.INSTANCE_STATE_PENDING
+    assert dict(one.spec.hints) == {"densePack": "True", "__internal": "x"}, \
+        "hints are the user's, kept as given"
     many = alice.create_instances(spec("web"), count=4)
     assert [i.name for i in many] == ["web-0", "web-1", "web-2", "web-3"]
     assert len({i.id for i in many}) == 4
@@ -52,7 +55,7 @@ def test_destroy_pending_goes_at_once(icm: InProcCM) -> None:
     alice = icm.client("alice")
     [inst] = alice.create_instances(spec("tmp"))
     gone = alice.instance_action("Delete", inst.id)
-    assert gone.state == S.INSTANCE_STATE_EXITED
+    assert gone.status.state == S.INSTANCE_STATE_EXITED
     with pytest.raises(TashiError) as err:
         alice.get_instance(inst.id)
     assert err.value.code == grpc.StatusCode.NOT_FOUND
@@ -78,7 +81,7 @@ def test_ownership_checked_on_server(icm: InProcCM) -> None:
         with pytest.raises(TashiError) as err:
             bob.instance_action(verb, inst.id)
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
-    assert alice.get_instance(inst.id).state == S.INSTANCE_STATE_PENDING
+    assert alice.get_instance(inst.id).status.state == S.INSTANCE_STATE_PENDING
     root.instance_action("Delete", inst.id)  # admins may
 
 
@@ -135,7 +138,8 @@ def test_users_networks_images(icm: InProcCM) -> None:
     assert not nets[11].default and nets[12].default, "one default at a time"
     assert nets[12].kind == S.NETWORK_KIND_FLAT
     [inst] = icm.client("alice").create_instances(spec("n", nics=[pb.Nic()]))
-    assert inst.nics[0].network_id == 12 and inst.nics[0].mac.startswith("56:")
+    assert inst.spec.nics[0].network_id == 12 and not inst.spec.nics[0].mac
+    assert inst.status.nics[0].network_id == 12 and inst.status.nics[0].mac.startswith("56:")
     with pytest.raises(TashiError) as err:
         root.delete_network(12)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -158,9 +162,9 @@ def test_register_activate_hold(icm: InProcCM) -> None:
     host = root.get_host("h1")
     assert (host.used_cores, host.used_memory_mib, host.instance_count) == (4, 2048, 2)
     held = root.hold([pl.Hold(instance_id=vms[2].id, reason="fits nowhere")])
-    assert held[0].state == S.INSTANCE_STATE_HELD
+    assert held[0].status.state == S.INSTANCE_STATE_HELD
     got = alice.get_instance(vms[2].id)
-    assert got.state == S.INSTANCE_STATE_HELD and got.state_reason == "fits nowhere"
+    assert got.status.state == S.INSTANCE_STATE_HELD and got.status.reason == "fits nowhere"
 
 
 def test_node_reports_drive_states(icm: InProcCM) -> None:
@@ -175,13 +179,13 @@ def test_node_reports_drive_states(icm: InProcCM) -> None:
                               **kw)]))  # type: ignore[arg-type]
 
     report(S.INSTANCE_STATE_RUNNING, 1)
-    assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_RUNNING
+    assert alice.get_instance(vm.id).status.state == S.INSTANCE_STATE_RUNNING
     report(S.INSTANCE_STATE_PAUSED, 2)
-    assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_PAUSED
+    assert alice.get_instance(vm.id).status.state == S.INSTANCE_STATE_PAUSED
     report(S.INSTANCE_STATE_RUNNING, 2)  # a replayed report changes nothing
-    assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_PAUSED
+    assert alice.get_instance(vm.id).status.state == S.INSTANCE_STATE_PAUSED
     report(S.INSTANCE_STATE_RUNNING, 3)  # unpaused outside the CM
-    assert alice.get_instance(vm.id).state == S.INSTANCE_STATE_RUNNING
+    assert alice.get_instance(vm.id).status.state == S.INSTANCE_STATE_RUNNING
     report(S.INSTANCE_STATE_EXITED, 4, message="guest powered off")
     with pytest.raises(TashiError):
         alice.get_instance(vm.id)
@@ -201,17 +205,19 @@ def _running(icm: InProcCM, host_name: str = "h1") -> tuple[pb.Instance, pb.Host
 def test_suspend_then_resume_goes_back_to_pending(icm: InProcCM) -> None:
     root, alice = icm.client(), icm.client("alice")
     vm, host = _running(icm)
-    assert alice.instance_action("Suspend", vm.id).state == S.INSTANCE_STATE_SUSPENDING
+    assert alice.instance_action("Suspend", vm.id).status.state == S.INSTANCE_STATE_SUSPENDING
     root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(name="h1", reports=[
         nr.InstanceReport(instance_id=vm.id, state=S.INSTANCE_STATE_SUSPENDED, report_seq=2,
                           suspend_file="/var/lib/tashi/suspend/1.save")]))
     got = alice.get_instance(vm.id)
-    assert got.state == S.INSTANCE_STATE_SUSPENDED and got.host_id == 0
-    assert got.hints["__suspend_file"] == "/var/lib/tashi/suspend/1.save"
+    assert got.status.state == S.INSTANCE_STATE_SUSPENDED and got.status.host_id == 0
+    assert got.status.suspend_image == "/var/lib/tashi/suspend/1.save"
+    assert got.status.suspend_host_id == host.id
+    assert not got.spec.hints, "the CM keeps its bookkeeping out of the user's hints"
     assert root.get_host("h1").used_cores == 0, "a suspended instance releases its host"
     resumed = alice.instance_action("Resume", vm.id)
-    assert resumed.state == S.INSTANCE_STATE_PENDING
-    assert resumed.hints["__suspend_file"], "the scheduler's placement restores from the file"
+    assert resumed.status.state == S.INSTANCE_STATE_PENDING
+    assert resumed.status.suspend_image, "the scheduler's placement restores from the file"
 
 
 def test_migrate_is_validated(icm: InProcCM) -> None:
@@ -230,7 +236,10 @@ def test_migrate_is_validated(icm: InProcCM) -> None:
     assert "already runs" in err.value.message
     register_host(root, "big", cores=8, memory_mib=8192)
     moved = alice.migrate_instance(vm.id, "big")
-    assert moved.state == S.INSTANCE_STATE_MIGRATE_PREP
+    assert moved.status.state == S.INSTANCE_STATE_MIGRATE_PREP
+    assert moved.status.migration_target_host_id == root.get_host("big").id
+    assert sorted(moved.status.charged_host_ids) == sorted([_h1.id, root.get_host("big").id])
+    assert not moved.spec.hints
     big = root.get_host("big")
     assert big.used_cores == 2, "the target's capacity is held during the migration"
 
@@ -242,7 +251,7 @@ def test_two_proposals_cannot_share_an_address(icm: InProcCM) -> None:
     a, b, c = alice.create_instances(spec("ip", nics=[pb.Nic()]), count=3)
     first = root.activate([pl.Placement(instance_id=a.id, host_id=host.id, nic_ips=["10.1.0.5"])])
     assert first.results[0].accepted
-    assert alice.get_instance(a.id).nics[0].ip == "10.1.0.5"
+    assert alice.get_instance(a.id).status.nics[0].ip == "10.1.0.5"
     again = root.activate([
         pl.Placement(instance_id=b.id, host_id=host.id, nic_ips=["10.1.0.5"]),
         pl.Placement(instance_id=c.id, host_id=host.id, nic_ips=["10.1.0.6"]),
@@ -251,4 +260,4 @@ def test_two_proposals_cannot_share_an_address(icm: InProcCM) -> None:
     assert not again.results[0].accepted and "10.1.0.5 is already in use" in \
         again.results[0].reason
     assert again.results[1].accepted
-    assert alice.get_instance(b.id).state == S.INSTANCE_STATE_PENDING
+    assert alice.get_instance(b.id).status.state == S.INSTANCE_STATE_PENDING

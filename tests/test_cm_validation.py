@@ -15,10 +15,10 @@ from tests.cm_inproc import InProcCM
 C = grpc.StatusCode
 
 
-def inst(**kw: object) -> pb.Instance:
-    base: dict[str, object] = {"name": "ok", "cores": 1, "memory_mib": 128}
+def inst(name: str = "ok", **kw: object) -> pb.Instance:
+    base: dict[str, object] = {"cores": 1, "memory_mib": 128}
     base.update(kw)
-    return pb.Instance(**base)  # type: ignore[arg-type]
+    return pb.Instance(name=name, spec=pb.InstanceSpec(**base))  # type: ignore[arg-type]
 
 
 BAD: list[tuple[str, Callable[[ClusterClient], object], grpc.StatusCode, str]] = [
@@ -49,6 +49,10 @@ BAD: list[tuple[str, Callable[[ClusterClient], object], grpc.StatusCode, str]] =
      C.INVALID_ARGUMENT, "no network"),
     ("no default network", lambda c: c.create_instances(inst(nics=[pb.Nic()])),
      C.INVALID_ARGUMENT, "default"),
+    ("status from a user", lambda c: c.create_instances(pb.Instance(
+        name="st", spec=pb.InstanceSpec(cores=1, memory_mib=64),
+        status=pb.InstanceStatus(state=pb.INSTANCE_STATE_RUNNING, host_id=1))),
+     C.INVALID_ARGUMENT, "status"),
     ("negative count", lambda c: c.create_instances(inst(), count=-1), C.INVALID_ARGUMENT,
      "count"),
     ("duplicate name", lambda c: c.create_instances(inst(name="taken")), C.ALREADY_EXISTS,
@@ -85,7 +89,7 @@ BAD: list[tuple[str, Callable[[ClusterClient], object], grpc.StatusCode, str]] =
 
 def _world(client: ClusterClient) -> tuple[object, ...]:
     return (
-        sorted((i.id, i.name, i.state) for i in client.list_instances()),
+        sorted((i.id, i.name, i.status.state) for i in client.list_instances()),
         sorted((h.id, h.name, h.state, h.notes, tuple(h.reserved_for)) for h in
                client.list_hosts()),
         sorted((n.id, n.name) for n in client.list_networks()),

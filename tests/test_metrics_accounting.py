@@ -33,7 +33,8 @@ def cm_seq(cm: InProcCM) -> int:
 
 def test_events_ingested_and_lag(cm: InProcCM, tmp_path: Path) -> None:
     alice = cm.client("alice")
-    alice.create_instances(pb.Instance(name="web", cores=1, memory_mib=512), count=5)
+    alice.create_instances(
+        pb.Instance(name="web", spec=pb.InstanceSpec(cores=1, memory_mib=512)), count=5)
     ledger = CountingLedger(str(tmp_path / "ledger.sqlite"))
     collector = AccountingCollector(ledger, cm.address)
     reg = CollectorRegistry()
@@ -50,7 +51,8 @@ def test_events_ingested_and_lag(cm: InProcCM, tmp_path: Path) -> None:
         follower.stop()
     # The follower stopped: three more events are the lag, nothing more is ingested.
     for name in ("a", "b", "c"):
-        alice.create_instances(pb.Instance(name=name, cores=1, memory_mib=512))
+        alice.create_instances(
+            pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=512)))
     assert reg.get_sample_value("tashi_accounting_lag_events") == 3
     assert reg.get_sample_value("tashi_accounting_events_ingested_total") == top
 

@@ -14,9 +14,8 @@ from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import placement_pb2 as pl
-from tashi.v1 import resources_pb2 as pb
 from tests.cluster import wait_for
-from tests.cm_inproc import InProcCM, register_host
+from tests.cm_inproc import InProcCM, register_host, vm
 
 MIB = 1024 * 1024
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -45,7 +44,7 @@ def get(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def create(client: ClusterClient, name: str, count: int = 0, memory: int = 512) -> None:
-    client.create_instances(pb.Instance(name=name, cores=1, memory_mib=memory), count=count)
+    client.create_instances(vm(name, 1, memory), count=count)
 
 
 def test_hosts_instances_and_events(cm: InProcCM) -> None:

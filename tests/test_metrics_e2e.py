@@ -134,9 +134,9 @@ def test_prometheus_scrapes_the_cluster(tmp_path: Path, images: Path,
                "tashi-accounting": metrics_address(acct),
                "tashi-scheduler": metrics_address(sched)}
 
-    alice.create_instances(pb.Instance(name="web", cores=1, memory_mib=256,
-                                       disks=[pb.Disk(uri="base.qcow2")]))
-    wait_for(lambda: alice.get_instance("web").state == pb.INSTANCE_STATE_RUNNING,
+    alice.create_instances(pb.Instance(name="web", spec=pb.InstanceSpec(
+        cores=1, memory_mib=256, disks=[pb.Disk(uri="base.qcow2")])))
+    wait_for(lambda: alice.get_instance("web").status.state == pb.INSTANCE_STATE_RUNNING,
              timeout=30, what="web running")
     web_id = str(alice.get_instance("web").id)
 

@@ -79,15 +79,15 @@ def test_real_guest_metrics(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
         address = wait_for(lambda: (m := METRICS_RE.search(nm.log_path.read_text())) and
                            m.group(1), what="the NM serving metrics")
         wait_for(lambda: root.get_host("g1").up, what="g1 up")
-        spec = pb.Instance(name="tiny", cores=1, memory_mib=192,
-                           disks=[pb.Disk(uri="disk.qcow2")],
-                           hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE})
+        spec = pb.Instance(name="tiny", spec=pb.InstanceSpec(
+            cores=1, memory_mib=192, disks=[pb.Disk(uri="disk.qcow2")],
+            hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE}))
         inst = cm.client("alice").create_instances(spec)[0]
         assert root.activate([pl.Placement(instance_id=inst.id, host_id=host.id)]
                              ).results[0].accepted
-        wait_for(lambda: root.get_instance(inst.id).state == pb.INSTANCE_STATE_RUNNING,
+        wait_for(lambda: root.get_instance(inst.id).status.state == pb.INSTANCE_STATE_RUNNING,
                  timeout=30, what="tiny running")
-        vm_id = root.get_instance(inst.id).vm_id
+        vm_id = root.get_instance(inst.id).status.vm_id
         console = nm.state_dir / "console" / f"{vm_id}.log"
         wait_for(lambda: console.exists() and GUEST_UP in console.read_text(errors="replace"),
                  timeout=60, what="the guest booted")

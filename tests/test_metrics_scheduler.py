@@ -52,9 +52,10 @@ def test_placements_holds_latency_and_lag(cm: InProcCM) -> None:
     worker = threading.Thread(target=agent.run, daemon=True)
     worker.start()
     try:
-        alice.create_instances(pb.Instance(name="web", cores=1, memory_mib=1024), count=3)
+        alice.create_instances(
+            pb.Instance(name="web", spec=pb.InstanceSpec(cores=1, memory_mib=1024)), count=3)
         held = pb.INSTANCE_STATE_HELD
-        wait_for(lambda: sum(i.state == held for i in alice.list_instances()) == 1,
+        wait_for(lambda: sum(i.status.state == held for i in alice.list_instances()) == 1,
                  what="the VM that does not fit held")
         s = wait_for(lambda: (s := scrape(served.address))
                      and one(s, "tashi_scheduler_held_instances") == 1 and s,

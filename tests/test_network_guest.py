@@ -128,22 +128,22 @@ def test_guest_gets_a_dhcp_address_the_cm_shows(tmp_path: Path, libvirtd: Privat
         host_ns.ip("addr", "add", "10.72.0.1/24", "dev", "tbr1")
         dnsmasq = start_dnsmasq(host_ns, tmp_path, "tbr1", "10.72.0.100", "10.72.0.120")
 
-        inst = client.create_instances(pb.Instance(
-            name="dhcp", cores=1, memory_mib=192, nics=[pb.Nic(network_id=1)],
-            hints={"kernel": kernel, "initrd": initrd, "cmdline": CMDLINE}))[0]
+        inst = client.create_instances(pb.Instance(name="dhcp", spec=pb.InstanceSpec(
+            cores=1, memory_mib=192, nics=[pb.Nic(network_id=1)],
+            hints={"kernel": kernel, "initrd": initrd, "cmdline": CMDLINE})))[0]
         activate(client, inst.id, host.id)
         wait_state(client, inst.id, pb.INSTANCE_STATE_RUNNING, timeout=30)
-        vm_id = client.get_instance(inst.id).vm_id
+        vm_id = client.get_instance(inst.id).status.vm_id
         tap = host_ns.links()[tap_name(inst.id, 0)]
         assert (tap["master"], tap["mtu"]) == ("tbr1", 9000), "tap on the bridge, jumbo MTU"
-        mac = client.get_instance(inst.id).nics[0].mac
+        mac = client.get_instance(inst.id).status.nics[0].mac
         assert tap["address"] == "fe:" + mac[3:], "libvirt's tap MAC for the guest's MAC"
 
         out = wait_for(lambda: LEASED in (text := console(nm, vm_id)) and text, timeout=90,
                        what="the guest's DHCP lease")
         guest_ip = out.split(LEASED, 1)[1].split()[0]
         assert "guest eth0 mtu 9000" in out, "virtio-net took the network's MTU"
-        shown = wait_for(lambda: client.get_instance(inst.id).nics[0].ip, timeout=10,
+        shown = wait_for(lambda: client.get_instance(inst.id).status.nics[0].ip, timeout=10,
                          what="the guest's address in the CM")
         assert shown == guest_ip
         assert (tmp_path / "leases").read_text().split()[2] == guest_ip

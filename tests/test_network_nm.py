@@ -100,8 +100,8 @@ def test_placement_needs_a_ready_network(site: Site) -> None:
     if kernel_has_8021q():
         pytest.skip("VLAN 11 is ready on this kernel")
     site.wait_status({1: (True, ""), 11: (False, VLAN_UNSUPPORTED)}, "statuses")
-    inst = site.client.create_instances(pb.Instance(
-        name="v", cores=1, memory_mib=64, nics=[pb.Nic(network_id=11)]))[0]
+    inst = site.client.create_instances(pb.Instance(name="v", spec=pb.InstanceSpec(
+        cores=1, memory_mib=64, nics=[pb.Nic(network_id=11)])))[0]
     host = site.client.get_host("hosta")
     res = site.client.activate([pl.Placement(instance_id=inst.id, host_id=host.id)]).results[0]
     assert not res.accepted
@@ -110,15 +110,15 @@ def test_placement_needs_a_ready_network(site: Site) -> None:
 
 def test_dhcp_address_of_a_vm_nic_shows_in_the_cm(site: Site, tmp_path: Path) -> None:
     site.wait_status({1: (True, ""), 11: site.statuses("hosta")[11]}, "network 1 ready")
-    inst = site.client.create_instances(pb.Instance(
-        name="web", cores=1, memory_mib=64, nics=[pb.Nic(network_id=1)]))[0]
+    inst = site.client.create_instances(pb.Instance(name="web", spec=pb.InstanceSpec(
+        cores=1, memory_mib=64, nics=[pb.Nic(network_id=1)])))[0]
     host = site.client.get_host("hosta")
     res = site.client.activate([pl.Placement(instance_id=inst.id, host_id=host.id)]).results[0]
     assert res.accepted, res.reason
-    wait_for(lambda: site.client.get_instance(inst.id).state == pb.INSTANCE_STATE_RUNNING,
+    wait_for(lambda: site.client.get_instance(inst.id).status.state == pb.INSTANCE_STATE_RUNNING,
              what="instance Running")
-    mac = site.client.get_instance(inst.id).nics[0].mac
-    assert mac and not site.client.get_instance(inst.id).nics[0].ip
+    mac = site.client.get_instance(inst.id).status.nics[0].mac
+    assert mac and not site.client.get_instance(inst.id).status.nics[0].ip
 
     # The test driver runs no guest, so the guest's NIC is a namespace whose
     # veth, with the instance's MAC, is plugged into tbr1 as the tap would be.
@@ -137,11 +137,12 @@ def test_dhcp_address_of_a_vm_nic_shows_in_the_cm(site: Site, tmp_path: Path) ->
             dnsmasq.terminate()
             dnsmasq.wait(10)
     leased = (tmp_path / "leases").read_text().split()[2]
-    shown = wait_for(lambda: site.client.get_instance(inst.id).nics[0].ip, timeout=10,
+    shown = wait_for(lambda: site.client.get_instance(inst.id).status.nics[0].ip, timeout=10,
                      what="NIC address in the CM")
     assert shown == leased
     listed = subprocess.run(
         [bin_path("tashi"), "--cm", site.cm.address, "-o", "json", "getInstances"],
         capture_output=True, text=True, check=True)
     (row,) = json.loads(listed.stdout)
-    assert row["nics"][0]["ip"] == leased and row["nics"][0]["mac"] == mac
+    nic = row["status"]["nics"][0]
+    assert nic["ip"] == leased and nic["mac"] == mac

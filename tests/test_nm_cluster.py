@@ -37,7 +37,7 @@ def up_host(client: ClusterClient, name: str) -> pb.Host:
 
 def state(client: ClusterClient, iid: int) -> int:
     try:
-        return client.get_instance(iid).state
+        return client.get_instance(iid).status.state
     except TashiError as exc:
         if exc.code == grpc.StatusCode.NOT_FOUND:
             return -1
@@ -50,7 +50,7 @@ def wait_state(client: ClusterClient, iid: int, want: int, timeout: float = 10.0
 
 
 def create(client: ClusterClient, name: str, **kw: object) -> pb.Instance:
-    spec = pb.Instance(name=name, cores=1, memory_mib=128, **kw)  # type: ignore[arg-type]
+    spec = pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=128, **kw))  # type: ignore[arg-type]
     return client.create_instances(spec)[0]
 
 
@@ -89,7 +89,7 @@ def test_registration_and_lifecycle(tmp_path: Path, images: Path,
     activate(client, inst.id, host.id)
     wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
     got = client.get_instance(inst.id)
-    assert got.vm_id == f"tashi-{inst.id}" and got.host_name == "h1"
+    assert got.status.vm_id == f"tashi-{inst.id}" and got.status.host_name == "h1"
     vms = nm.stub.ListVms(nmpb.ListVmsRequest()).vms
     assert [(v.instance_id, v.state, v.owner) for v in vms] == [
         (inst.id, S.INSTANCE_STATE_RUNNING, "root")]
@@ -138,7 +138,7 @@ def test_failed_start_is_held_with_the_reason(tmp_path: Path, images: Path,
     activate(client, inst.id, host.id)
     wait_state(client, inst.id, S.INSTANCE_STATE_HELD)
     held = client.get_instance(inst.id)
-    assert "missing-vmlinuz" in held.state_reason and held.host_id == 0
+    assert "missing-vmlinuz" in held.status.reason and held.status.host_id == 0
     assert nm.stub.ListVms(nmpb.ListVmsRequest()).vms == []
     assert list((nm.state_dir / "overlays").iterdir()) == []
 
@@ -194,7 +194,7 @@ def test_reports_buffered_while_cm_is_away(tmp_path: Path, images: Path,
     wait_state(client, b.id, -1)
     wait_state(client, a.id, S.INSTANCE_STATE_PAUSED)
     up_host(client, "h1")
-    trail = [(e.instance.id, e.instance.state, e.type, e.message)
+    trail = [(e.instance.id, e.instance.status.state, e.type, e.message)
              for e in events_until_now(client, since) if e.HasField("instance")]
     assert [t[:3] for t in trail if t[0] == a.id] == [
         (a.id, S.INSTANCE_STATE_ORPHANED, S.EVENT_TYPE_INSTANCE_UPDATED),

@@ -69,6 +69,9 @@ def test_metadata_round_trips_through_domain_xml_and_alone() -> None:
     bare = dx.metadata_xml(meta).replace("tashi:", "").replace(
         f' xmlns:tashi="{dx.METADATA_NS}"', "")
     assert dx.parse_metadata(bare) == meta
+    # the owner's NICs as asked and the anti-affinity group round-trip too
+    asked = _meta(asked_nics=(dx.MetaNic(0),), group_name="web")
+    assert dx.parse_metadata(dx.build(_config(metadata=asked))) == asked
 
 
 def test_hostile_values_stay_text() -> None:

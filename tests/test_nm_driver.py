@@ -15,7 +15,6 @@ from tashi.nm.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
 )
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import migration
@@ -142,8 +141,9 @@ def test_bad_input_leaves_nothing_behind(drv: tuple[LibvirtDriver, Seen], tmp_pa
          "'..'"),
         (spec(4, disks=(DiskSpec(str(tmp_path / "outside.qcow2")),)), InvalidArgument,
          "outside the image store"),
-        (spec(4, memory=3073), ResourceExhausted, "3072 MiB free"),
-        (VmSpec(4, "big", "alice", cores=5, memory_mib=64), FailedPrecondition, "4"),
+        (spec(4, memory=3073), FailedPrecondition, "needs 3073 MiB; this host has 3072 MiB free"),
+        (VmSpec(4, "big", "alice", cores=5, memory_mib=64), FailedPrecondition,
+         "needs 5 cores; this host has 4 cores free"),
         (spec(4, kernel="nope/vmlinuz"), NotFound, "kernel"),
         (spec(4, cmdline="console=ttyS0"), InvalidArgument, "kernel"),
         (VmSpec(4, "z", "alice", cores=0, memory_mib=64), InvalidArgument, "cores"),
@@ -156,9 +156,22 @@ def test_bad_input_leaves_nothing_behind(drv: tuple[LibvirtDriver, Seen], tmp_pa
         assert d.list_vms() == []
     # memory counts the VMs already running: 3072 MiB usable
     d.start_vm(spec(5, memory=3000))
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(FailedPrecondition, match="needs 100 MiB; this host has 72 MiB free"):
         d.start_vm(spec(6, memory=100))
     assert [o.vm.instance_id for o in seen.items] == [5]
+
+
+def test_cores_held_by_running_vms_are_not_free(drv: tuple[LibvirtDriver, Seen]) -> None:
+    """The NM charges cores as the CM does: two 3-core VMs do not share a 4-core host."""
+    d, _seen = drv
+    d.start_vm(VmSpec(40, "a", "alice", cores=3, memory_mib=64))
+    with pytest.raises(FailedPrecondition, match="needs 3 cores; this host has 1 cores free"):
+        d.start_vm(VmSpec(41, "b", "alice", cores=3, memory_mib=64))
+    with pytest.raises(FailedPrecondition, match="cores"):  # a migration claim alike
+        d.prepare_receive(VmSpec(42, "c", "alice", cores=2, memory_mib=64))
+    assert d.start_vm(VmSpec(43, "d", "alice", cores=1, memory_mib=64)).state == RUNNING
+    d.destroy_vm(40)
+    assert d.start_vm(VmSpec(41, "b", "alice", cores=3, memory_mib=64)).state == RUNNING
 
 
 def test_persistent_disk_is_used_by_one_vm(drv: tuple[LibvirtDriver, Seen]) -> None:
@@ -229,7 +242,7 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     d, _seen = drv
     cookie = d.prepare_receive(spec(14, memory=2000))
-    with pytest.raises(ResourceExhausted):  # the claim holds the memory
+    with pytest.raises(FailedPrecondition, match="MiB free"):  # the claim holds the memory
         d.start_vm(spec(15, memory=2000))
     with pytest.raises(NotFound):
         d.receive_vm(15, cookie)

@@ -71,13 +71,13 @@ def test_real_guest_lifecycle(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
 
         nm = start_nm()
         host = up_host(client, "g1")
-        spec = pb.Instance(name="tiny", cores=1, memory_mib=192,
-                           disks=[pb.Disk(uri="disk.qcow2")],
-                           hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE})
+        spec = pb.Instance(name="tiny", spec=pb.InstanceSpec(
+            cores=1, memory_mib=192, disks=[pb.Disk(uri="disk.qcow2")],
+            hints={"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": CMDLINE}))
         inst = client.create_instances(spec)[0]
         activate(client, inst.id, host.id)
         wait_state(client, inst.id, pb.INSTANCE_STATE_RUNNING, timeout=30)
-        vm_id = client.get_instance(inst.id).vm_id
+        vm_id = client.get_instance(inst.id).status.vm_id
         wait_for(lambda: GUEST_UP in console(nm, vm_id), timeout=60, what="the guest booted")
         assert len(list((nm.state_dir / "overlays").iterdir())) == 1
 
@@ -115,7 +115,7 @@ def test_real_guest_lifecycle(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
         assert libvirtd.guest_pids() == qemu, "the guest outlives its NM"
         nm = start_nm()
         wait_state(client, inst.id, pb.INSTANCE_STATE_RUNNING, timeout=15)
-        assert client.get_instance(inst.id).vm_id == vm_id
+        assert client.get_instance(inst.id).status.vm_id == vm_id
         assert [v.instance_id for v in nm.stub.ListVms(nmpb.ListVmsRequest()).vms] == [inst.id]
         assert libvirtd.guest_pids() == qemu, "re-adopted, not restarted"
         assert len(client.list_instances()) == 1

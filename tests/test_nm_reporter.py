@@ -98,8 +98,9 @@ def test_registers_with_facts_and_running_vms(
     wait_for(lambda: registry.registrations, what="registration")
     r = registry.registrations[0]
     assert (r.name, r.cores, r.memory_mib, r.nm_address) == ("h1", 8, 3096, "127.0.0.1:9999")
-    assert [(i.instance_id, i.state, i.spec.owner, i.spec.disks[0].uri) for i in r.instances] \
-        == [(1, S.INSTANCE_STATE_RUNNING, "alice", "b.qcow2")]
+    assert [(i.instance_id, i.state, i.spec.owner, i.spec.spec.disks[0].uri,
+             i.spec.status.state, i.spec.status.vm_id) for i in r.instances] \
+        == [(1, S.INSTANCE_STATE_RUNNING, "alice", "b.qcow2", S.INSTANCE_STATE_RUNNING, "tashi-1")]
 
 
 def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(

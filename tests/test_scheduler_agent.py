@@ -44,16 +44,16 @@ def test_places_holds_with_a_reason_and_places_held_when_a_host_arrives(cmx: InP
     add_hosts(root, [(2, 4096), (2, 4096)])
     with running_agent(cmx.address, resync_seconds=3600) as agent:
         alice.create_instances(spec("vm"), count=5)
-        insts = wait_for(lambda: [i for i in alice.list_instances() if i.state == HELD],
+        insts = wait_for(lambda: [i for i in alice.list_instances() if i.status.state == HELD],
                          what="one VM held")
         assert len(insts) == 1
-        assert insts[0].state_reason == \
+        assert insts[0].status.reason == \
             "fits on no host (needs 1 cores, 1024 MiB): 2 hosts not enough free cores"
-        assert sum(i.state == ACTIVATING for i in alice.list_instances()) == 4
+        assert sum(i.status.state == ACTIVATING for i in alice.list_instances()) == 4
         layout = {h.name: h.instance_count for h in root.list_hosts()}
         assert layout == {"h0": 2, "h1": 2}  # spread
         add_hosts(root, [(1, 1024)], start=2)
-        placed = wait_for(lambda: root.get_instance(insts[0].id).host_name == "h2" or None,
+        placed = wait_for(lambda: root.get_instance(insts[0].id).status.host_name == "h2" or None,
                           what="the held VM placed on the new host")
         assert placed
         assert agent.stats.sessions == 1  # by the event, not by a relist
@@ -64,11 +64,12 @@ def test_a_vm_going_away_lets_a_held_one_in(cmx: InProcCM) -> None:
     add_hosts(root, [(1, 2048)])
     with running_agent(cmx.address, resync_seconds=3600):
         alice.create_instances(spec("a"))
-        first = wait_for(lambda: by_name(alice)["a"].state == ACTIVATING and by_name(alice)["a"])
+        first = wait_for(lambda: by_name(alice)["a"].status.state == ACTIVATING
+                         and by_name(alice)["a"])
         alice.create_instances(spec("b"))
-        wait_for(lambda: by_name(alice)["b"].state == HELD, what="b held")
+        wait_for(lambda: by_name(alice)["b"].status.state == HELD, what="b held")
         report(root, "h0", first.id, pb.INSTANCE_STATE_EXITED)
-        wait_for(lambda: by_name(alice)["b"].state == ACTIVATING, what="b placed")
+        wait_for(lambda: by_name(alice)["b"].status.state == ACTIVATING, what="b placed")
 
 
 def test_hints_reach_the_cm(cmx: InProcCM) -> None:
@@ -81,19 +82,20 @@ def test_hints_reach_the_cm(cmx: InProcCM) -> None:
         alice.create_instances(spec("free", group_name="free", hints={"antiAffinity": "False"}),
                                count=4)
         alice.create_instances(spec("web", hints={"antiAffinityGroup": "web"}), count=3)
-        wait_for(lambda: all(i.state in (ACTIVATING, HELD) for i in alice.list_instances())
+        wait_for(lambda: all(i.status.state in (ACTIVATING, HELD) for i in alice.list_instances())
                  and len(alice.list_instances()) == 13, what="all decided")
         insts = by_name(alice)
-        assert insts["pinned"].host_name == "h2"
-        assert insts["nowhere"].state == HELD
-        assert insts["nowhere"].state_reason == "target host h9 does not exist"
-        db_hosts = [i.host_name for n, i in insts.items() if n.startswith("db-") and i.host_id]
+        assert insts["pinned"].status.host_name == "h2"
+        assert insts["nowhere"].status.state == HELD
+        assert insts["nowhere"].status.reason == "target host h9 does not exist"
+        db_hosts = [i.status.host_name for n, i in insts.items()
+                    if n.startswith("db-") and i.status.host_id]
         assert sorted(db_hosts) == ["h0", "h1", "h2"]  # one group member per host
-        held_db = [i for n, i in insts.items() if n.startswith("db-") and i.state == HELD]
-        assert len(held_db) == 1 and "anti-affinity group db" in held_db[0].state_reason
-        web_hosts = [i.host_name for n, i in insts.items() if n.startswith("web-")]
+        held_db = [i for n, i in insts.items() if n.startswith("db-") and i.status.state == HELD]
+        assert len(held_db) == 1 and "anti-affinity group db" in held_db[0].status.reason
+        web_hosts = [i.status.host_name for n, i in insts.items() if n.startswith("web-")]
         assert sorted(web_hosts) == ["h0", "h1", "h2"]
-        assert all(i.state == ACTIVATING for n, i in insts.items() if n.startswith("free-"))
+        assert all(i.status.state == ACTIVATING for n, i in insts.items() if n.startswith("free-"))
 
 
 def test_dense_pack_by_hint(cmx: InProcCM) -> None:
@@ -101,7 +103,7 @@ def test_dense_pack_by_hint(cmx: InProcCM) -> None:
     add_hosts(root, [(4, 8192)] * 3)
     with running_agent(cmx.address):
         alice.create_instances(spec("p", hints={"densePack": "True"}), count=6)
-        wait_for(lambda: sum(i.state == ACTIVATING for i in alice.list_instances()) == 6)
+        wait_for(lambda: sum(i.status.state == ACTIVATING for i in alice.list_instances()) == 6)
         counts = sorted(h.instance_count for h in root.list_hosts())
         assert counts == [0, 2, 4]
 
@@ -113,18 +115,19 @@ def test_addresses_from_the_network_range_given_and_released(cmx: InProcCM) -> N
     nic = [pb.Nic(network_id=11)]
     with running_agent(cmx.address, resync_seconds=3600):
         alice.create_instances(spec("n", nics=nic), count=6)
-        wait_for(lambda: sum(i.state in (ACTIVATING, HELD) for i in alice.list_instances()) == 6)
+        wait_for(lambda: sum(i.status.state in (ACTIVATING, HELD)
+                             for i in alice.list_instances()) == 6)
         insts = sorted(alice.list_instances(), key=lambda i: i.id)
-        ips = [i.nics[0].ip for i in insts if i.state == ACTIVATING]
+        ips = [i.status.nics[0].ip for i in insts if i.status.state == ACTIVATING]
         assert sorted(ips) == [f"10.11.0.{n}" for n in range(2, 7)]
-        held = [i for i in insts if i.state == HELD]
-        assert len(held) == 1 and held[0].state_reason == \
+        held = [i for i in insts if i.status.state == HELD]
+        assert len(held) == 1 and held[0].status.reason == \
             "network 11 (10.11.0.0/29) has no free address"
-        gone = next(i for i in insts if i.nics[0].ip == "10.11.0.4")
+        gone = next(i for i in insts if i.status.nics[0].ip == "10.11.0.4")
         report(root, "h0", gone.id, pb.INSTANCE_STATE_EXITED)
-        again = wait_for(lambda: root.get_instance(held[0].id).state == ACTIVATING
+        again = wait_for(lambda: root.get_instance(held[0].id).status.state == ACTIVATING
                          and root.get_instance(held[0].id), what="held VM placed")
-        assert again.nics[0].ip == "10.11.0.4"
+        assert again.status.nics[0].ip == "10.11.0.4"
 
 
 def test_a_failed_start_sends_the_vm_elsewhere_not_back(cmx: InProcCM) -> None:
@@ -132,15 +135,17 @@ def test_a_failed_start_sends_the_vm_elsewhere_not_back(cmx: InProcCM) -> None:
     add_hosts(root, [(4, 8192), (2, 4096)])
     with running_agent(cmx.address, start_failure_backoff_seconds=60):
         alice.create_instances(spec("f"))
-        first = wait_for(lambda: by_name(alice)["f"].host_name == "h0" and by_name(alice)["f"])
+        first = wait_for(lambda: by_name(alice)["f"].status.host_name == "h0"
+                         and by_name(alice)["f"])
         report(root, "h0", first.id, pb.INSTANCE_STATE_HELD, "qemu exploded")
-        moved = wait_for(lambda: by_name(alice)["f"].host_name == "h1" and by_name(alice)["f"],
+        moved = wait_for(lambda: by_name(alice)["f"].status.host_name == "h1"
+                         and by_name(alice)["f"],
                          what="placed on the other host")
-        assert moved.state == ACTIVATING
+        assert moved.status.state == ACTIVATING
         report(root, "h1", first.id, pb.INSTANCE_STATE_HELD, "qemu exploded again")
-        wait_for(lambda: by_name(alice)["f"].state == HELD, what="held")
+        wait_for(lambda: by_name(alice)["f"].status.state == HELD, what="held")
         # Both hosts banned for a minute: it stays Held rather than bouncing.
-        assert "exploded again" in by_name(alice)["f"].state_reason
+        assert "exploded again" in by_name(alice)["f"].status.reason
 
 
 def test_periodic_resync_places_nothing_twice(cmx: InProcCM) -> None:
@@ -148,7 +153,7 @@ def test_periodic_resync_places_nothing_twice(cmx: InProcCM) -> None:
     add_hosts(root, [(4, 8192)] * 2)
     with running_agent(cmx.address, resync_seconds=0.2) as agent:
         alice.create_instances(spec("r"), count=8)
-        wait_for(lambda: sum(i.state == ACTIVATING for i in alice.list_instances()) == 8)
+        wait_for(lambda: sum(i.status.state == ACTIVATING for i in alice.list_instances()) == 8)
         wait_for(lambda: agent.stats.sessions >= 4, what="a few resyncs")
         assert agent.stats.accepted == 8 and agent.stats.refused == 0
 
@@ -198,9 +203,9 @@ def test_a_proposal_refused_for_capacity_is_retried_with_fresh_state(cmx: InProc
     try:
         cmx.client("alice").create_instances(spec("x"))
         x = wait_for(lambda: by_name(root).get("x") if by_name(root).get("x") and
-                     by_name(root)["x"].state == ACTIVATING else None, what="x placed")
-        assert by_name(root)["rival"].host_name == "h0"
-        assert x.host_name == "h1"  # not h0, which the rival filled
+                     by_name(root)["x"].status.state == ACTIVATING else None, what="x placed")
+        assert by_name(root)["rival"].status.host_name == "h0"
+        assert x.status.host_name == "h1"  # not h0, which the rival filled
         assert agent.stats.refused == 1 and agent.stats.accepted == 1
         assert all(h.used_cores <= h.cores for h in root.list_hosts())
     finally:

@@ -72,12 +72,12 @@ def test_placement_with_real_node_managers(tmp_path: Path, procs: list[Process])
     # Bigger than any free room: Held with the reason, then placed by itself once
     # the VMs on the large host are destroyed.
     big = alice.create_instances(spec("big", cores=8, memory=2048))[0]
-    held = wait_for(lambda: (i := root.get_instance(big.id)).state == HELD and i)
-    assert held.state_reason.startswith("fits on no host (needs 8 cores, 2048 MiB)")
-    on_large = [i for i in alice.list_instances() if i.host_name == "large"]
+    held = wait_for(lambda: (i := root.get_instance(big.id)).status.state == HELD and i)
+    assert held.status.reason.startswith("fits on no host (needs 8 cores, 2048 MiB)")
+    on_large = [i for i in alice.list_instances() if i.status.host_name == "large"]
     for inst in on_large:
         alice.instance_action("Delete", inst.id)
-    placed = wait_for(lambda: (i := root.get_instance(big.id)).state == RUNNING and i,
+    placed = wait_for(lambda: (i := root.get_instance(big.id)).status.state == RUNNING and i,
                       timeout=20, what="big running")
-    assert placed.host_name == "large"
+    assert placed.status.host_name == "large"
     assert hosts_by_name(root)["large"].used_cores == 8

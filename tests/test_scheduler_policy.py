@@ -7,10 +7,10 @@ import random
 import pytest
 
 from tashi.scheduler.cluster import ClusterView
+from tashi.scheduler.convert import vm_spec
 from tashi.scheduler.filters import (
     AntiAffinity,
-    FreeCores,
-    FreeMemory,
+    FreeCapacity,
     HostNormal,
     HostUp,
     NetworksReady,
@@ -31,6 +31,7 @@ from tashi.scheduler.model import (
 )
 from tashi.scheduler.placer import Placer
 from tashi.scheduler.scorers import dense_pack_key, policy_for, spread_key
+from tashi.v1 import resources_pb2 as pb
 
 
 def host(hid: int, cores: int = 8, mem: int = 8192, **kw: object) -> HostView:
@@ -82,12 +83,16 @@ def test_reservation_filter() -> None:
 
 def test_capacity_filters_count_what_is_used() -> None:
     h = host(1, cores=4, mem=4096, used_cores=3, used_memory_mib=1024)
-    assert FreeCores().check(h, vm(1, cores=1), EMPTY) is None
-    failure = FreeCores().check(h, vm(1, cores=2), EMPTY)
+    assert FreeCapacity().check(h, vm(1, cores=1), EMPTY) is None
+    failure = FreeCapacity().check(h, vm(1, cores=2), EMPTY)
     assert failure is not None and "needs 2 cores, 1 of 4 free" in failure.detail
-    assert FreeMemory().check(h, vm(1, mem=3072), EMPTY) is None
-    failure = FreeMemory().check(h, vm(1, mem=3073), EMPTY)
+    assert FreeCapacity().check(h, vm(1, mem=3072), EMPTY) is None
+    failure = FreeCapacity().check(h, vm(1, mem=3073), EMPTY)
     assert failure is not None and "3072 of 4096 MiB free" in failure.detail
+    assert failure.key == "not enough free memory"
+    # Short of both: cores are named first, as the CM's re-check and getSlots judge it.
+    failure = FreeCapacity().check(h, vm(1, cores=2, mem=3073), EMPTY)
+    assert failure is not None and failure.key == "not enough free cores"
 
 
 def test_networks_ready_filter() -> None:
@@ -284,3 +289,25 @@ def test_a_migration_target_is_charged_too() -> None:
                    [vm(10, cores=2, state=VmState.OTHER, host_id=1, charged_hosts=(1, 2))])
     decision = Placer(view).decide(vm(1))
     assert isinstance(decision, Refused)
+
+
+def test_convert_takes_the_size_from_the_spec_and_the_placement_from_the_status() -> None:
+    inst = pb.Instance(
+        id=7, name="m", owner="alice",
+        spec=pb.InstanceSpec(cores=2, memory_mib=512, group_name="db",
+                             disks=[pb.Disk(uri="a.qcow2", persistent=True)],
+                             nics=[pb.Nic(network_id=0)],  # the default network, as asked
+                             hints={"densePack": "True", "__migrate_target": "9"}),
+        status=pb.InstanceStatus(state=pb.INSTANCE_STATE_MIGRATE_TRANS, host_id=1,
+                                 migration_target_host_id=2, charged_host_ids=[1, 2],
+                                 reason="moving", nics=[pb.Nic(network_id=5, ip="10.0.0.9")]))
+    v = vm_spec(inst)
+    assert (v.cores, v.memory_mib, v.host_id, v.state) == (2, 512, 1, VmState.OTHER)
+    # The CM's charged hosts, never a user's hint.
+    assert v.charged_hosts == (1, 2)
+    assert v.networks == (5,) and v.nic_ips == ("10.0.0.9",)
+    assert v.persistent_disks == ("a.qcow2",) and v.state_reason == "moving"
+    assert v.hints.dense_pack is True and v.anti_affinity_key == ("alice", "db")
+    held = pb.Instance(id=8, spec=pb.InstanceSpec(cores=1, memory_mib=1),
+                       status=pb.InstanceStatus(state=pb.INSTANCE_STATE_HELD))
+    assert vm_spec(held).state is VmState.HELD and vm_spec(held).charged_hosts == ()

@@ -41,9 +41,9 @@ def test_two_schedulers_race_500_vms_onto_room_for_400(tmp_path: Path) -> None:
         for host in root.list_hosts():
             assert host.used_cores <= host.cores and host.used_memory_mib <= host.memory_mib
             assert host.used_cores == host.cores  # full: refusal was honest
-        held = [i for i in root.list_instances() if i.state == HELD]
-        assert all(i.state_reason.startswith("fits on no host") for i in held), \
-            {i.state_reason for i in held}
+        held = [i for i in root.list_instances() if i.status.state == HELD]
+        assert all(i.status.reason.startswith("fits on no host") for i in held), \
+            {i.status.reason for i in held}
 
         # Capacity appears: the Held ones are placed with no one asking.
         add_hosts(root, [(60, 61440), (40, 40960)], start=len(SIZES))
@@ -55,7 +55,7 @@ def test_two_schedulers_race_500_vms_onto_room_for_400(tmp_path: Path) -> None:
         assert len(placed) == 500 and set(placed.values()) == {1}  # each placed once
         # Both schedulers really took part.
         actors = {e.actor for e in events if e.WhichOneof("subject") == "instance"
-                  and e.instance.state == ACTIVATING}
+                  and e.instance.status.state == ACTIVATING}
         assert actors == {"root", "sched1"}
     finally:
         stop_all(*scheds, cm)

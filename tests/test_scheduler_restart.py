@@ -57,7 +57,7 @@ def test_killed_scheduler_restarts_without_misses_or_doubles(tmp_path: Path) -> 
         wait_states(root, activating=1250)
 
         insts = root.list_instances()
-        ips = [i.nics[0].ip for i in insts]
+        ips = [i.status.nics[0].ip for i in insts]
         net = ipaddress.ip_network("10.1.0.0/21")
         assert len(set(ips)) == len(insts) == 1250  # no address given twice
         assert all(ipaddress.ip_address(ip) in net for ip in ips)

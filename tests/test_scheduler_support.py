@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tashi.runtime import fit
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.names import instance_state_name
 from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
-from tashi.scheduler.convert import charged_hosts
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import resources_pb2 as pb
@@ -43,11 +43,13 @@ def add_hosts(client: ClusterClient, sizes: list[tuple[int, int]], prefix: str =
 
 
 def spec(name: str, cores: int = 1, memory: int = 1024, **kw: object) -> pb.Instance:
-    return pb.Instance(name=name, cores=cores, memory_mib=memory, **kw)  # type: ignore[arg-type]
+    """An instance as a user asks for it: a name and a spec (spec fields as keywords)."""
+    return pb.Instance(name=name, spec=pb.InstanceSpec(
+        cores=cores, memory_mib=memory, **kw))  # type: ignore[arg-type]
 
 
 def states(client: ClusterClient) -> Counter[int]:
-    return Counter(i.state for i in client.list_instances())
+    return Counter(i.status.state for i in client.list_instances())
 
 
 def history(client: ClusterClient) -> list[pb.Event]:
@@ -88,12 +90,16 @@ def overcommits(events: list[pb.Event]) -> list[str]:
                     used[h][1] -= old[2]
             if ev.type == pb.EVENT_TYPE_INSTANCE_DELETED:
                 continue
-            now = (charged_hosts(inst), inst.cores, inst.memory_mib)
+            # The one fit rule, applied here to what the events say, not to the
+            # CM's own charged_host_ids: this replay checks the CM.
+            st = inst.status
+            now = (fit.charged_hosts(st.state, st.host_id, st.migration_target_host_id),
+                   inst.spec.cores, inst.spec.memory_mib)
             charged[inst.id] = now
             for h in now[0]:
                 u = used.setdefault(h, [0, 0])
-                u[0] += inst.cores
-                u[1] += inst.memory_mib
+                u[0] += now[1]
+                u[1] += now[2]
                 cores, memory = capacity.get(h, (0, 0))
                 if u[0] > cores or u[1] > memory:
                     problems.append(f"seq {ev.seq}: host {h} holds {u[0]}/{cores} cores, "
@@ -109,10 +115,10 @@ def activations(events: list[pb.Event]) -> Counter[int]:
         if ev.WhichOneof("subject") != "instance":
             continue
         inst = ev.instance
-        if inst.state == pb.INSTANCE_STATE_ACTIVATING and \
+        if inst.status.state == pb.INSTANCE_STATE_ACTIVATING and \
                 state.get(inst.id) != pb.INSTANCE_STATE_ACTIVATING:
             seen[inst.id] += 1
-        state[inst.id] = inst.state
+        state[inst.id] = inst.status.state
     return seen
 
 

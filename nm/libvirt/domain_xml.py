@@ -38,6 +38,10 @@ class MetaNic:
 
 @dataclass(frozen=True)
 class TashiMetadata:
+    """The instance as this host runs it, enough to re-adopt it and report it to a
+    CM that does not know it: `nics` are the NICs in effect, `asked_nics` the
+    owner's spec (None: the same, as metadata written before they were told apart)."""
+
     instance_id: int
     owner: str
     name: str
@@ -46,6 +50,8 @@ class TashiMetadata:
     disks: tuple[MetaDisk, ...] = ()
     nics: tuple[MetaNic, ...] = ()
     hints: dict[str, str] = field(default_factory=dict)
+    asked_nics: tuple[MetaNic, ...] | None = None
+    group_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,15 @@ def metadata_element(meta: TashiMetadata) -> ET.Element:
     nics = _sub(root, ns + "nics")
     for n in meta.nics:
         _sub(nics, ns + "nic", network=str(n.network_id), mac=n.mac, ip=n.ip)
+    if meta.asked_nics is not None:
+        asked = _sub(root, ns + "asked-nics")
+        for n in meta.asked_nics:
+            _sub(asked, ns + "nic", network=str(n.network_id), mac=n.mac, ip=n.ip)
     hints = _sub(root, ns + "hints")
     for key in sorted(meta.hints):
         _sub(hints, ns + "hint", meta.hints[key], key=key)
+    if meta.group_name:
+        _sub(root, ns + "group", meta.group_name)
     return root
 
 
@@ -190,14 +202,22 @@ def parse_metadata(xml: str) -> TashiMetadata:
         MetaDisk(uri=d.get("uri", ""), persistent=d.get("persistent") == "yes",
                  path=d.get("path", ""))
         for d in inst.iterfind(f"{ns}disks/{ns}disk"))
-    nics = tuple(
-        MetaNic(network_id=int(n.get("network", "0")), mac=n.get("mac", ""), ip=n.get("ip", ""))
-        for n in inst.iterfind(f"{ns}nics/{ns}nic"))
-    hints = {h.get("key", ""): h.text or "" for h in inst.iterfind(f"{ns}hints/{ns}hint")}
+    def nic_list(path: str) -> tuple[MetaNic, ...]:
+        return tuple(MetaNic(network_id=int(n.get("network", "0")), mac=n.get("mac", ""),
+                             ip=n.get("ip", ""))
+                     for n in inst.iterfind(f"{path}/{ns}nic"))
+
+    asked = inst.find(ns + "asked-nics")
+    # Domains started before instances had a spec and a status may carry the
+    # CM's own bookkeeping ("__suspend_file" ...) among the hints: not the user's.
+    hints = {h.get("key", ""): h.text or "" for h in inst.iterfind(f"{ns}hints/{ns}hint")
+             if not h.get("key", "").startswith("__")}
     return TashiMetadata(
         instance_id=_int(inst.find(ns + "id"), "id"),
         owner=inst.findtext(ns + "owner") or "",
         name=inst.findtext(ns + "name") or "",
         cores=_int(inst.find(ns + "cores"), "cores"),
         memory_mib=_int(inst.find(ns + "memory-mib"), "memory-mib"),
-        disks=disks, nics=nics, hints=hints)
+        disks=disks, nics=nic_list(ns + "nics"), hints=hints,
+        asked_nics=nic_list(ns + "asked-nics") if asked is not None else None,
+        group_name=inst.findtext(ns + "group") or "")

@@ -30,7 +30,6 @@ from tashi.nm.errors import (
     InvalidArgument,
     NmError,
     NotFound,
-    ResourceExhausted,
     Unavailable,
 )
 from tashi.nm.libvirt import domain_xml as dx
@@ -54,10 +53,12 @@ from tashi.nm.model import (
     VmStats,
 )
 from tashi.nm.validate import check_spec
+from tashi.runtime.fit import shortfall
 
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 2.0
+DEFER_SECONDS = 0.05  # an event met a call in flight on its VM: handled again after this
 
 _STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
                  4: "saved to a file", 5: "the hypervisor failed"}
@@ -155,9 +156,21 @@ class LibvirtDriver(Driver):
             if implied == UNSPECIFIED:
                 return  # migrated away: send_vm settles it
             rec = self._find(name)
-            if rec is None or rec.state == UNSPECIFIED or self._running_again(name):
-                return  # a stop that is already history (restored, restarted): stale
-            self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
+            if rec is None or rec.state == UNSPECIFIED:
+                return
+            lock = self._vm_lock(rec.meta.instance_id)
+            if not lock.acquire(blocking=False):
+                # A call on this VM is in flight (a shutdown that ends it, a resume that
+                # revives it ...): look again once it is done, so a stale stop never
+                # ends a VM the call just settled, nor a real one goes unreported.
+                self._defer(name, event, detail)
+                return
+            try:
+                if self._running_again(name):
+                    return  # a stop that is already history (restored, restarted): stale
+                self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
+            finally:
+                lock.release()
             return
         if implied == UNSPECIFIED:
             return
@@ -174,6 +187,13 @@ class LibvirtDriver(Driver):
         if rec.state == UNSPECIFIED or self._vm_lock(rec.meta.instance_id).locked():
             return  # a call in flight (start, save ...) reports its own outcome
         self._transition(rec, state)
+
+    def _defer(self, name: str, event: int, detail: int) -> None:
+        if self._closed:
+            return
+        later = threading.Timer(DEFER_SECONDS, self._events.put, [(name, event, detail)])
+        later.daemon = True
+        later.start()
 
     def _running_again(self, name: str) -> bool:
         try:
@@ -301,22 +321,27 @@ class LibvirtDriver(Driver):
         return rec.info(state)
 
     def _reserve(self, meta: dx.TashiMetadata, vm_id: str) -> Managed:
-        """Claim the instance id and its memory before anything is created."""
+        """Claim the instance id, its cores and its memory before anything is created.
+
+        What is free is the host's capacity less what every VM this NM holds
+        (claims of starts and incoming migrations included) uses, cores as well
+        as memory, as the CM charges them; whether the VM fits is the one fit rule's.
+        """
         self._drop_lapsed_claims()
-        facts = self.host_facts()
-        if meta.cores > facts.cores:
-            raise FailedPrecondition(f"instance {meta.instance_id} wants {meta.cores} cores; "
-                                     f"this host has {facts.cores}")
+        cores = self.host_facts().cores
+        capacity = self.capacity_mib()
         with self._lock:
             if meta.instance_id in self._vms:
                 raise AlreadyExists(f"instance {meta.instance_id} is already on this host")
-            used = sum(r.meta.memory_mib for r in self._vms.values())
-            free = self.capacity_mib() - used
-            if meta.memory_mib > free:
-                raise ResourceExhausted(
-                    f"instance {meta.instance_id} needs {meta.memory_mib} MiB; this host has "
-                    f"{free} MiB free of {self.capacity_mib()} MiB "
-                    f"(after a {self.reserved_memory_mib} MiB reserve)")
+            free_cores = cores - sum(r.meta.cores for r in self._vms.values())
+            free_mib = capacity - sum(r.meta.memory_mib for r in self._vms.values())
+            short = shortfall(free_cores, free_mib, meta.cores, meta.memory_mib)
+            if short is not None:
+                unit, total = ("cores", f"{cores} cores") if short.resource == "cores" else (
+                    "MiB", f"{capacity} MiB after a {self.reserved_memory_mib} MiB reserve")
+                raise FailedPrecondition(
+                    f"instance {meta.instance_id} needs {short.needed} {unit}; this host has "
+                    f"{short.free} {unit} free (of {total})")
             in_use = {d.path for r in self._vms.values() for d in r.meta.disks if d.persistent}
             for d in meta.disks:
                 if d.persistent and d.path in in_use:

@@ -57,7 +57,11 @@ def plan_start(spec: VmSpec, name: str, images: ImageStore, overlay_dir: Path,
         memory_mib=spec.memory_mib, disks=tuple(metas),
         nics=tuple(dx.MetaNic(n.network_id, mac, n.ip) for n, mac in zip(spec.nics, macs,
                                                                         strict=True)),
-        hints=dict(spec.hints))
+        hints=dict(spec.hints),
+        # The owner's NICs as asked, when given (the CM always gives one per NIC).
+        asked_nics=(tuple(dx.MetaNic(n.network_id, n.mac, n.ip) for n in spec.asked_nics)
+                    if len(spec.asked_nics) == len(spec.nics) else None),
+        group_name=spec.group_name)
     nics = []
     for i, (n, mac) in enumerate(zip(spec.nics, macs, strict=True)):
         if not n.bridge:

@@ -28,11 +28,14 @@ class Managed:
 
 
 def spec_of(meta: dx.TashiMetadata) -> VmSpec:
+    asked = meta.nics if meta.asked_nics is None else meta.asked_nics
     return VmSpec(instance_id=meta.instance_id, name=meta.name, owner=meta.owner,
                   cores=meta.cores, memory_mib=meta.memory_mib,
                   disks=tuple(DiskSpec(d.uri, d.persistent) for d in meta.disks),
                   nics=tuple(NicSpec(n.network_id, n.mac, n.ip) for n in meta.nics),
-                  hints=dict(meta.hints))
+                  hints=dict(meta.hints),
+                  asked_nics=tuple(NicSpec(n.network_id, n.mac, n.ip) for n in asked),
+                  group_name=meta.group_name)
 
 
 def lv_message(exc: libvirt.libvirtError) -> str:

@@ -158,8 +158,8 @@ class Nic(_message.Message):
     ip: str
     def __init__(self, network_id: _Optional[int] = ..., mac: _Optional[str] = ..., ip: _Optional[str] = ...) -> None: ...
 
-class Instance(_message.Message):
-    __slots__ = ("id", "vm_id", "host_id", "host_name", "decayed", "state", "state_reason", "owner", "name", "cores", "memory_mib", "disks", "nics", "hints", "group_name", "create_time", "update_time")
+class InstanceSpec(_message.Message):
+    __slots__ = ("cores", "memory_mib", "disks", "nics", "hints", "group_name")
     class HintsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,41 +167,67 @@ class Instance(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-    ID_FIELD_NUMBER: _ClassVar[int]
-    VM_ID_FIELD_NUMBER: _ClassVar[int]
-    HOST_ID_FIELD_NUMBER: _ClassVar[int]
-    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
-    DECAYED_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     NICS_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
-    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
-    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
-    id: int
-    vm_id: str
-    host_id: int
-    host_name: str
-    decayed: bool
-    state: InstanceState
-    state_reason: str
-    owner: str
-    name: str
     cores: int
     memory_mib: int
     disks: _containers.RepeatedCompositeFieldContainer[Disk]
     nics: _containers.RepeatedCompositeFieldContainer[Nic]
     hints: _containers.ScalarMap[str, str]
     group_name: str
+    def __init__(self, cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., hints: _Optional[_Mapping[str, str]] = ..., group_name: _Optional[str] = ...) -> None: ...
+
+class InstanceStatus(_message.Message):
+    __slots__ = ("state", "reason", "host_id", "host_name", "vm_id", "decayed", "nics", "migration_source_host_id", "migration_target_host_id", "suspend_image", "suspend_host_id", "charged_host_ids", "prior_state")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    DECAYED_FIELD_NUMBER: _ClassVar[int]
+    NICS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_SOURCE_HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_TARGET_HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_HOST_IDS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STATE_FIELD_NUMBER: _ClassVar[int]
+    state: InstanceState
+    reason: str
+    host_id: int
+    host_name: str
+    vm_id: str
+    decayed: bool
+    nics: _containers.RepeatedCompositeFieldContainer[Nic]
+    migration_source_host_id: int
+    migration_target_host_id: int
+    suspend_image: str
+    suspend_host_id: int
+    charged_host_ids: _containers.RepeatedScalarFieldContainer[int]
+    prior_state: InstanceState
+    def __init__(self, state: _Optional[_Union[InstanceState, str]] = ..., reason: _Optional[str] = ..., host_id: _Optional[int] = ..., host_name: _Optional[str] = ..., vm_id: _Optional[str] = ..., decayed: _Optional[bool] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., migration_source_host_id: _Optional[int] = ..., migration_target_host_id: _Optional[int] = ..., suspend_image: _Optional[str] = ..., suspend_host_id: _Optional[int] = ..., charged_host_ids: _Optional[_Iterable[int]] = ..., prior_state: _Optional[_Union[InstanceState, str]] = ...) -> None: ...
+
+class Instance(_message.Message):
+    __slots__ = ("id", "name", "owner", "spec", "status", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    owner: str
+    spec: InstanceSpec
+    status: InstanceStatus
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., vm_id: _Optional[str] = ..., host_id: _Optional[int] = ..., host_name: _Optional[str] = ..., decayed: _Optional[bool] = ..., state: _Optional[_Union[InstanceState, str]] = ..., state_reason: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., nics: _Optional[_Iterable[_Union[Nic, _Mapping]]] = ..., hints: _Optional[_Mapping[str, str]] = ..., group_name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., status: _Optional[_Union[InstanceStatus, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Network(_message.Message):
     __slots__ = ("id", "name", "default", "kind", "vlan_id", "vni", "group", "peers", "port", "mtu", "cidr")
