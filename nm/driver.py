@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from tashi.nm.model import HostFacts, Observation, VmInfo, VmSpec, VmStats
+from tashi.nm.model import HostFacts, Observation, VmInfo, VmSpec, VmStats, VmUsage
 
 ChangeListener = Callable[[Observation], None]
 
@@ -67,6 +67,13 @@ class Driver(ABC):
 
     @abstractmethod
     def list_vms(self) -> list[VmInfo]: ...
+
+    @abstractmethod
+    def vm_usage(self) -> dict[int, VmUsage]:
+        """Usage of every running VM this driver manages, by instance id, read at
+        once (a VM that went away meanwhile is left out).  Called at every metrics
+        scrape, so it should be one cheap read; it may block while the hypervisor
+        hangs, and the caller bounds the wait."""
 
     @abstractmethod
     def vm_spec(self, instance_id: int) -> VmSpec | None:

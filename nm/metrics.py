@@ -5,12 +5,13 @@ Per VM (labels `instance_id`, `instance_name`, `owner`; disks and NICs add
 block and interface counters, state.  Per host: cores and memory (total,
 reserved, allocated), VMs by state, the last heartbeat the CM answered.
 
-libvirt is read in one bulk call (`virConnectGetAllDomainStats`) where the
-hypervisor supports it, per domain otherwise (libvirt's test driver).  The
-read runs on its own thread and the scrape waits for it at most `timeout`
-seconds: a hung libvirt costs the scrape `tashi_nm_libvirt_up 0` and the
-per-VM series, never the scrape itself, and a read still hung is waited on
-again rather than doubled.
+Everything comes through the `Driver` contract (`host_facts`, `list_vms`,
+`vm_usage`), so this module knows no hypervisor; the libvirt driver reads its
+counters in one bulk call.  The read runs on its own thread and the scrape
+waits for it at most `timeout` seconds: a hung hypervisor costs the scrape
+`tashi_nm_libvirt_up 0` (the name kept from when libvirt was the only
+driver) and the per-VM series, never the scrape itself, and a read still hung
+is waited on again rather than doubled.
 """
 
 from __future__ import annotations
@@ -18,158 +19,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import libvirt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tashi.nm.libvirt import guest
-from tashi.nm.model import EXITED, PAUSED, RUNNING, HostFacts, VmInfo
+from tashi.nm.driver import Driver
+from tashi.nm.model import EXITED, PAUSED, RUNNING, HostFacts, VmInfo, VmUsage
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION
 
 if TYPE_CHECKING:
-    from tashi.nm.libvirt.driver import LibvirtDriver
     from tashi.nm.node import NodeManager
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MIB = 1024 * 1024
-KIB = 1024
 DEFAULT_TIMEOUT = 5.0
 VM_LABELS = ("instance_id", "instance_name", "owner")
 DEVICE_LABELS = (*VM_LABELS, "target_device")
-VM_STATES = (RUNNING, PAUSED, EXITED)  # what a domain libvirt lists maps to
-
-BULK_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-              | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU
-              | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
-BULK_FLAGS = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
-
-
-# -- what libvirt tells about a domain ----------------------------------------------
-
-@dataclass(frozen=True)
-class DeviceIO:
-    """One disk (read/write) or NIC (receive/transmit) of a domain."""
-
-    device: str
-    in_bytes: int = 0  # read, or received
-    out_bytes: int = 0  # written, or transmitted
-    in_ops: int = 0  # read requests, or packets received
-    out_ops: int = 0  # write requests, or packets transmitted
-
-
-@dataclass(frozen=True)
-class DomainStats:
-    name: str
-    state: int  # libvirt's virDomainState
-    cpu_seconds: float
-    memory_bytes: int
-    maximum_memory_bytes: int
-    vcpus: int
-    disks: tuple[DeviceIO, ...] = ()
-    nics: tuple[DeviceIO, ...] = ()
-
-
-def _devices(record: Mapping[str, Any], kind: str, keys: tuple[str, str, str, str]
-             ) -> tuple[DeviceIO, ...]:
-    out = []
-    for i in range(int(record.get(f"{kind}.count", 0))):
-        p = f"{kind}.{i}."
-        values = [int(record.get(p + k, 0)) for k in keys]
-        out.append(DeviceIO(str(record.get(p + "name", i)), *values))
-    return tuple(out)
-
-
-def from_bulk(name: str, record: Mapping[str, Any]) -> DomainStats | None:
-    """A domain's `getAllDomainStats` record; None when the driver left out the
-    counters (the test driver reports state only)."""
-    if "cpu.time" not in record:
-        return None
-    cur = int(record.get("balloon.current", 0))
-    top = int(record.get("balloon.maximum", cur))
-    return DomainStats(
-        name=name, state=int(record.get("state.state", 0)),
-        cpu_seconds=int(record["cpu.time"]) / 1e9,
-        memory_bytes=cur * KIB, maximum_memory_bytes=top * KIB,
-        vcpus=int(record.get("vcpu.current", 0)),
-        disks=_devices(record, "block", ("rd.bytes", "wr.bytes", "rd.reqs", "wr.reqs")),
-        nics=_devices(record, "net", ("rx.bytes", "tx.bytes", "rx.pkts", "tx.pkts")))
-
-
-class DeviceTargets:
-    """Disk and NIC target names per domain, parsed from its XML once (Tashi never
-    hot-plugs, so a running domain keeps its devices)."""
-
-    def __init__(self) -> None:
-        self._by_uuid: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-    def of(self, dom: libvirt.virDomain) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        uuid = dom.UUIDString()
-        found = self._by_uuid.get(uuid)
-        if found is None:
-            root = ET.fromstring(dom.XMLDesc(0))
-            disks = tuple(t.get("dev", "") for t in root.iterfind("devices/disk/target"))
-            nics = tuple(t.get("dev", "") for t in root.iterfind("devices/interface/target"))
-            found = self._by_uuid[uuid] = (tuple(d for d in disks if d),
-                                           tuple(n for n in nics if n))
-        return found
-
-    def keep_only(self, uuids: set[str]) -> None:
-        for gone in set(self._by_uuid) - uuids:
-            del self._by_uuid[gone]
-
-
-def from_calls(dom: libvirt.virDomain, targets: DeviceTargets) -> DomainStats:
-    """One domain through the per-domain calls every driver has."""
-    state, max_kib, cur_kib, vcpus, cpu_ns = dom.info()
-    disk_names, nic_names = targets.of(dom)
-    disks = []
-    for dev in disk_names:
-        try:
-            rd_req, rd_bytes, wr_req, wr_bytes, _errs = dom.blockStats(dev)
-        except libvirt.libvirtError:
-            continue  # e.g. an empty drive
-        disks.append(DeviceIO(dev, rd_bytes, wr_bytes, rd_req, wr_req))
-    nics = []
-    for dev in nic_names:
-        try:
-            s = dom.interfaceStats(dev)
-        except libvirt.libvirtError:
-            continue
-        nics.append(DeviceIO(dev, s[0], s[4], s[1], s[5]))
-    return DomainStats(name=dom.name(), state=state, cpu_seconds=cpu_ns / 1e9,
-                       memory_bytes=cur_kib * KIB, maximum_memory_bytes=max_kib * KIB,
-                       vcpus=vcpus, disks=tuple(disks), nics=tuple(nics))
-
-
-def read_domains(conn: libvirt.virConnect, wanted: set[str], targets: DeviceTargets
-                 ) -> dict[str, DomainStats]:
-    """Stats of the running domains named in `wanted`, by name."""
-    out: dict[str, DomainStats] = {}
-    seen: set[str] = set()
-    for dom, record in conn.getAllDomainStats(BULK_STATS, BULK_FLAGS):
-        name = dom.name()
-        if name not in wanted:
-            continue
-        try:
-            stats = from_bulk(name, record)
-            if stats is None:
-                seen.add(dom.UUIDString())
-                stats = from_calls(dom, targets)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue  # went away between the listing and the call
-            raise
-        out[name] = stats
-    targets.keep_only(seen)
-    return out
+VM_STATES = (RUNNING, PAUSED, EXITED)  # what a running hypervisor domain maps to
 
 
 # -- a call that may hang ---------------------------------------------------------
@@ -187,7 +59,7 @@ class BoundedCall(Generic[T]):
 
     A call that outlives its scrape keeps running; the next scrape waits on
     that same call instead of starting another (threads never pile up behind
-    a hung libvirt), and takes its answer if it is fresh."""
+    a hung hypervisor), and takes its answer if it is fresh."""
 
     def __init__(self, fn: Callable[[], T], timeout: float, name: str = "metrics-read") -> None:
         self.fn = fn
@@ -234,12 +106,12 @@ class BoundedCall(Generic[T]):
 @dataclass(frozen=True)
 class Reading:
     facts: HostFacts
-    domains: dict[str, DomainStats]
+    usage: dict[int, VmUsage]  # by instance id
     seconds: float
 
 
 class NodeCollector(Collector):
-    def __init__(self, driver: LibvirtDriver, *, hostname: str = "",
+    def __init__(self, driver: Driver, *, hostname: str = "",
                  reserved_memory_mib: int = 0,
                  last_heartbeat: Callable[[], float] | None = None,
                  registered: Callable[[], bool] | None = None,
@@ -251,33 +123,30 @@ class NodeCollector(Collector):
         self.last_heartbeat = last_heartbeat
         self.registered = registered
         self.reports_pending = reports_pending
-        self._targets = DeviceTargets()
         self._facts: HostFacts | None = None
-        self._wanted: set[str] = set()
-        self._read = BoundedCall(self._read_libvirt, timeout, name="nm-metrics-libvirt")
+        self._read = BoundedCall(self._read_driver, timeout, name="nm-metrics-libvirt")
 
-    def _read_libvirt(self) -> Reading:
+    def _read_driver(self) -> Reading:
         start = time.perf_counter()
         facts = self.driver.host_facts()
-        domains = read_domains(self.driver.host.conn(), self._wanted, self._targets)
-        return Reading(facts, domains, time.perf_counter() - start)
+        usage = self.driver.vm_usage()
+        return Reading(facts, usage, time.perf_counter() - start)
 
     def collect(self) -> Iterator[Metric]:
         vms = self.driver.list_vms()
-        self._wanted = {vm.vm_id for vm in vms}
         reading: Reading | None = None
         try:
             reading = self._read()
             if reading is None:
-                log.warning("libvirt did not answer within %.1fs; VM metrics left out of "
-                            "this scrape", self._read.timeout)
+                log.warning("the hypervisor did not answer within %.1fs; VM metrics left "
+                            "out of this scrape", self._read.timeout)
         except Exception as exc:
-            log.warning("reading libvirt for metrics failed: %s", exc)
+            log.warning("reading the hypervisor for metrics failed: %s", exc)
         if reading is not None:
             self._facts = reading.facts
         yield from self._host(vms, reading)
         if reading is not None:
-            yield from vm_metrics(vms, reading.domains)
+            yield from vm_metrics(vms, reading.usage)
 
     def _host(self, vms: list[VmInfo], reading: Reading | None) -> Iterator[Metric]:
         up = GaugeMetricFamily("tashi_nm_libvirt_up",
@@ -330,8 +199,8 @@ class NodeCollector(Collector):
                                     value=self.reports_pending())
 
 
-def vm_metrics(vms: list[VmInfo], domains: Mapping[str, DomainStats]) -> Iterator[Metric]:
-    """The per-VM families, in the libvirt exporters' shape, for the VMs libvirt answered."""
+def vm_metrics(vms: list[VmInfo], usage: Mapping[int, VmUsage]) -> Iterator[Metric]:
+    """The per-VM families, in the libvirt exporters' shape, for the VMs the driver answered."""
     cpu = CounterMetricFamily("tashi_vm_cpu_time_seconds",
                               "CPU time the VM has used.", labels=VM_LABELS)
     mem = GaugeMetricFamily("tashi_vm_memory_usage_bytes",
@@ -356,7 +225,7 @@ def vm_metrics(vms: list[VmInfo], domains: Mapping[str, DomainStats]) -> Iterato
     rx_p = family("interface", "receive", "packets", "Packets a NIC of the VM received.")
     tx_p = family("interface", "transmit", "packets", "Packets a NIC of the VM transmitted.")
     for vm in vms:
-        d = domains.get(vm.vm_id)
+        d = usage.get(vm.instance_id)
         if d is None:
             continue
         labels = [str(vm.instance_id), vm.name, vm.owner]
@@ -364,9 +233,8 @@ def vm_metrics(vms: list[VmInfo], domains: Mapping[str, DomainStats]) -> Iterato
         mem.add_metric(labels, d.memory_bytes)
         mem_max.add_metric(labels, d.maximum_memory_bytes)
         vcpus.add_metric(labels, d.vcpus)
-        now = guest.state_of(d.state)
         for s in VM_STATES:
-            state.add_metric([*labels, instance_state_name(s)], 1 if s == now else 0)
+            state.add_metric([*labels, instance_state_name(s)], 1 if s == d.state else 0)
         for disk in d.disks:
             dev = [*labels, disk.device]
             rd_b.add_metric(dev, disk.in_bytes)
@@ -383,12 +251,7 @@ def vm_metrics(vms: list[VmInfo], domains: Mapping[str, DomainStats]) -> Iterato
 
 
 def collector_for(node: NodeManager, timeout: float = DEFAULT_TIMEOUT) -> NodeCollector:
-    """The collector of a running node manager (its driver must be libvirt's)."""
-    from tashi.nm.libvirt.driver import LibvirtDriver
-
-    if not isinstance(node.driver, LibvirtDriver):
-        raise TypeError("VM metrics read libvirt: the node manager's driver must be libvirt's")
-
+    """The collector of a running node manager, whatever its driver."""
     return NodeCollector(
         node.driver, hostname=node.cfg.hostname, reserved_memory_mib=node.cfg.reserved_memory,
         last_heartbeat=lambda: node.reporter.last_heartbeat if node.reporter else 0.0,

@@ -83,6 +83,32 @@ class VmStats:
 
 
 @dataclass(frozen=True)
+class DeviceIO:
+    """One disk (read/write) or NIC (receive/transmit) of a VM, named as the
+    hypervisor names the device (e.g. "vda", "vnet3")."""
+
+    device: str
+    in_bytes: int = 0  # read, or received
+    out_bytes: int = 0  # written, or transmitted
+    in_ops: int = 0  # read requests, or packets received
+    out_ops: int = 0  # write requests, or packets transmitted
+
+
+@dataclass(frozen=True)
+class VmUsage:
+    """What one running VM uses right now, device by device: what the node
+    manager's metrics export (`VmStats` is the summed view the RPC answers)."""
+
+    state: int  # Tashi's (RUNNING, PAUSED, EXITED; UNSPECIFIED when unknown)
+    cpu_seconds: float
+    memory_bytes: int  # what the VM has now (balloon size)
+    maximum_memory_bytes: int
+    vcpus: int
+    disks: tuple[DeviceIO, ...] = ()
+    nics: tuple[DeviceIO, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostFacts:
     cores: int
     memory_mib: int  # total, before the NM's reserve

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tashi.nm.libvirt.driver import LibvirtDriver
-from tashi.nm.metrics import BoundedCall, NodeCollector, from_bulk
-from tashi.nm.model import DiskSpec, NicSpec, VmSpec
+from tashi.nm.libvirt.stats import from_bulk
+from tashi.nm.metrics import BoundedCall, NodeCollector
+from tashi.nm.model import RUNNING, DiskSpec, NicSpec, VmSpec
 from tashi.runtime.version import VERSION
 from tests.nm_process import node_xml
 
@@ -170,8 +171,9 @@ def test_bulk_stats_record() -> None:
         "block.0.rd.reqs": 1, "block.0.wr.bytes": 8192, "block.0.wr.reqs": 2,
         "block.1.name": "hdc",  # an empty CD drive: no counters
     }
-    stats = from_bulk("tashi-7", record)
+    stats = from_bulk(record)
     assert stats is not None
+    assert stats.state == RUNNING
     assert stats.cpu_seconds == 2.5
     assert stats.memory_bytes == 512 * MIB and stats.maximum_memory_bytes == 1024 * MIB
     assert stats.vcpus == 2
@@ -179,4 +181,4 @@ def test_bulk_stats_record() -> None:
         ("vda", 4096, 8192, 1, 2), ("hdc", 0, 0, 0, 0)]
     assert [(n.device, n.in_bytes, n.out_bytes, n.in_ops, n.out_ops) for n in stats.nics] == [
         ("tt7n0", 10, 20, 1, 2)]
-    assert from_bulk("tashi-7", {"state.state": 1, "state.reason": 0}) is None
+    assert from_bulk({"state.state": 1, "state.reason": 0}) is None

@@ -28,14 +28,14 @@ MIB = 1024 * 1024
 METRICS_RE = re.compile(r"serving metrics on http://(\S+)/metrics")
 
 # Runs beside the private libvirtd (in its mount namespace): the bulk record as
-# tashi.nm.metrics parses it, for every running domain.
+# the libvirt driver parses it for the metrics, for every running domain.
 BULK = """
 import dataclasses, json, libvirt
-from tashi.nm.metrics import BULK_FLAGS, BULK_STATS, from_bulk
+from tashi.nm.libvirt.stats import BULK_FLAGS, BULK_STATS, from_bulk
 conn = libvirt.open("qemu:///system")
 out = {}
 for dom, record in conn.getAllDomainStats(BULK_STATS, BULK_FLAGS):
-    stats = from_bulk(dom.name(), record)
+    stats = from_bulk(record)
     out[dom.name()] = dataclasses.asdict(stats) if stats else None
 print(json.dumps(out))
 """

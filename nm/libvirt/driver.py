@@ -38,7 +38,7 @@ from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
 from tashi.nm.libvirt.host import Host
 from tashi.nm.libvirt.plan import plan_start
 from tashi.nm.libvirt.records import Managed, is_no_domain, lv_message, spec_of
-from tashi.nm.libvirt.stats import read_stats
+from tashi.nm.libvirt.stats import DeviceTargets, read_stats, read_usage
 from tashi.nm.model import (
     EXITED,
     PAUSED,
@@ -51,6 +51,7 @@ from tashi.nm.model import (
     VmInfo,
     VmSpec,
     VmStats,
+    VmUsage,
 )
 from tashi.nm.validate import check_spec
 from tashi.runtime.fit import shortfall
@@ -84,6 +85,7 @@ class LibvirtDriver(Driver):
         self._events: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
         self._callback_ids: list[tuple[libvirt.virConnect, int]] = []
         self._facts: HostFacts | None = None
+        self._targets = DeviceTargets()  # for vm_usage on drivers without bulk counters
         self._resync_lock = threading.Lock()
         self._closed = False
         self.host = Host(uri, self._on_connect, self.request_resync)
@@ -599,5 +601,13 @@ class LibvirtDriver(Driver):
         dom = self._domain(rec)
         try:
             return read_stats(dom, instance_id)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(lv_message(exc)) from None
+
+    def vm_usage(self) -> dict[int, VmUsage]:
+        with self._lock:
+            wanted = {r.vm_id: iid for iid, r in self._vms.items() if r.state != UNSPECIFIED}
+        try:
+            return read_usage(self.host.conn(), wanted, self._targets)
         except libvirt.libvirtError as exc:
             raise HypervisorError(lv_message(exc)) from None
