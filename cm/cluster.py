@@ -24,6 +24,7 @@ from tashi.cm.errors import CMError, denied, invalid, not_found
 from tashi.cm.eventlog import EventLog
 from tashi.cm.lifecycle import HOSTLESS
 from tashi.cm.store import Batch, Store
+from tashi.cm.watch import stamp_hosts
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -261,7 +262,15 @@ class Cluster:
         now = time.time()
         seq = self.events.last_seq
         batch = Batch(meta=dict(txn.meta))
+        before: dict[int, pb.Instance | None] = {}  # instances as earlier events of txn left them
         for event in txn.events:
+            if event.WhichOneof("subject") == "instance":
+                iid = event.instance.id
+                stamp_hosts(event, before[iid] if iid in before else self.instances.get(iid))
+                before[iid] = (None if event.type == pb.EVENT_TYPE_INSTANCE_DELETED
+                               else event.instance)
+            else:
+                stamp_hosts(event, None)
             seq += 1
             event.seq = seq
             event.time.FromNanoseconds(int(now * 1e9))
