@@ -267,7 +267,8 @@ class ClusterClient:
         (`cm.RESOURCE_KIND_*`) and only about `host`; a cancellable handle.
         Iterating raises TashiError(OUT_OF_RANGE) when `since` is older than
         the retained history, and TashiError(DEADLINE_EXCEEDED) after `timeout`."""
-        req = cm.WatchEventsRequest(since=since, max_batch=max_batch, kinds=[cm.ResourceKind.ValueType(k) for k in kinds],
+        req = cm.WatchEventsRequest(since=since, max_batch=max_batch,
+                                    kinds=[cm.ResourceKind.ValueType(k) for k in kinds],
                                     host=host_ref(host) if host else None)
         call = self.cm.WatchEvents(req, metadata=user_metadata(self.user), timeout=timeout)
         return EventStream(call, since)
