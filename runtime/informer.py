@@ -145,6 +145,7 @@ class Informer:
     def run(self) -> None:
         delay = self.retry_seconds
         failed = ""
+        stuck_at = -1
         while not self._stopped():
             try:
                 if not self.connected.is_set():
@@ -166,6 +167,10 @@ class Informer:
                 if exc.code == grpc.StatusCode.OUT_OF_RANGE:
                     log.warning("%s: %s; relisting", self.name, exc.message)
                     self._want_relist(exc.message)
+                    if stuck_at == self._seq:  # a fresh listing was refused too: back off
+                        self._pause(delay)
+                        delay = min(delay * 2, self.max_retry_seconds)
+                    stuck_at = self._seq
                     continue
                 if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and self._resync_due():
                     self._want_relist("periodic resync")
