@@ -103,6 +103,7 @@ class Informer:
         self.name = name
         self.connected = threading.Event()
         self.relists = 0
+        self._ever_connected = False
         self._seq = since or 0
         self._relist_reason: str | None = "" if since is None else None
         self._cond = threading.Condition()
@@ -153,6 +154,7 @@ class Informer:
                     log.info("%s: connected to the cluster manager at %s; watching after seq %d",
                              self.name, self.client.address, self._seq)
                     self.connected.set()
+                    self._ever_connected = True
                     if self.on_connected is not None:
                         self.on_connected()
                 with self._cond:
@@ -175,10 +177,15 @@ class Informer:
                 if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and self._resync_due():
                     self._want_relist("periodic resync")
                     continue
+                was_connected = self.connected.is_set()
                 self.connected.clear()
                 if str(exc) != failed:
-                    log.warning("%s: cluster manager at %s: %s; retrying",
-                                self.name, self.client.address, exc)
+                    if was_connected or self._ever_connected:
+                        log.warning("%s: lost the cluster manager at %s (%s); reconnecting",
+                                    self.name, self.client.address, exc)
+                    else:
+                        log.info("%s: waiting for the cluster manager at %s (%s)",
+                                 self.name, self.client.address, exc)
                     failed = str(exc)
                 self._pause(delay)
                 delay = min(delay * 2, self.max_retry_seconds)
