@@ -24,6 +24,7 @@ from tashi.cm.config import CMConfig
 from tashi.cm.errors import CMError, denied, invalid, not_found
 from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store
+from tashi.cm.watch import stamp_hosts
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -94,29 +95,30 @@ class Txn:
         return self.current.get(iid)
 
     def put(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
-        kind = KIND_OF[type(obj)]
-        oid = obj.id  # type: ignore[attr-defined]
-        if isinstance(obj, pb.Instance):
-            before = self.instance(oid)
-            lifecycle.check(before.status.state if before is not None else None,
-                            obj.status.state, oid)
-            lifecycle.settle(obj.status)
-        self.changes.append((kind, oid, obj))
-        self.staged[(kind, oid)] = obj
-        self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
-                                    **{kind: obj}))  # type: ignore[arg-type]
+        self._stage(obj, obj, etype, message)
 
     def delete(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
+        self._stage(obj, None, etype, message)
+
+    def _stage(self, obj: Message, after: Message | None, etype: pb.EventType,
+               message: str) -> None:
         kind = KIND_OF[type(obj)]
         oid = obj.id  # type: ignore[attr-defined]
+        before = self.instance(oid) if isinstance(obj, pb.Instance) else None
         if isinstance(obj, pb.Instance):
-            before = self.instance(oid)
-            if before is not None:
-                lifecycle.check(before.status.state, pb.INSTANCE_STATE_EXITED, oid)
-        self.changes.append((kind, oid, None))
-        self.staged[(kind, oid)] = None
-        self.events.append(pb.Event(type=etype, actor=self.actor, message=message,
-                                    **{kind: obj}))  # type: ignore[arg-type]
+            if after is None:
+                if before is not None:
+                    lifecycle.check(before.status.state, pb.INSTANCE_STATE_EXITED, oid)
+            else:
+                lifecycle.check(before.status.state if before is not None else None,
+                                obj.status.state, oid)
+                lifecycle.settle(obj.status)
+        self.changes.append((kind, oid, after))
+        self.staged[(kind, oid)] = after
+        event = pb.Event(type=etype, actor=self.actor, message=message,
+                         **{kind: obj})  # type: ignore[arg-type]
+        stamp_hosts(event, before)
+        self.events.append(event)
 
 
 def _lookup(kind: str, ref: cmpb.InstanceRef | cmpb.HostRef, by_id: dict[int, R],

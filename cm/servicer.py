@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from tashi.cm import admin, instances, nodes, placement
 from tashi.cm.cluster import Cluster
 from tashi.cm.errors import CMError, invalid
 from tashi.cm.eventlog import OutOfRange
+from tashi.cm.watch import watch_filter
 from tashi.runtime.auth import caller_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
@@ -22,6 +24,8 @@ from tashi.v1 import placement_pb2 as plpb
 from tashi.v1 import placement_pb2_grpc as pl_grpc
 
 log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 1.0  # a filtered watch hears of skipped events at least this often
 
 
 def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any], Any]:
@@ -190,17 +194,24 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
 
     def WatchEvents(self, req: cmpb.WatchEventsRequest,
                     context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:
+        """Replay then tail.  A filtered watch still advances `seq` past the events
+        it skips: with the next match, or on its own at most every PROGRESS_SECONDS
+        (and when the log goes quiet), so a reconnect never scans far back."""
         who = caller_name(context)
         log_ = self.c.events
         try:
             with self.c.lock:
                 self.c.require_admin(who, "watch the event stream")
+                flt = watch_filter(req, self.c.host_ids)
             log_.check_since(req.since)
         except CMError as exc:
             context.abort(exc.code, exc.message)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except OutOfRange as exc:
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        since = req.since
+        since = sent = req.since
+        sent_at = time.monotonic()
         limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
         log_.watchers += 1
         try:
@@ -211,7 +222,15 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                     context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
                 if batch:
                     since = batch[-1].seq
-                    yield cmpb.WatchEventsResponse(events=batch)
+                    chosen = [e for e in batch if flt.passes(e)] if flt.active else batch
+                    if not chosen and time.monotonic() - sent_at < PROGRESS_SECONDS:
+                        continue
+                elif since > sent:
+                    chosen = []  # quiet now: say how far the skipped events went
+                else:
+                    continue
+                sent, sent_at = since, time.monotonic()
+                yield cmpb.WatchEventsResponse(events=chosen, seq=since)
         finally:
             log_.watchers -= 1
 

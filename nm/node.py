@@ -47,7 +47,7 @@ class NodeManager:
         if cfg.uplink:
             self.networks = HostNetworkAgent(
                 self.client, self.driver, cfg.uplink, netns=cfg.network_namespace or None,
-                resync_seconds=cfg.resync_seconds)
+                resync_seconds=cfg.resync_seconds, host=cfg.hostname)
             bridge_lookup = bridge_lookup or self.networks.bridge_for
             network_status = network_status or self.networks.statuses
         self.servicer = NodeManagerServicer(self.driver, bridge_lookup)

@@ -7,7 +7,7 @@ failure, never a raw `grpc.RpcError`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -62,6 +62,44 @@ def host_ref(host: str | int) -> cm.HostRef:
     if isinstance(host, int) or (isinstance(host, str) and host.isdigit()):
         return cm.HostRef(id=int(host))
     return cm.HostRef(name=host)
+
+
+class EventStream:
+    """One WatchEvents call: iterate for lists of events (a filtered watch may
+    yield empty ones); `seq` is how far the cluster manager has scanned, the
+    point to resume from.  `cancel()` ends it promptly from any thread; the
+    iteration then just stops."""
+
+    def __init__(self, call: Any, since: int) -> None:
+        self._call = call
+        self._cancelled = False
+        self.seq = since
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> list[pb.Event]:
+        try:
+            resp = next(self._call)
+        except grpc.RpcError as exc:
+            if self._cancelled or exc.code() == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise TashiError(exc.code(), exc.details() or "") from None
+        events = list(resp.events)
+        self.seq = max(self.seq, resp.seq, events[-1].seq if events else 0)
+        return events
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 class ClusterClient:
@@ -222,21 +260,18 @@ class ClusterClient:
             page_size=MAX_PAGE, page_token=token))[0]
 
     # -- events and placement -------------------------------------------------
-    def watch_events(self, since: int, max_batch: int = 1000) -> Iterator[list[pb.Event]]:
-        """Yield batches of events after `since`; raises TashiError(OUT_OF_RANGE) when
-        `since` is older than the retained history.  Use `.cancel()` on the
-        returned iterator's `stream` attribute to stop from another thread."""
-        stream = self.cm.WatchEvents(cm.WatchEventsRequest(since=since, max_batch=max_batch),
-                                     metadata=user_metadata(self.user))
-        try:
-            for resp in stream:
-                yield list(resp.events)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise TashiError(exc.code(), exc.details() or "") from None
-        finally:
-            stream.cancel()
+    def watch_events(self, since: int, max_batch: int = 1000,
+                     kinds: Iterable[int] = (), host: str | int | None = None,
+                     timeout: float | None = None) -> EventStream:
+        """Batches of events after `since`, optionally only of `kinds`
+        (`cm.RESOURCE_KIND_*`) and only about `host`; a cancellable handle.
+        Iterating raises TashiError(OUT_OF_RANGE) when `since` is older than
+        the retained history, and TashiError(DEADLINE_EXCEEDED) after `timeout`."""
+        req = cm.WatchEventsRequest(since=since, max_batch=max_batch,
+                                    kinds=[cm.ResourceKind.ValueType(k) for k in kinds],
+                                    host=host_ref(host) if host else None)
+        call = self.cm.WatchEvents(req, metadata=user_metadata(self.user), timeout=timeout)
+        return EventStream(call, since)
 
     def activate(self, placements: list[pl.Placement],
                  request_id: str | None = None) -> pl.ActivateInstancesResponse:

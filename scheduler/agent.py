@@ -1,8 +1,8 @@
 """The placement agent: keeps its own view from the CM's events and proposes placements.
 
-One thread owns the view (this one); the event stream is read on another
-and queued.  A session is: list everything, watch from the listing's
-sequence, then, each time events arrive, place what can be placed:
+One thread owns the view (this one); the shared `Informer` lists and
+watches on another and queues listings and event batches.  After each
+listing, and each time events arrive, it places what can be placed:
 
 - Pending VMs in id order, then Held VMs, but Held ones only when room may
   have appeared since they were last tried (`ClusterView.capacity_epoch`
@@ -18,8 +18,9 @@ sequence, then, each time events arrive, place what can be placed:
 - A VM whose start failed on a host (Activating there, then Held) is kept
   off that host for a while (doubling per failure) and placed elsewhere.
 
-`OUT_OF_RANGE` on the stream, a broken stream, or `resync_seconds` passing
-starts a new session (a relist); nothing is kept across sessions but the
+`OUT_OF_RANGE` on the stream, `resync_seconds` passing, or an error
+talking to the CM brings a new listing (the informer relists; a broken
+stream is resumed from its seq); nothing is kept across listings but the
 start-failure bans, so a restarted scheduler misses nothing, and the CM's
 state check makes sure nothing is placed twice.
 """
@@ -33,11 +34,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-import grpc
+from dataclasses import dataclass, field
 
 from tashi.runtime.client import ClusterClient, TashiError
+from tashi.runtime.informer import Informer, Listing
 from tashi.scheduler.cluster import ClusterView
 from tashi.scheduler.config import SchedulerConfig
 from tashi.scheduler.convert import host_view, vm_spec
@@ -45,7 +45,6 @@ from tashi.scheduler.hooks import Hook, HookChain, NetworkInfo
 from tashi.scheduler.ipam import IpAllocator
 from tashi.scheduler.model import Chosen, Policy, VmSpec, VmState
 from tashi.scheduler.placer import Placer
-from tashi.scheduler.stream import EventWatch, Item, Listing, list_all
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
 
@@ -56,8 +55,30 @@ _DELETED = {pb.EVENT_TYPE_HOST_DELETED, pb.EVENT_TYPE_INSTANCE_DELETED,
 MAX_BAN_SECONDS = 600.0
 
 
-class Restart(Exception):
-    """End the session and relist."""
+_NEVER = 2**62
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the informer handed over: a listing, or a batch of events."""
+
+    listing: Listing | None = None
+    events: list[pb.Event] = field(default_factory=list)
+
+
+class _Enqueue:
+    """The agent's informer handler: hand everything to the agent's own thread, in order."""
+
+    def __init__(self, out: queue.Queue[Item | None]) -> None:
+        self._out = out
+
+    def on_list(self, listing: Listing, reason: str) -> None:
+        if reason:
+            log.info("relisting: %s", reason)
+        self._out.put(Item(listing=listing))
+
+    def on_events(self, events: list[pb.Event]) -> None:
+        self._out.put(Item(events=events))
 
 
 @dataclass
@@ -89,9 +110,10 @@ class Agent:
         self.seq = 0
         self._queue: queue.Queue[Item | None] = queue.Queue()
         self._stopping = threading.Event()
-        self._watch: EventWatch | None = None
-        self._generation = 0
-        self._ready_seq = 0
+        self.informer: Informer | None = None
+        self._ready_seq = _NEVER  # nothing is decided before the first listing is whole
+        self._passing = False
+        self._relisted: Listing | None = None
         # vm id -> sequence the view must reach before the VM is decided again.
         self._retry_after: dict[int, int] = {}
         self._refusals: Counter[int] = Counter()
@@ -106,52 +128,54 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> None:
-        """Run sessions until `stop`; a CM that is away is waited for."""
+        """Follow the CM through an informer and place until `stop`; a CM that is
+        away is waited for (by the informer, with backoff)."""
+        self.informer = Informer(self.client, _Enqueue(self._queue),
+                                 resync_seconds=self.config.resync_seconds, name="scheduler")
+        self.informer.start()
         delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._session()
-                delay = 0.5
-            except Restart as why:
-                log.info("relisting: %s", why)
-            except TashiError as exc:
-                log.warning("cluster manager at %s: %s; retrying in %.1fs",
-                            self.client.address, exc, delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
-        self._cancel_watch()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._step()
+                    delay = 0.5
+                except TashiError as exc:
+                    log.warning("cluster manager at %s: %s; relisting in %.1fs",
+                                self.client.address, exc, delay)
+                    self._ready_seq = _NEVER  # decide nothing until the new listing
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 10.0)
+                    self.informer.resync(f"after an error: {exc}")
+        finally:
+            self.informer.stop()
 
     def stop(self) -> None:
         self._stopping.set()
         self._queue.put(None)
 
-    # -- session ----------------------------------------------------------------------
-    def _session(self) -> None:
-        self._relist()
-        self.stats.sessions += 1
-        if self.on_connected is not None:
-            self.on_connected()
-        resync_at = time.monotonic() + self.config.resync_seconds
-        while not self._stopping.is_set():
-            # The listing itself may hold Pending VMs: decide before waiting.
-            self.view.expire_avoids()
-            if self.seq >= self._ready_seq:
-                self._dirty = False
+    # -- one step ---------------------------------------------------------------------
+    def _step(self) -> None:
+        # The listing itself may hold Pending VMs: decide before waiting.
+        self.view.expire_avoids()
+        if self.seq >= self._ready_seq:
+            self._dirty = False
+            try:
+                self._passing = True
                 self._schedule()
-            if self._dirty:
-                self._drain()  # events came in during the pass: look again at once
-            else:
-                self._wait(resync_at)
-            if time.monotonic() >= resync_at:
-                raise Restart("periodic resync")
+            finally:
+                self._passing = False
+        if self._relisted is not None:
+            listing, self._relisted = self._relisted, None
+            self._load(listing)
+        elif self._dirty:
+            self._drain()  # events came in during the pass: look again at once
+        else:
+            self._wait()
 
-    def _wait(self, resync_at: float) -> None:
-        """Block until something arrives (or a deadline), then apply all that queued."""
-        deadline = resync_at
+    def _wait(self) -> None:
+        """Block until something arrives (or a ban ends), then apply all that queued."""
         ban_end = self.view.next_avoid_expiry()
-        if ban_end is not None:
-            deadline = min(deadline, ban_end)
-        timeout = max(0.0, deadline - time.monotonic())
+        timeout = None if ban_end is None else max(0.0, ban_end - time.monotonic())
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -160,7 +184,8 @@ class Agent:
         self._drain()
 
     def _drain(self) -> None:
-        while True:
+        """Apply what queued, up to a new listing (kept for after the pass)."""
+        while self._relisted is None:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -168,27 +193,16 @@ class Agent:
             self._handle(item)
 
     def _handle(self, item: Item | None) -> None:
-        if item is None or item.generation != self._generation:
+        if item is None:
             return
-        if item.error is not None:
-            if item.error.code == grpc.StatusCode.OUT_OF_RANGE:
-                raise Restart(f"events after {self.seq} are no longer kept")
-            raise item.error
-        for event in item.events or ():
+        if item.listing is not None:
+            if self._passing:
+                self._relisted = item.listing
+            else:
+                self._load(item.listing)
+            return
+        for event in item.events:
             self._apply(event)
-
-    def _cancel_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-
-    def _relist(self) -> None:
-        self._cancel_watch()
-        listing = list_all(self.client)
-        self._load(listing)
-        self._generation += 1
-        self._watch = EventWatch(self.client, listing.seq_min, self._queue, self._generation)
-        self._watch.start()
 
     def _load(self, listing: Listing) -> None:
         old = self.view
@@ -204,13 +218,16 @@ class Agent:
             vm = vm_spec(inst)
             self.view.upsert_instance(vm)
             self.hooks.observe(vm)
-        self.seq = listing.seq_min
+        self.seq = listing.seq
         self._ready_seq = listing.seq_max
         self._retry_after.clear()
         self._refusals.clear()
         self._confirmed.clear()
         self._holding.clear()
         self._held_epoch = -1
+        self.stats.sessions += 1
+        if self.on_connected is not None:
+            self.on_connected()
 
     # -- events -------------------------------------------------------------------------
     def _apply(self, event: pb.Event) -> None:
@@ -315,6 +332,8 @@ class Agent:
                         self._propose(batch)
                         batch = {}
                         self._drain()
+                        if self._relisted is not None:
+                            return  # the rest is decided again on the new listing
                     continue
                 reason = prepared.refusal
             else:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from tashi.cm.eventlog import EventLog
 from tashi.runtime.client import ClusterClient
-from tashi.scheduler.agent import Agent, Restart
+from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
 from tashi.scheduler.hooks import Hook, PreCreate
 from tashi.scheduler.model import HostView, VmSpec
-from tashi.scheduler.stream import EventWatch, Item
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
 from tests.cluster import wait_for
@@ -158,22 +157,34 @@ def test_periodic_resync_places_nothing_twice(cmx: InProcCM) -> None:
         assert agent.stats.accepted == 8 and agent.stats.refused == 0
 
 
-def test_out_of_range_starts_a_relist(cmx: InProcCM) -> None:
-    """A watch from before the retained history answers OUT_OF_RANGE; the agent turns that
-    into a relist."""
-    root = cmx.client()
-    add_hosts(root, [(1, 1024)])
-    cmx.cluster.events.trimmed_to(3)  # as the CM's pruning does past the retention
-    out: queue.Queue[Item | None] = queue.Queue()
-    watch = EventWatch(root, since=0, out=out, generation=1)
-    watch.start()
-    item = out.get(timeout=10)
-    assert item is not None and item.error is not None
-    assert item.error.code == grpc.StatusCode.OUT_OF_RANGE
-    agent = Agent(root, SchedulerConfig(cm=cmx.address))
-    agent._generation = 1
-    with pytest.raises(Restart):
-        agent._handle(item)
+def test_out_of_range_starts_a_relist(cmx: InProcCM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """History pruned past the agent's seq while its watch is held up: the watch
+    answers OUT_OF_RANGE, the agent relists and places what it never heard of."""
+    root, alice = cmx.client(), cmx.client("alice")
+    add_hosts(root, [(2, 4096)])
+    gate = threading.Event()
+    gate.set()
+    real_read = EventLog.read_after
+
+    def gated(log: EventLog, since: int, limit: int, timeout: float) -> list[pb.Event]:
+        gate.wait()
+        return real_read(log, since, limit, timeout)
+
+    monkeypatch.setattr(EventLog, "read_after", gated)
+    with running_agent(cmx.address, resync_seconds=3600) as agent:
+        c = cmx.cluster
+        wait_for(lambda: agent.seq == c.events.last_seq and agent.stats.sessions == 1 or None,
+                 what="the agent caught up")
+        gate.clear()
+        time.sleep(1.2)  # a read in flight ends (1 s wait); the next waits at the gate
+        alice.create_instances(spec("late"), count=2)
+        with c.lock:
+            c.cfg.event_retention = 1
+            c._prune()
+        gate.set()
+        wait_for(lambda: all(i.status.state == ACTIVATING for i in alice.list_instances()) or None,
+                 what="the VMs placed after the relist")
+        assert agent.stats.sessions == 2
 
 
 class Rival(Hook):

@@ -25,11 +25,13 @@ log = logging.getLogger(__name__)
 
 class HostNetworkAgent:
     def __init__(self, client: ClusterClient, driver: Driver, uplink: str, *,
-                 netns: str | None = None, resync_seconds: float = 30.0) -> None:
+                 netns: str | None = None, resync_seconds: float = 30.0,
+                 host: str | None = None) -> None:
         self.driver = driver
         self.netns = netns
         self.networking = HostNetworking(uplink, netns)
-        self.watcher = NetworkWatcher(client, self.networking, resync_seconds=resync_seconds)
+        self.watcher = NetworkWatcher(client, self.networking, resync_seconds=resync_seconds,
+                                      host=host)
         self.snooper: DhcpSnooper | None = None
 
     def statuses(self) -> list[pb.HostNetworkStatus]:

@@ -1,8 +1,9 @@
 """Keeps this host's networks converged to the cluster manager's list.
 
-One thread follows the CM: it lists the networks, then watches NETWORK_*
-events from the sequence the listing is consistent with (relisting on
-OUT_OF_RANGE or after the CM was unreachable).  Another converges: at once
+The shared `Informer` follows the CM: it lists the networks, then watches
+network events only (and, given the host's name, only this host's events)
+from the sequence the listing is consistent with, relisting on
+OUT_OF_RANGE and resuming after the CM was unreachable.  Another converges: at once
 when the list changes, and every `resync_seconds` anyway, so a link removed
 by hand or left half-made is repaired without any event.  The node manager
 reads `statuses()` into its registration and heartbeats, and `bridge_for()`
@@ -13,16 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-
-import grpc
 
 from tashi.nm.network.converge import HostNetworking
 from tashi.nm.network.spec import NetworkSpec
 from tashi.nm.network.status import NetworkStatus
-from tashi.runtime.auth import user_metadata
-from tashi.runtime.client import ClusterClient, TashiError
-from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.runtime.client import ClusterClient
+from tashi.runtime.informer import NETWORK, Informer, Listing
 from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -38,7 +35,7 @@ LIST_TIMEOUT = 5.0
 
 class NetworkWatcher:
     def __init__(self, client: ClusterClient, networking: HostNetworking, *,
-                 resync_seconds: float = 30.0) -> None:
+                 resync_seconds: float = 30.0, host: str | None = None) -> None:
         self.client = client
         self.networking = networking
         self.resync_seconds = resync_seconds
@@ -48,12 +45,11 @@ class NetworkWatcher:
         self._statuses: tuple[NetworkStatus, ...] = ()
         self._passes = 0
         self._stopping = False
-        self._stream: Any = None
-        self._threads = [
-            threading.Thread(target=self._follow, name="nm-network-watch", daemon=True),
-            threading.Thread(target=self._converge_loop, name="nm-network-converge",
-                             daemon=True),
-        ]
+        self.informer = Informer(client, self, kinds=[NETWORK], host=host,
+                                 retry_seconds=RETRY_SECONDS, max_retry_seconds=RETRY_SECONDS,
+                                 name="nm-network-watch")
+        self._converger = threading.Thread(target=self._converge_loop,
+                                           name="nm-network-converge", daemon=True)
 
     # -- what the node manager reads --------------------------------------------
     def statuses(self) -> list[pb.HostNetworkStatus]:
@@ -75,20 +71,17 @@ class NetworkWatcher:
     def start(self, first_pass_timeout: float = LIST_TIMEOUT) -> None:
         """Start following; wait up to `first_pass_timeout` for the first convergence
         so the host registers with its network status rather than without."""
-        for t in self._threads:
-            t.start()
+        self.informer.start()
+        self._converger.start()
         self.wait_passes(1, first_pass_timeout)
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            stream = self._stream
             self._cond.notify_all()
-        if stream is not None:
-            stream.cancel()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=LIST_TIMEOUT + 1)
+        self.informer.stop(timeout=LIST_TIMEOUT + 1)
+        if self._converger.is_alive():
+            self._converger.join(timeout=LIST_TIMEOUT + 1)
 
     def wait_passes(self, count: int, timeout: float) -> bool:
         """Block until `count` convergence passes have run in total (tests, startup)."""
@@ -96,61 +89,19 @@ class NetworkWatcher:
             return self._cond.wait_for(lambda: self._passes >= count or self._stopping,
                                        timeout=timeout) and self._passes >= count
 
-    # -- following the CM -----------------------------------------------------------
-    def _follow(self) -> None:
-        seq: int | None = None
-        failed = ""
-        while not self._stopped():
-            try:
-                if seq is None:
-                    seq = self._relist()
-                seq = self._watch(seq)
-                failed = ""
-            except TashiError as exc:
-                if exc.code == grpc.StatusCode.OUT_OF_RANGE:
-                    seq = None
-                    continue
-                if str(exc) != failed:
-                    log.warning("network watch: %s (retrying)", exc)
-                failed = str(exc)
-                seq = None
-                with self._cond:
-                    self._cond.wait_for(lambda: self._stopping, timeout=RETRY_SECONDS)
-
-    def _relist(self) -> int:
-        # Watch from the lowest seq the pages answered: later network events
-        # are replayed on top.
-        networks, seq, _newest = self.client.list_networks_at()
+    # -- the informer's handler -------------------------------------------------------
+    def on_list(self, listing: Listing, reason: str) -> None:
         with self._cond:
-            self._desired = {n.id: n for n in networks}
+            self._desired = {n.id: n for n in listing.networks}
             self._dirty = True
             self._cond.notify_all()
-        log.debug("networks listed at seq %d: %s", seq, sorted(n.id for n in networks))
-        return int(seq)
+        log.debug("networks listed at seq %d: %s", listing.seq,
+                  sorted(n.id for n in listing.networks))
 
-    def _watch(self, since: int) -> int:
-        stream = self.client.cm.WatchEvents(cmpb.WatchEventsRequest(since=since),
-                                            metadata=user_metadata(self.client.user))
-        with self._cond:
-            if self._stopping:
-                stream.cancel()
-                return since
-            self._stream = stream
-        try:
-            for resp in stream:
-                for event in resp.events:
-                    since = max(since, event.seq)
-                    if event.type in NETWORK_EVENTS:
-                        self._apply(event)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                raise TashiError(exc.code(), exc.details() or "") from None
-        finally:
-            with self._cond:
-                self._stream = None
-        if not self._stopped():
-            raise TashiError(grpc.StatusCode.UNAVAILABLE, "event stream ended")
-        return since
+    def on_events(self, events: list[pb.Event]) -> None:
+        for event in events:
+            if event.type in NETWORK_EVENTS:
+                self._apply(event)
 
     def _apply(self, event: pb.Event) -> None:
         net = event.network
@@ -194,6 +145,3 @@ class NetworkWatcher:
                 else:
                     log.warning("network %d not available: %s", s.network_id, s.reason)
 
-    def _stopped(self) -> bool:
-        with self._cond:
-            return self._stopping

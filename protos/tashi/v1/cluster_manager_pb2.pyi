@@ -1,11 +1,25 @@
 from tashi.v1 import resources_pb2 as _resources_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ResourceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOURCE_KIND_UNSPECIFIED: _ClassVar[ResourceKind]
+    RESOURCE_KIND_HOST: _ClassVar[ResourceKind]
+    RESOURCE_KIND_INSTANCE: _ClassVar[ResourceKind]
+    RESOURCE_KIND_NETWORK: _ClassVar[ResourceKind]
+    RESOURCE_KIND_USER: _ClassVar[ResourceKind]
+RESOURCE_KIND_UNSPECIFIED: ResourceKind
+RESOURCE_KIND_HOST: ResourceKind
+RESOURCE_KIND_INSTANCE: ResourceKind
+RESOURCE_KIND_NETWORK: ResourceKind
+RESOURCE_KIND_USER: ResourceKind
 
 class InstanceRef(_message.Message):
     __slots__ = ("id", "name")
@@ -404,15 +418,21 @@ class ListImagesResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[_resources_pb2.Image, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("since", "max_batch")
+    __slots__ = ("since", "max_batch", "kinds", "host")
     SINCE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     since: int
     max_batch: int
-    def __init__(self, since: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[ResourceKind]
+    host: HostRef
+    def __init__(self, since: _Optional[int] = ..., max_batch: _Optional[int] = ..., kinds: _Optional[_Iterable[_Union[ResourceKind, str]]] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ...) -> None: ...
 
 class WatchEventsResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "seq")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Event]
-    def __init__(self, events: _Optional[_Iterable[_Union[_resources_pb2.Event, _Mapping]]] = ...) -> None: ...
+    seq: int
+    def __init__(self, events: _Optional[_Iterable[_Union[_resources_pb2.Event, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...

@@ -284,7 +284,7 @@ class Reservation(_message.Message):
     def __init__(self, host_id: _Optional[int] = ..., host_name: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "time", "type", "actor", "message", "host", "instance", "network", "user")
+    __slots__ = ("seq", "time", "type", "actor", "message", "host", "instance", "network", "user", "host_ids")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +294,7 @@ class Event(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    HOST_IDS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: _timestamp_pb2.Timestamp
     type: EventType
@@ -303,4 +304,5 @@ class Event(_message.Message):
     instance: Instance
     network: Network
     user: User
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[_Union[EventType, str]] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
+    host_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[_Union[EventType, str]] = ..., actor: _Optional[str] = ..., message: _Optional[str] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., user: _Optional[_Union[User, _Mapping]] = ..., host_ids: _Optional[_Iterable[int]] = ...) -> None: ...
