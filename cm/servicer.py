@@ -1,4 +1,7 @@
-"""gRPC handlers of the cluster manager: translate, delegate, map errors to status codes."""
+"""gRPC handlers of the cluster manager: translate and delegate.
+
+What they raise becomes a status in the shared error interceptor
+(`tashi.runtime.interceptors`), which `runtime.server.start` installs."""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ from typing import Any
 import grpc
 
 from tashi.cm import admin, instances, nodes, placement
+from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster
-from tashi.cm.errors import CMError, invalid
 from tashi.cm.eventlog import OutOfRange
 from tashi.runtime.auth import caller_name
+from tashi.runtime.errors import invalid, out_of_range
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2 as nr
@@ -25,16 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any], Any]:
-    """Turn CMError into the status it names; anything else is INTERNAL, logged."""
+    """Hand the caller's name to the handler as `who`."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(self, request, context, caller_name(context))
-        except CMError as exc:
-            context.abort(exc.code, exc.message)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return fn(self, request, context, caller_name(context))
 
     return wrapper
 
@@ -45,6 +44,9 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
 
     @handler
     def CreateInstance(self, req: cmpb.CreateInstanceRequest, ctx: Any, who: str) -> Any:
+        # Here rather than in instances._template only to keep out of that module
+        # while the spec/status split rewrites it; it belongs there.
+        v.check_nic_count(len(req.instance.nics))
         return instances.create(self.c, who, req)
 
     @handler
@@ -192,14 +194,12 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                     context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:
         who = caller_name(context)
         log_ = self.c.events
+        with self.c.lock:
+            self.c.require_admin(who, "watch the event stream")
         try:
-            with self.c.lock:
-                self.c.require_admin(who, "watch the event stream")
             log_.check_since(req.since)
-        except CMError as exc:
-            context.abort(exc.code, exc.message)
         except OutOfRange as exc:
-            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            raise out_of_range(str(exc)) from None
         since = req.since
         limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
         log_.watchers += 1
@@ -208,7 +208,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                 try:
                     batch = log_.read_after(since, limit, timeout=1.0)
                 except OutOfRange as exc:
-                    context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+                    raise out_of_range(str(exc)) from None
                 if batch:
                     since = batch[-1].seq
                     yield cmpb.WatchEventsResponse(events=batch)
