@@ -5,5 +5,5 @@ relists on OUT_OF_RANGE, reconciles periodically); ledger.py commits each
 batch of events, the billed intervals, usage-curve points and instance views
 with that sequence in one SQLite transaction; phases.py says which states
 are billed; usage.py, curves.py and spans.py answer GetUsage; service.py is
-the gRPC face and client.py the typed client the CLI uses.
+the gRPC face; the typed client the CLI uses is tashi.runtime.accounting_client.
 """

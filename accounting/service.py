@@ -1,8 +1,8 @@
-"""AccountingService: translates requests, checks who may see what, delegates."""
+"""AccountingService: translates requests, checks who may see what, delegates.
+
+Refusals are `ServiceError`s, answered by the shared error interceptor."""
 
 from __future__ import annotations
-
-from typing import NoReturn
 
 import grpc
 
@@ -11,6 +11,7 @@ from tashi.accounting.listing import EntryFilter, list_entries
 from tashi.accounting.timeutil import now_ns, ns_to_ts, ts_to_ns
 from tashi.accounting.usage import GroupBy, UsageRow, usage
 from tashi.runtime.auth import caller_name
+from tashi.runtime.errors import denied, invalid, unauthenticated
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc
 
@@ -23,11 +24,6 @@ _GROUP_BY = {
     apb.USAGE_GROUP_BY_INSTANCE: GroupBy.INSTANCE,
     apb.USAGE_GROUP_BY_HOST: GroupBy.HOST,
 }
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable")
 
 
 def usage_record(row: UsageRow) -> apb.UsageRecord:
@@ -62,8 +58,7 @@ class AccountingServicer(apb_grpc.AccountingServiceServicer):
     def _caller(self, context: grpc.ServicerContext) -> tuple[str, bool]:
         caller = caller_name(context)
         if not caller:
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED,
-                   "no user name in the request metadata (x-tashi-user)")
+            raise unauthenticated("no user name in the request metadata (x-tashi-user)")
         return caller, caller in self.admins
 
     def GetUsage(self, request: apb.GetUsageRequest,
@@ -72,20 +67,17 @@ class AccountingServicer(apb_grpc.AccountingServiceServicer):
         user: str | None = request.user or None
         if not admin:
             if user is not None and user != caller:
-                _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                       f"{caller} may see only their own usage, not {user}'s")
+                raise denied(f"{caller} may see only their own usage, not {user}'s")
             user = caller
         now = now_ns()
         start = ts_to_ns(request.start_time) if request.HasField("start_time") else 0
         end = min(ts_to_ns(request.end_time), now) if request.HasField("end_time") else now
         if request.HasField("start_time") and request.HasField("end_time") \
                 and ts_to_ns(request.end_time) < start:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                   "end_time is before start_time")
+            raise invalid("end_time is before start_time")
         group_by = _GROUP_BY.get(request.group_by)
         if group_by is None:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                   f"unknown group_by {request.group_by}")
+            raise invalid(f"unknown group_by {request.group_by}")
         conn = self.ledger.reader()
         conn.execute("BEGIN")
         try:
@@ -109,16 +101,15 @@ class AccountingServicer(apb_grpc.AccountingServiceServicer):
                    context: grpc.ServicerContext) -> apb.ListEventsResponse:
         caller, admin = self._caller(context)
         if request.page_size < 0:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+            raise invalid("page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         try:
             after_id = int(request.page_token) if request.page_token else 0
         except ValueError:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                   f"page_token {request.page_token!r} was not issued by this service")
+            raise invalid(f"page_token {request.page_token!r} was not issued by this service"
+                          ) from None
         if not admin and request.owner and request.owner != caller:
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                   f"{caller} may see only their own events, not {request.owner}'s")
+            raise denied(f"{caller} may see only their own events, not {request.owner}'s")
         flt = EntryFilter(
             kinds=list(request.kinds), types=list(request.types),
             instance_id=request.instance_id, host_id=request.host_id, owner=request.owner,

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tashi.accounting.client import AccountingClient
 from tashi.accounting.ledger import Ledger
 from tashi.accounting.usage import GroupBy, usage, usage_scan
+from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.version import VERSION
 from tashi.v1 import cluster_manager_pb2 as cmpb

@@ -10,8 +10,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tashi.accounting.client import DEFAULT_ACCOUNTING, GROUP_BY, AccountingClient
 from tashi.cli.context import Context, UsageError
+from tashi.runtime.accounting_client import DEFAULT_ACCOUNTING, GROUP_BY, AccountingClient
 from tashi.runtime.names import host_state_name, instance_state_name
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb

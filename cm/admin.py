@@ -6,7 +6,7 @@ import os
 
 from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, copy_of
-from tashi.cm.errors import exists, invalid, not_found, precondition
+from tashi.runtime.errors import exists, invalid, not_found, precondition
 from tashi.runtime.names import host_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 from google.protobuf.message import Message
 
 from tashi.cm import lifecycle
 from tashi.cm.config import CMConfig
-from tashi.cm.errors import CMError, denied, invalid, not_found
 from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store
 from tashi.cm.watch import stamp_hosts
+from tashi.runtime.errors import denied, invalid, not_found, unauthenticated
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -194,10 +193,8 @@ class Cluster:
         uid = self.user_ids.get(name)
         if uid is None:
             if not name:
-                raise CMError(grpc.StatusCode.UNAUTHENTICATED,
-                              "no user given: set --user or TASHI_USER")
-            raise CMError(grpc.StatusCode.UNAUTHENTICATED,
-                          f"unknown user {name!r}: an admin adds it with `tashi addUser`")
+                raise unauthenticated("no user given: set --user or TASHI_USER")
+            raise unauthenticated(f"unknown user {name!r}: an admin adds it with `tashi addUser`")
         return self.users[uid]
 
     def is_admin(self, name: str) -> bool:

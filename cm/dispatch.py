@@ -10,7 +10,6 @@ call left it, so late answers never undo newer changes.
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,9 @@ import grpc
 
 from tashi.cm.cluster import Cluster, Txn, move
 from tashi.cm.instances import remove
-from tashi.runtime.auth import user_metadata
-from tashi.runtime.client import channel
+from tashi.runtime.nm_client import NodeManagerClients
+from tashi.runtime.rpc import TashiError
 from tashi.v1 import node_manager_pb2 as nmpb
-from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -49,40 +47,24 @@ CALLS = {
 }
 
 
-def _details(exc: grpc.RpcError) -> str:
-    return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
-
-
 class Dispatcher:
     def __init__(self, cluster: Cluster, workers: int = 32) -> None:
         self.cluster = cluster
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nm-call")
-        self._stubs: dict[str, nm_grpc.NodeManagerServiceStub] = {}
-        self._channels: list[grpc.Channel] = []
-        self._lock = threading.Lock()
-        self.timeout = cluster.cfg.nm_call_seconds
-        self.metadata = user_metadata(cluster.cfg.admins[0] if cluster.cfg.admins else "root")
+        self.nms = NodeManagerClients(
+            user=cluster.cfg.admins[0] if cluster.cfg.admins else "root",
+            timeout=cluster.cfg.nm_call_seconds)
         cluster.dispatch = self.submit
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for ch in self._channels:
-            ch.close()
+        self.nms.close()
 
     def submit(self, action: str, iid: int) -> None:
         try:
             self.pool.submit(self._run, action, iid)
         except RuntimeError:  # shutting down
             pass
-
-    def stub(self, address: str) -> nm_grpc.NodeManagerServiceStub:
-        with self._lock:
-            stub = self._stubs.get(address)
-            if stub is None:
-                ch = channel(address)
-                self._channels.append(ch)
-                stub = self._stubs[address] = nm_grpc.NodeManagerServiceStub(ch)
-            return stub
 
     def _run(self, action: str, iid: int) -> None:
         try:
@@ -130,21 +112,19 @@ class Dispatcher:
         if snap is None:
             return
         inst, host = snap
-        stub = self.stub(host.nm_address)
+        nm = self.nms.get(host.nm_address)
         suspend_file = inst.status.suspend_image
         try:
             if suspend_file:
-                vm = stub.ResumeVm(nmpb.ResumeVmRequest(
+                vm = nm.resume_vm(nmpb.ResumeVmRequest(
                     request_id=f"resume-{iid}-{inst.update_time.ToNanoseconds()}",
-                    instance=inst, suspend_file=suspend_file, networks=self._networks(inst)),
-                    timeout=self.timeout, metadata=self.metadata).vm
+                    instance=inst, suspend_file=suspend_file, networks=self._networks(inst))).vm
             else:
-                vm = stub.StartVm(nmpb.StartVmRequest(
+                vm = nm.start_vm(nmpb.StartVmRequest(
                     request_id=f"start-{iid}-{inst.update_time.ToNanoseconds()}",
-                    instance=inst, networks=self._networks(inst)),
-                    timeout=self.timeout, metadata=self.metadata).vm
-        except grpc.RpcError as exc:
-            reason = f"start on {host.name} failed: {_details(exc)}"
+                    instance=inst, networks=self._networks(inst))).vm
+        except TashiError as exc:
+            reason = f"start on {host.name} failed: {exc}"
 
             self._finish(iid, S.INSTANCE_STATE_ACTIVATING, lambda txn, cur: move(
                 txn, cur, S.INSTANCE_STATE_HELD, reason, reason))
@@ -166,19 +146,16 @@ class Dispatcher:
         if snap is None:
             return
         inst, host = snap
-        stub = self.stub(host.nm_address)
-        method = getattr(stub, f"{action.capitalize()}Vm")
-        request = getattr(nmpb, f"{action.capitalize()}VmRequest")(
-            request_id=f"{action}-{iid}-{inst.update_time.ToNanoseconds()}", instance_id=iid)
+        nm = self.nms.get(host.nm_address)
         try:
-            answer = method(request, timeout=self.timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            if action == "destroy" and code == grpc.StatusCode.NOT_FOUND:
+            answer = nm.simple_action(action, iid,
+                                      f"{action}-{iid}-{inst.update_time.ToNanoseconds()}")
+        except TashiError as exc:
+            if action == "destroy" and exc.code == grpc.StatusCode.NOT_FOUND:
                 self._finish(iid, call.expect, lambda txn, cur: remove(
                     txn, cur, f"destroyed (it was no longer on {host.name})"))
                 return
-            reason = f"{action} on {host.name} failed: {_details(exc)}"
+            reason = f"{action} on {host.name} failed: {exc}"
             log.warning("instance %d: %s", iid, reason)
             if action != "destroy":
                 def undo(txn: Txn, cur: pb.Instance) -> None:
@@ -191,9 +168,12 @@ class Dispatcher:
             self._finish(iid, call.expect, lambda txn, cur: remove(
                 txn, cur, f"destroyed on {host.name}"))
         elif call.done == S.INSTANCE_STATE_SUSPENDED:
+            assert isinstance(answer, nmpb.SuspendVmResponse)
+            suspend_file = answer.suspend_file
+
             def suspended(txn: Txn, cur: pb.Instance) -> None:
                 def edit(status: pb.InstanceStatus) -> None:
-                    status.suspend_image = answer.suspend_file
+                    status.suspend_image = suspend_file
                     status.suspend_host_id = host.id
                 move(txn, cur, S.INSTANCE_STATE_SUSPENDED, f"suspended on {host.name}", edit=edit)
             self._finish(iid, call.expect, suspended)
@@ -220,26 +200,22 @@ class Dispatcher:
         if target is None:
             back("migration target host is gone")
             return
-        src, dst = self.stub(source.nm_address), self.stub(target.nm_address)
+        src, dst = self.nms.get(source.nm_address), self.nms.get(target.nm_address)
         rid = f"migrate-{iid}-{inst.update_time.ToNanoseconds()}"
         try:
-            cookie = dst.PrepareReceiveVm(nmpb.PrepareReceiveVmRequest(
-                request_id=rid, instance=inst, networks=self._networks(inst)),
-                timeout=self.timeout, metadata=self.metadata).cookie
-            src.PrepareSourceVm(nmpb.PrepareSourceVmRequest(request_id=rid, instance_id=iid),
-                                timeout=self.timeout, metadata=self.metadata)
+            cookie = dst.prepare_receive_vm(nmpb.PrepareReceiveVmRequest(
+                request_id=rid, instance=inst, networks=self._networks(inst))).cookie
+            src.prepare_source_vm(nmpb.PrepareSourceVmRequest(request_id=rid, instance_id=iid))
             self._finish(iid, S.INSTANCE_STATE_MIGRATE_PREP, lambda txn, cur: move(
                 txn, cur, S.INSTANCE_STATE_MIGRATE_TRANS, f"sending to {target.name}"))
             step = "send"
-            src.SendVm(nmpb.SendVmRequest(request_id=rid, instance_id=iid,
-                                          target_uri=target.nm_address, cookie=cookie),
-                       timeout=self.timeout, metadata=self.metadata)
+            src.send_vm(nmpb.SendVmRequest(request_id=rid, instance_id=iid,
+                                           target_uri=target.nm_address, cookie=cookie))
             step = "receive"
-            vm = dst.ReceiveVm(nmpb.ReceiveVmRequest(request_id=rid, instance_id=iid,
-                                                     cookie=cookie),
-                               timeout=self.timeout, metadata=self.metadata).vm
-        except grpc.RpcError as exc:
-            back(f"migration to {target.name} failed at {step}: {_details(exc)}")
+            vm = dst.receive_vm(nmpb.ReceiveVmRequest(request_id=rid, instance_id=iid,
+                                                      cookie=cookie)).vm
+        except TashiError as exc:
+            back(f"migration to {target.name} failed at {step}: {exc}")
             return
 
         def arrived(txn: Txn, cur: pb.Instance) -> None:

@@ -6,8 +6,8 @@ import time
 
 from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, copy_of, move
-from tashi.cm.errors import exists, invalid, precondition
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, not_allowed
+from tashi.runtime.errors import exists, invalid, precondition
 from tashi.runtime.fit import shortfall
 from tashi.runtime.macs import stable_mac
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -21,6 +21,7 @@ def _spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
     for disk in asked.disks:
         v.check_disk(disk.uri, c.images)
         spec.disks.add(uri=disk.uri, persistent=disk.persistent)
+    v.check_nic_count(len(asked.nics))
     default_net = next((n.id for n in c.networks.values() if n.default), 0)
     for nic in asked.nics:
         net_id = nic.network_id or default_net

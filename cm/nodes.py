@@ -8,9 +8,9 @@ import threading
 import time
 
 from tashi.cm.cluster import Cluster, Txn, copy_of, move
-from tashi.cm.errors import not_found
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
+from tashi.runtime.errors import not_found
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
 from tashi.v1 import node_registry_pb2 as nr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, Usage, move
-from tashi.cm.errors import CMError
+from tashi.runtime.errors import ServiceError
 from tashi.runtime.fit import shortfall
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import placement_pb2 as plpb
@@ -73,7 +73,7 @@ def activate(c: Cluster, actor: str,
             if not reason and inst is not None:
                 try:
                     ips = [v.check_ip(ip) if ip else "" for ip in p.nic_ips]
-                except CMError as exc:
+                except ServiceError as exc:
                     reason = exc.message
                 else:
                     wanted = {(nic.network_id, ip) for nic, ip in

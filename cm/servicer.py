@@ -1,4 +1,7 @@
-"""gRPC handlers of the cluster manager: translate, delegate, map errors to status codes."""
+"""gRPC handlers of the cluster manager: translate and delegate.
+
+What they raise becomes a status in the shared error interceptor
+(`tashi.runtime.interceptors`), which `runtime.server.start` installs."""
 
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ import grpc
 
 from tashi.cm import admin, instances, nodes, placement
 from tashi.cm.cluster import Cluster
-from tashi.cm.errors import CMError, invalid
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import watch_filter
 from tashi.runtime.auth import caller_name
+from tashi.runtime.errors import invalid, out_of_range
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2 as nr
@@ -29,16 +32,11 @@ PROGRESS_SECONDS = 1.0  # a filtered watch hears of skipped events at least this
 
 
 def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any], Any]:
-    """Turn CMError into the status it names; anything else is INTERNAL, logged."""
+    """Hand the caller's name to the handler as `who`."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(self, request, context, caller_name(context))
-        except CMError as exc:
-            context.abort(exc.code, exc.message)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return fn(self, request, context, caller_name(context))
 
     return wrapper
 
@@ -199,17 +197,13 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         (and when the log goes quiet), so a reconnect never scans far back."""
         who = caller_name(context)
         log_ = self.c.events
+        with self.c.lock:
+            self.c.require_admin(who, "watch the event stream")
+            flt = watch_filter(req, self.c.host_ids)
         try:
-            with self.c.lock:
-                self.c.require_admin(who, "watch the event stream")
-                flt = watch_filter(req, self.c.host_ids)
             log_.check_since(req.since)
-        except CMError as exc:
-            context.abort(exc.code, exc.message)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except OutOfRange as exc:
-            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            raise out_of_range(str(exc)) from None
         since = sent = req.since
         sent_at = time.monotonic()
         limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
@@ -219,7 +213,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                 try:
                     batch = log_.read_after(since, limit, timeout=1.0)
                 except OutOfRange as exc:
-                    context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+                    raise out_of_range(str(exc)) from None
                 if batch:
                     since = batch[-1].seq
                     chosen = [e for e in batch if flt.passes(e)] if flt.active else batch

@@ -6,12 +6,14 @@ import ipaddress
 import re
 from pathlib import Path, PurePosixPath
 
-from tashi.cm.errors import invalid, not_found
+from tashi.runtime.errors import invalid, not_found
 from tashi.v1 import resources_pb2 as pb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 MAX_NAME = 63
+# runtime.macs.stable_mac numbers NICs 0..255 within an instance.
+MAX_NICS = 256
 
 
 def check_name(kind: str, name: str) -> str:
@@ -38,6 +40,11 @@ def check_size(cores: int, memory_mib: int, max_cores: int, max_memory_mib: int)
         raise invalid(f"cores must be between 1 and {max_cores}, got {cores}")
     if not 1 <= memory_mib <= max_memory_mib:
         raise invalid(f"memory must be between 1 and {max_memory_mib} MiB, got {memory_mib}")
+
+
+def check_nic_count(count: int) -> None:
+    if count > MAX_NICS:
+        raise invalid(f"an instance may have at most {MAX_NICS} NICs, got {count}")
 
 
 def check_disk(uri: str, images: Path | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tashi.runtime.errors import invalid
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -83,7 +84,7 @@ def watch_filter(req: cmpb.WatchEventsRequest, host_ids: dict[str, int]) -> Watc
     """The request's filter; `host_ids` resolves a host named by name (call under the lock)."""
     kinds = frozenset(KIND_FIELD[k] for k in req.kinds if k in KIND_FIELD)
     if any(k not in KIND_FIELD for k in req.kinds):
-        raise ValueError("kinds: name resource kinds, not RESOURCE_KIND_UNSPECIFIED")
+        raise invalid("kinds: name resource kinds, not RESOURCE_KIND_UNSPECIFIED")
     if not req.HasField("host"):
         return WatchFilter(kinds)
     which = req.host.WhichOneof("ref")
@@ -92,4 +93,4 @@ def watch_filter(req: cmpb.WatchEventsRequest, host_ids: dict[str, int]) -> Watc
     if which == "name" and req.host.name:
         return WatchFilter(kinds, host_id=host_ids.get(req.host.name, 0),
                            host_name=req.host.name)
-    raise ValueError("host: name the host by id or name")
+    raise invalid("host: name the host by id or name")

@@ -1,16 +1,20 @@
-"""Errors the node manager answers with; each names the gRPC status it maps to."""
+"""Errors the node manager answers with; each names the gRPC status it maps to.
+
+They are the shared `ServiceError`, so the server's error interceptor answers
+them like every other service's; the classes keep the driver's code terse."""
 
 from __future__ import annotations
 
 import grpc
 
+from tashi.runtime.errors import ServiceError
 
-class NmError(Exception):
+
+class NmError(ServiceError):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(type(self).code, message)
 
 
 class InvalidArgument(NmError):

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from tashi.nm import metrics
-from tashi.nm.config import NmConfig
-from tashi.nm.errors import NmError
-from tashi.nm.node import NodeManager
-from tashi.runtime import config as rc
-from tashi.runtime import server
+# pyroute2 forks a helper to open netlink sockets in another network namespace;
+# with gRPC's fork handlers on, a fork while a gRPC stream is busy crashed that
+# helper (SIGSEGV) about every other start.  The helper never uses gRPC, so the
+# handlers are not needed.  Read once when grpc is first imported: set it first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from tashi.nm import metrics  # noqa: E402
+from tashi.nm.config import NmConfig  # noqa: E402
+from tashi.nm.errors import NmError  # noqa: E402
+from tashi.nm.node import NodeManager  # noqa: E402
+from tashi.runtime import config as rc  # noqa: E402
+from tashi.runtime import server  # noqa: E402
 
 log = logging.getLogger("tashi.nm")
 

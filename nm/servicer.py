@@ -1,17 +1,16 @@
-"""NodeManagerService: translates protobuf to driver calls and errors to status codes."""
+"""NodeManagerService: translates protobuf to driver calls.
+
+The driver's `NmError`s are `ServiceError`s: the shared error interceptor
+answers their status (see `tashi.runtime.interceptors`)."""
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import grpc
+from typing import Any
 
 from tashi.nm.convert import spec_from_instance, vm_info_pb, vm_stats_pb
 from tashi.nm.driver import Driver
-from tashi.nm.errors import InvalidArgument, NmError
+from tashi.nm.errors import InvalidArgument
 from tashi.nm.model import VmSpec
 from tashi.nm.plumbing import BridgeLookup, bridges_for
 from tashi.v1 import node_manager_pb2 as nm
@@ -20,25 +19,7 @@ from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 MAX_PAGE = 1000
-
-
-def _answers(method: F) -> F:
-    """Turn NmError into its status code with the message a person reads."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except NmError as exc:
-            log.info("%s: %s %s", method.__name__, exc.code.name, exc.message)
-            context.abort(exc.code, exc.message)
-        except Exception as exc:  # a bug: say so rather than hang up
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"node manager error: {exc}")
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _instance_id(value: int) -> int:
@@ -64,76 +45,62 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
                               self.bridge_lookup)
         return spec_from_instance(inst, bridges)
 
-    @_answers
     def StartVm(self, request: nm.StartVmRequest, context: Any) -> nm.StartVmResponse:
         vm = self.driver.start_vm(self._spec(request.instance, request.networks))
         return nm.StartVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def ShutdownVm(self, request: nm.ShutdownVmRequest, context: Any) -> nm.ShutdownVmResponse:
         vm = self.driver.shutdown_vm(_instance_id(request.instance_id))
         return nm.ShutdownVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def DestroyVm(self, request: nm.DestroyVmRequest, context: Any) -> nm.DestroyVmResponse:
         vm = self.driver.destroy_vm(_instance_id(request.instance_id))
         return nm.DestroyVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def PauseVm(self, request: nm.PauseVmRequest, context: Any) -> nm.PauseVmResponse:
         return nm.PauseVmResponse(
             vm=vm_info_pb(self.driver.pause_vm(_instance_id(request.instance_id))))
 
-    @_answers
     def UnpauseVm(self, request: nm.UnpauseVmRequest, context: Any) -> nm.UnpauseVmResponse:
         return nm.UnpauseVmResponse(
             vm=vm_info_pb(self.driver.unpause_vm(_instance_id(request.instance_id))))
 
-    @_answers
     def SuspendVm(self, request: nm.SuspendVmRequest, context: Any) -> nm.SuspendVmResponse:
         vm, path = self.driver.suspend_vm(_instance_id(request.instance_id))
         return nm.SuspendVmResponse(vm=vm_info_pb(vm), suspend_file=path)
 
-    @_answers
     def ResumeVm(self, request: nm.ResumeVmRequest, context: Any) -> nm.ResumeVmResponse:
         suspend_file = request.suspend_file or request.instance.status.suspend_image
         vm = self.driver.resume_vm(self._spec(request.instance, request.networks), suspend_file)
         return nm.ResumeVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def PrepareReceiveVm(self, request: nm.PrepareReceiveVmRequest,
                          context: Any) -> nm.PrepareReceiveVmResponse:
         cookie = self.driver.prepare_receive(self._spec(request.instance, request.networks))
         return nm.PrepareReceiveVmResponse(cookie=cookie)
 
-    @_answers
     def PrepareSourceVm(self, request: nm.PrepareSourceVmRequest,
                         context: Any) -> nm.PrepareSourceVmResponse:
         vm = self.driver.prepare_source(_instance_id(request.instance_id))
         return nm.PrepareSourceVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def SendVm(self, request: nm.SendVmRequest, context: Any) -> nm.SendVmResponse:
         vm = self.driver.send_vm(_instance_id(request.instance_id), request.target_uri,
                                  request.cookie)
         return nm.SendVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def ReceiveVm(self, request: nm.ReceiveVmRequest, context: Any) -> nm.ReceiveVmResponse:
         vm = self.driver.receive_vm(_instance_id(request.instance_id), request.cookie)
         return nm.ReceiveVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def GetVm(self, request: nm.GetVmRequest, context: Any) -> nm.GetVmResponse:
         vm = self.driver.get_vm(_instance_id(request.instance_id))
         return nm.GetVmResponse(vm=vm_info_pb(vm))
 
-    @_answers
     def GetVmStats(self, request: nm.GetVmStatsRequest, context: Any) -> nm.GetVmStatsResponse:
         stats = self.driver.vm_stats(_instance_id(request.instance_id))
         return nm.GetVmStatsResponse(stats=vm_stats_pb(stats))
 
-    @_answers
     def ListVms(self, request: nm.ListVmsRequest, context: Any) -> nm.ListVmsResponse:
         if request.page_size < 0:
             raise InvalidArgument("page_size must not be negative")

@@ -1,20 +1,21 @@
 """Typed client for the cluster manager, used by the CLI and by the other services.
 
 Callers get protobuf resources back and `TashiError` (code + message) on
-failure, never a raw `grpc.RpcError`.
+failure, never a raw `grpc.RpcError`.  The channel, timeouts and the error
+translation are shared with the other clients in `tashi.runtime.rpc`; the
+names re-exported here (`TashiError`, `channel`, `new_request_id`) keep the
+old imports working.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 
-from tashi.runtime.auth import user_metadata
 from tashi.runtime.names import as_host_state, as_instance_state
-from tashi.runtime.server import MAX_MESSAGE_BYTES
+from tashi.runtime.rpc import RpcClient, TashiError, channel, new_request_id, translate
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2_grpc as reg_grpc
@@ -22,33 +23,11 @@ from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import placement_pb2_grpc as pl_grpc
 from tashi.v1 import resources_pb2 as pb
 
+__all__ = ["DEFAULT_CM", "MAX_PAGE", "ClusterClient", "TashiError", "channel", "host_ref",
+           "instance_ref", "new_request_id"]
+
 DEFAULT_CM = "127.0.0.1:9882"
 MAX_PAGE = 5000
-
-
-class TashiError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_http_proxy", 0),
-        ],
-    )
 
 
 def instance_ref(instance: str | int) -> cm.InstanceRef:
@@ -84,7 +63,7 @@ class EventStream:
         except grpc.RpcError as exc:
             if self._cancelled or exc.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
-            raise TashiError(exc.code(), exc.details() or "") from None
+            raise translate(exc) from None
         events = list(resp.events)
         self.seq = max(self.seq, resp.seq, events[-1].seq if events else 0)
         return events
@@ -102,40 +81,16 @@ class EventStream:
         self.cancel()
 
 
-class ClusterClient:
+class ClusterClient(RpcClient):
     """The cluster manager's three services behind one object."""
 
+    service = "cluster manager"
+
     def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0):
-        self.address = address
-        self.user = user
-        self.timeout = timeout
-        self._channel = channel(address)
+        super().__init__(address, user, timeout)
         self.cm = cm_grpc.ClusterManagerServiceStub(self._channel)
         self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
         self.placement = pl_grpc.PlacementServiceStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> ClusterClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return method(request, timeout=timeout or self.timeout,
-                          metadata=user_metadata(self.user))
-        except grpc.RpcError as exc:
-            raise TashiError(exc.code(), exc.details() or "") from None
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise TashiError(grpc.StatusCode.UNAVAILABLE,
-                             f"cluster manager at {self.address} did not answer") from None
 
     # -- instances -----------------------------------------------------------
     def create_instances(self, spec: pb.Instance, count: int = 0,
@@ -270,7 +225,7 @@ class ClusterClient:
         req = cm.WatchEventsRequest(since=since, max_batch=max_batch,
                                     kinds=[cm.ResourceKind.ValueType(k) for k in kinds],
                                     host=host_ref(host) if host else None)
-        call = self.cm.WatchEvents(req, metadata=user_metadata(self.user), timeout=timeout)
+        call = self.cm.WatchEvents(req, metadata=self._metadata, timeout=timeout)
         return EventStream(call, since)
 
     def activate(self, placements: list[pl.Placement],

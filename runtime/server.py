@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tashi.runtime.interceptors import ErrorStatusInterceptor
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -53,10 +55,14 @@ def start(
     max_workers: int = 32,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
 ) -> Running:
-    """Start a server on `listen` (port 0 picks a free one) with health and reflection."""
+    """Start a server on `listen` (port 0 picks a free one) with health and reflection.
+
+    `interceptors` run outermost first; the error interceptor (what handlers
+    raise -> status) always runs last, next to the handlers, so the others see
+    the status the client gets."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=list(interceptors),
+        interceptors=[*interceptors, ErrorStatusInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

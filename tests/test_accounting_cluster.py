@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tashi.accounting.client import AccountingClient
+from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb

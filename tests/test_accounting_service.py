@@ -12,13 +12,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tashi.accounting.client import AccountingClient
 from tashi.accounting.ledger import Ledger
 from tashi.accounting.main import SERVICE_NAME
 from tashi.accounting.service import AccountingServicer
 from tashi.cli.accounting_cmds import parse_time
 from tashi.cli.main import main as cli_main
 from tashi.runtime import server
+from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import TashiError
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc

@@ -12,9 +12,9 @@ import pytest
 from tashi.cm import instances
 from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.config import CMConfig
-from tashi.cm.errors import CMError
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, settle
 from tashi.cm.store import open_store
+from tashi.runtime.errors import ServiceError
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -71,7 +71,7 @@ def test_every_action_from_every_state(cluster: Cluster, action: str, state: int
         expect_call = action != "resume"
         assert (((action, inst.id) in cluster.calls) == expect_call)  # type: ignore[attr-defined]
     else:
-        with pytest.raises(CMError) as err:
+        with pytest.raises(ServiceError) as err:
             instances.act(cluster, "root", action, "", ref, RESP[action])
         assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert instance_state_name(state) in err.value.message

@@ -19,9 +19,9 @@ from tashi.cm import admin, instances, nodes, placement
 from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
-from tashi.cm.errors import CMError
 from tashi.cm.lifecycle import TRANSITIONS, IllegalTransition, settle
 from tashi.cm.store import open_store
+from tashi.runtime.errors import ServiceError
 from tashi.runtime.fit import HOSTLESS
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -237,7 +237,7 @@ def test_every_cause_from_every_state(tmp_path: Path, nm: tuple[ScriptedNM, str]
         seq = w.c.events.last_seq
         try:
             CAUSES[cause](w, inst)
-        except CMError as exc:
+        except ServiceError as exc:
             assert exc.code != grpc.StatusCode.INTERNAL
             assert w.c.events.last_seq == seq, "a refused cause changed something"
         after = w.c.instances.get(inst.id)

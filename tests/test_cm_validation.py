@@ -131,3 +131,15 @@ def test_request_id_retry_returns_first_answer(icm: InProcCM) -> None:
         alice.instance_action("Delete", first[1].id, request_id="req-1")
     assert err.value.code == C.INVALID_ARGUMENT and "already used" in err.value.message
     assert [i.name for i in alice.list_instances()] == ["once-1"]
+
+
+def test_too_many_nics_is_invalid_not_a_crash(icm: InProcCM) -> None:
+    """NIC indexes feed the stable MAC scheme (0..255); past it the CM once crashed."""
+    root = icm.client()
+    root.create_network(pb.Network(id=1, name="flat", kind=pb.NETWORK_KIND_FLAT))
+    before = _world(root)
+    with pytest.raises(TashiError) as err:
+        root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 257))
+    assert err.value.code == C.INVALID_ARGUMENT and "256 NICs" in err.value.message
+    assert _world(root) == before
+    assert len(root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 256))[0].status.nics) == 256

@@ -3,30 +3,21 @@
 The top-level folders become `tashi.cm`, `tashi.nm`, ... only through
 setuptools' package-dir mapping, which mypy cannot follow through an
 editable install (every `tashi.*` import would silently be `Any`).  This
-builds the `tashi` package as a tree of links in a scratch directory and
-checks it as one package, so imports between services are really checked.
+checks the `tashi` package as a tree of links (tools/package_tree.py) as one
+package, so imports between services are really checked.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
-import tomllib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from package_tree import ROOT, package_tree
 
 
 def main() -> int:
-    with open(ROOT / "pyproject.toml", "rb") as fh:
-        mapping: dict[str, str] = tomllib.load(fh)["tool"]["setuptools"]["package-dir"]
-    with tempfile.TemporaryDirectory(prefix="tashi-typecheck-") as tmp:
-        for package, folder in sorted(mapping.items()):
-            link = Path(tmp, *package.split("."))
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(ROOT / folder, target_is_directory=True)
+    with package_tree() as tree:
+        tmp = str(tree)
         cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
                "-p", "tashi", *sys.argv[1:]]
         env = {"MYPYPATH": tmp, "PATH": "/usr/bin:/bin"}

@@ -117,6 +117,7 @@ class NetworkWatcher:
 
     # -- converging --------------------------------------------------------------------
     def _converge_loop(self) -> None:
+        retry = 0.0  # after a failed pass: seconds until the next try, doubling
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or (
@@ -130,8 +131,13 @@ class NetworkWatcher:
             try:
                 result = self.networking.converge(specs)
             except Exception:  # a bad pass must not end the loop; the next may succeed
-                log.exception("network convergence failed")
+                retry = min(max(2 * retry, 0.5), self.resync_seconds)
+                log.exception("network convergence failed; trying again in %.1f s", retry)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, timeout=retry)
+                    self._dirty = True
                 continue
+            retry = 0.0
             with self._cond:
                 before = {s.network_id: s for s in self._statuses}
                 self._statuses = result.statuses

@@ -1,18 +1,15 @@
 """Typed client of the accounting service (for the CLI and scripts).
 
-Raises `TashiError` (code + message) like the cluster manager's client.
+Raises `TashiError` (code + message) like the other clients in `tashi.runtime`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tashi.runtime.auth import user_metadata
-from tashi.runtime.client import TashiError, channel
+from tashi.runtime.rpc import RpcClient
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc
 
@@ -21,29 +18,13 @@ GROUP_BY = {"user": apb.USAGE_GROUP_BY_USER, "instance": apb.USAGE_GROUP_BY_INST
             "host": apb.USAGE_GROUP_BY_HOST}
 
 
-class AccountingClient:
+class AccountingClient(RpcClient):
+    service = "accounting service"
+
     def __init__(self, address: str = DEFAULT_ACCOUNTING, user: str = "root",
                  timeout: float = 30.0) -> None:
-        self.address = address
-        self.user = user
-        self.timeout = timeout
-        self._channel = channel(address)
+        super().__init__(address, user, timeout)
         self.stub = apb_grpc.AccountingServiceStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AccountingClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self.timeout, metadata=user_metadata(self.user))
-        except grpc.RpcError as exc:
-            raise TashiError(exc.code(), exc.details() or "") from None
 
     def get_usage(self, user: str = "", start: Timestamp | None = None,
                   end: Timestamp | None = None, group_by: str = "user") -> apb.GetUsageResponse:
@@ -52,7 +33,7 @@ class AccountingClient:
             req.start_time.CopyFrom(start)
         if end is not None:
             req.end_time.CopyFrom(end)
-        return self._call(self.stub.GetUsage, req)  # type: ignore[no-any-return]
+        return self.call(self.stub.GetUsage, req)
 
     def list_events(self, request: apb.ListEventsRequest,
                     limit: int = 0) -> Iterator[apb.LedgerEntry]:
@@ -61,7 +42,7 @@ class AccountingClient:
         req.CopyFrom(request)
         count = 0
         while True:
-            resp = self._call(self.stub.ListEvents, req)
+            resp = self.call(self.stub.ListEvents, req)
             for entry in resp.entries:
                 yield entry
                 count += 1

@@ -1,0 +1,107 @@
+"""The server interceptor that answers every handler's errors the same way.
+
+`runtime.server.start` installs it innermost (next to the handlers), so the
+metrics interceptor outside it counts the status the client really gets.
+
+- `ServiceError`: its code and message.
+- `context.abort(...)` inside a handler: untouched, gRPC answers what was aborted with.
+- anything else: INTERNAL with a short random id in the message; the same id
+  and the full traceback go to the log, so an operator can find the one from
+  the other without the client seeing internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+
+from tashi.runtime.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+SERVER_SIDE = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                         grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAVAILABLE})
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def new_error_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _aborted(exc: Exception, context: grpc.ServicerContext) -> bool:
+    """True for the bare `Exception()` that `context.abort` raises after it set the status."""
+    return type(exc) is Exception and not exc.args and context.code() is not None  # type: ignore[attr-defined]
+
+
+def answer(method: str, exc: Exception, context: grpc.ServicerContext) -> NoReturn:
+    """Abort the call with the status `exc` stands for (see the module docstring)."""
+    if isinstance(exc, ServiceError):
+        # The client's mistakes are the client's to read; the server's own
+        # failures (a hypervisor refusing, say) are worth an operator's look.
+        level = logging.WARNING if exc.code in SERVER_SIDE else logging.DEBUG
+        log.log(level, "%s: %s %s", method, exc.code.name, exc.message)
+        context.abort(exc.code, exc.message)
+    error_id = new_error_id()
+    log.exception("%s failed: internal error; id %s", method, error_id, exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error; id {error_id}")
+    raise AssertionError("context.abort returns never")
+
+
+class ErrorStatusInterceptor(grpc.ServerInterceptor):
+    """Maps what handlers raise to gRPC statuses, for unary and streaming responses."""
+
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                          handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _single(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _single(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def _single(method: str, behavior: Behavior) -> Behavior:
+    def run(arg: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(arg, context)
+        except Exception as exc:
+            if _aborted(exc, context):
+                raise
+            answer(method, exc, context)
+
+    return run
+
+
+def _streaming(method: str, behavior: Behavior) -> Callable[[Any, grpc.ServicerContext],
+                                                             Iterator[Any]]:
+    def run(arg: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behavior(arg, context)
+        except Exception as exc:  # GeneratorExit (client left) is no Exception: passes
+            if _aborted(exc, context):
+                raise
+            answer(method, exc, context)
+
+    return run
