@@ -210,18 +210,21 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         log_.watchers += 1
         try:
             while context.is_active() and not log_.closed:
+                keys = flt.index_keys() if flt.active else None
                 try:
-                    batch = log_.read_after(since, limit, timeout=1.0)
+                    if keys is not None:
+                        chosen, read_to = log_.read_matching(since, limit, 1.0, keys, flt.passes)
+                    else:
+                        chosen = log_.read_after(since, limit, timeout=1.0)
+                        read_to = chosen[-1].seq if chosen else since
+                        if flt.active:
+                            chosen = [e for e in chosen if flt.passes(e)]
                 except OutOfRange as exc:
                     raise out_of_range(str(exc)) from None
-                if batch:
-                    since = batch[-1].seq
-                    chosen = [e for e in batch if flt.passes(e)] if flt.active else batch
-                    if not chosen and time.monotonic() - sent_at < PROGRESS_SECONDS:
-                        continue
-                elif since > sent:
-                    chosen = []  # quiet now: say how far the skipped events went
-                else:
+                quiet = read_to == since  # a whole wait went by with nothing new
+                since = read_to
+                if not chosen and (since == sent or (
+                        not quiet and time.monotonic() - sent_at < PROGRESS_SECONDS)):
                     continue
                 sent, sent_at = since, time.monotonic()
                 yield cmpb.WatchEventsResponse(events=chosen, seq=since)

@@ -9,8 +9,10 @@ host sees an instance leave it as well as arrive, from any `since`.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
+from tashi.cm.eventlog import HOST_SCOPED
 from tashi.runtime.errors import invalid
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -21,7 +23,6 @@ KIND_FIELD = {
     cmpb.RESOURCE_KIND_NETWORK: "network",
     cmpb.RESOURCE_KIND_USER: "user",
 }
-HOST_SCOPED = frozenset({"host", "instance"})
 
 
 def instance_hosts(inst: pb.Instance) -> set[int]:
@@ -65,6 +66,17 @@ class WatchFilter:
     @property
     def active(self) -> bool:
         return bool(self.kinds or self.host_id or self.host_name)
+
+    def index_keys(self) -> list[tuple[Hashable, ...]] | None:
+        """The event log index entries that hold exactly what passes, or None when
+        the filter must look at each event (a host named before it exists)."""
+        if self.host_name and not self.host_id:
+            return None
+        keys: list[tuple[Hashable, ...]] = []
+        for kind in sorted(self.kinds or KIND_FIELD.values()):
+            keys.append((kind, self.host_id) if self.host_id and kind in HOST_SCOPED
+                        else (kind,))
+        return keys
 
     def passes(self, event: pb.Event) -> bool:
         kind = event.WhichOneof("subject") or ""
