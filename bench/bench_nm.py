@@ -10,7 +10,7 @@
    p50 and p99 beside the floor, a direct libvirt define + start (and the
    transient createXML the NM uses) of the same domain XML on the same driver.
 2. A real TCG guest (Debian's cloud kernel + busybox initramfs, as in
-   tests/test_nm_real_guest.py) on a private libvirtd: CreateInstance ->
+   tests/nm/test_real_guest.py) on a private libvirtd: CreateInstance ->
    Running and CreateInstance -> the guest's first line, against a bare
    `qemu-system-x86_64 -kernel ...` boot to the same line (medians).
 """
@@ -33,9 +33,8 @@ from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
-from tests.cluster import CMProcess, Process, bin_path, start_cm, wait_for
-from tests.nm_guest import CMDLINE, GUEST_UP, PrivateLibvirt, guest_files
-from tests.nm_process import NMProcess, node_xml
+from tests.guests import CMDLINE, GUEST_UP, PrivateLibvirt, guest_files
+from tests.harness import CMProcess, NMProcess, Process, bin_path, node_xml, start_cm, wait_for
 
 
 def pct(values: list[float], p: float) -> float:

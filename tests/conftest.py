@@ -1,3 +1,5 @@
+"""Fixtures for every test folder: `cm` (a CM process), `icm` (an in-process CM), `images`."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import CMProcess, start_cm
-from tests.cm_inproc import InProcCM
+from tests.harness import CMProcess, InProcCM, start_cm
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Tests of accounting (tashi.accounting); helpers in tests/accounting/support.py."""

@@ -1,0 +1,1 @@
+"""Tests of the `tashi` command line (tashi.cli)."""

@@ -1,0 +1,90 @@
+"""Hosts that stop heartbeating go down and their instances are Orphaned, never deleted;
+the node manager's next registration reconciles them (Tashi's rules)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tashi.v1 import node_registry_pb2 as nr
+from tashi.v1 import placement_pb2 as pl
+from tashi.v1 import resources_pb2 as pb
+from tests.harness import inproc_cm, register_host, vm, wait_for
+
+S = pb
+
+
+def running_on(root, host_id: int, names: list[str]) -> list[pb.Instance]:  # type: ignore[no-untyped-def]
+    vms = root.create_instances(vm("v", 1, 128), count=len(names))
+    root.activate([pl.Placement(instance_id=v.id, host_id=host_id) for v in vms])
+    root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(name="h1", reports=[
+        nr.InstanceReport(instance_id=v.id, vm_id=f"vm{v.id}", state=S.INSTANCE_STATE_RUNNING,
+                          report_seq=i + 1) for i, v in enumerate(vms)]))
+    return vms
+
+
+def test_silent_host_orphans_then_reconciles(tmp_path: Path) -> None:
+    with inproc_cm(tmp_path, expire_host_seconds=1.0) as cm:
+        root = cm.client()
+        host = register_host(root, "h1").host
+        vms = running_on(root, host.id, ["a", "b", "c"])
+        t0 = time.monotonic()
+        wait_for(lambda: not root.get_host("h1").up, timeout=5, what="host down")
+        assert time.monotonic() - t0 < 2.5
+        states = {i.id: i for i in root.list_instances()}
+        assert all(states[v.id].status.state == S.INSTANCE_STATE_ORPHANED for v in vms)
+        assert "stopped answering" in states[vms[0].id].status.reason
+        beat = root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"))
+        assert not beat.registered, "a host marked down must register again"
+        # The NM comes back running a and b only: c is removed, a and b run again.
+        register_host(root, "h1", add=False, instances=[
+            nr.InstanceReport(instance_id=vms[0].id, vm_id="vm-a", state=S.INSTANCE_STATE_RUNNING),
+            nr.InstanceReport(instance_id=vms[1].id, vm_id="vm-b", state=S.INSTANCE_STATE_PAUSED),
+        ])
+        after = {i.id: i for i in root.list_instances()}
+        assert after[vms[0].id].status.state == S.INSTANCE_STATE_RUNNING
+        assert after[vms[1].id].status.state == S.INSTANCE_STATE_PAUSED
+        assert vms[2].id not in after
+        assert root.get_host("h1").up
+
+
+def test_heartbeats_keep_host_up(tmp_path: Path) -> None:
+    with inproc_cm(tmp_path, expire_host_seconds=1.0) as cm:
+        root = cm.client()
+        register_host(root, "h1")
+        for _ in range(8):
+            assert root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1")).registered
+            time.sleep(0.25)
+        assert root.get_host("h1").up
+
+
+def test_unknown_vm_reported_is_registered(tmp_path: Path) -> None:
+    with inproc_cm(tmp_path) as cm:
+        root = cm.client()
+        cm.client().create_user("alice")
+        spec = vm("stray", 2, 512)
+        spec.owner = "alice"
+        register_host(root, "h1", instances=[nr.InstanceReport(
+            instance_id=77, vm_id="tashi-77", state=S.INSTANCE_STATE_RUNNING, spec=spec)])
+        got = root.get_instance("stray")
+        assert (got.id, got.owner, got.status.state, got.status.host_name) == (77, "alice",
+                                                                 S.INSTANCE_STATE_RUNNING, "h1")
+        [new] = root.create_instances(vm("next", 1, 64))
+        assert new.id > 77, "ids never collide with adopted ones"
+
+
+def test_cm_restart_orphans_and_pends(tmp_path: Path) -> None:
+    with inproc_cm(tmp_path) as cm:
+        root = cm.client()
+        host = register_host(root, "h1").host
+        [run] = running_on(root, host.id, ["x"])
+        [act] = root.create_instances(vm("act", 1, 64))
+        root.activate([pl.Placement(instance_id=act.id, host_id=host.id)])
+        [pend] = root.create_instances(vm("pend", 1, 64))
+    with inproc_cm(tmp_path) as cm:
+        root = cm.client()
+        states = {i.name: i.status.state for i in root.list_instances()}
+        assert states == {run.name: S.INSTANCE_STATE_ORPHANED, "act": S.INSTANCE_STATE_PENDING,
+                          "pend": S.INSTANCE_STATE_PENDING}
+        assert not root.get_host("h1").up, "hosts start down until they register"
+        assert pend.id

@@ -1,0 +1,1 @@
+"""Tests of the node manager (tashi.nm): driver, disks, reporter, real guests."""

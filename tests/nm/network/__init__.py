@@ -1,0 +1,1 @@
+"""Tests of the node manager's host networking (tashi.nm.network)."""

@@ -1,0 +1,184 @@
+"""A real cluster manager and real node managers (`tashi-nm` on libvirt's test
+driver) over gRPC on loopback: registration, the lifecycle the CM drives, start
+failures, a killed NM, and reports buffered while the CM is away."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tashi.runtime.client import ClusterClient
+from tashi.v1 import cluster_manager_pb2 as cmpb
+from tashi.v1 import node_manager_pb2 as nmpb
+from tashi.v1 import resources_pb2 as pb
+from tests.harness import (
+    CMProcess,
+    NMProcess,
+    activate,
+    start_cm,
+    stop_all,
+    up_host,
+    wait_for,
+    wait_state,
+)
+
+S = pb
+
+
+@pytest.fixture
+def procs() -> Iterator[list[CMProcess | NMProcess]]:
+    started: list[CMProcess | NMProcess] = []
+    yield started
+    stop_all(*reversed(started))
+
+
+def create(client: ClusterClient, name: str, **kw: object) -> pb.Instance:
+    spec = pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=128, **kw))  # type: ignore[arg-type]
+    return client.create_instances(spec)[0]
+
+
+def events_until_now(client: ClusterClient, since: int) -> list[pb.Event]:
+    top = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    out: list[pb.Event] = []
+    if top <= since:
+        return out
+    for batch in client.watch_events(since):
+        out.extend(batch)
+        if out and out[-1].seq >= top:
+            break
+    return out
+
+
+def test_registration_and_lifecycle(tmp_path: Path, images: Path,
+                                    procs: list[CMProcess | NMProcess]) -> None:
+    cm = start_cm(tmp_path, images=str(images))
+    procs.append(cm)
+    client = cm.client()
+    # an NM whose host was never added is refused, keeps trying, and joins once added
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, cores=4, memory_mib=4096,
+                   reserved_memory=512)
+    procs.append(nm)
+    wait_for(lambda: "tashi addHost" in nm.log_path.read_text(), what="a clear refusal")
+    host = client.create_host("h1")
+    host = up_host(client, "h1")
+    assert (host.cores, host.memory_mib, host.nm_address) == (4, 3584, nm.address)
+
+    inst = create(client, "web", disks=[pb.Disk(uri="base.qcow2")])
+    activate(client, inst.id, host.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
+    got = client.get_instance(inst.id)
+    assert got.status.vm_id == f"tashi-{inst.id}" and got.status.host_name == "h1"
+    vms = nm.stub.ListVms(nmpb.ListVmsRequest()).vms
+    assert [(v.instance_id, v.state, v.owner) for v in vms] == [
+        (inst.id, S.INSTANCE_STATE_RUNNING, "root")]
+    assert len(list((nm.state_dir / "overlays").iterdir())) == 1
+
+    client.instance_action("Pause", inst.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_PAUSED)
+    client.instance_action("Unpause", inst.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
+    client.instance_action("Suspend", inst.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_SUSPENDED)
+    assert nm.stub.ListVms(nmpb.ListVmsRequest()).vms == []
+    assert len(list((nm.state_dir / "suspend").iterdir())) == 1
+    client.instance_action("Resume", inst.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_PENDING)
+    activate(client, inst.id, host.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
+    assert list((nm.state_dir / "suspend").iterdir()) == []
+    client.instance_action("Shutdown", inst.id)
+    wait_state(client, inst.id, -1)
+    assert list((nm.state_dir / "overlays").iterdir()) == []
+
+    other = create(client, "db")
+    activate(client, other.id, host.id)
+    wait_state(client, other.id, S.INSTANCE_STATE_RUNNING)
+    client.instance_action("Delete", other.id)
+    wait_state(client, other.id, -1)
+    assert nm.stub.ListVms(nmpb.ListVmsRequest()).vms == []
+    assert client.get_host("h1").used_memory_mib == 0
+    # the NM answers NOT_FOUND for a VM it does not run
+    with pytest.raises(grpc.RpcError) as err:
+        nm.stub.PauseVm(nmpb.PauseVmRequest(instance_id=other.id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_failed_start_is_held_with_the_reason(tmp_path: Path, images: Path,
+                                              procs: list[CMProcess | NMProcess]) -> None:
+    cm = start_cm(tmp_path, images=str(images))
+    procs.append(cm)
+    client = cm.client()
+    client.create_host("h1")
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images)
+    procs.append(nm)
+    host = up_host(client, "h1")
+    inst = create(client, "k", hints={"kernel": "boot/missing-vmlinuz"})
+    activate(client, inst.id, host.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_HELD)
+    held = client.get_instance(inst.id)
+    assert "missing-vmlinuz" in held.status.reason and held.status.host_id == 0
+    assert nm.stub.ListVms(nmpb.ListVmsRequest()).vms == []
+    assert list((nm.state_dir / "overlays").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_killed_nm_orphans_then_reregisters(tmp_path: Path, images: Path,
+                                            procs: list[CMProcess | NMProcess]) -> None:
+    """With the test driver the VMs die with the NM process, so the restarted NM
+    reports none and the CM removes them (Tashi's rule); the real-guest test shows
+    re-adoption."""
+    cm = start_cm(tmp_path, images=str(images), expire_host_seconds=2)
+    procs.append(cm)
+    client = cm.client()
+    client.create_host("h1")
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, heartbeat_seconds=0.5)
+    host = up_host(client, "h1")
+    inst = create(client, "a")
+    activate(client, inst.id, host.id)
+    wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
+    nm.kill()
+    wait_state(client, inst.id, S.INSTANCE_STATE_ORPHANED, timeout=2 + 0.5 + 1.5)
+    assert not client.get_host("h1").up
+    nm2 = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, heartbeat_seconds=0.5)
+    procs.append(nm2)
+    up_host(client, "h1")
+    wait_state(client, inst.id, -1)
+
+
+@pytest.mark.slow
+def test_reports_buffered_while_cm_is_away(tmp_path: Path, images: Path,
+                                           procs: list[CMProcess | NMProcess]) -> None:
+    cm = start_cm(tmp_path, images=str(images))
+    client = cm.client()
+    client.create_host("h1")
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, heartbeat_seconds=0.3)
+    procs.append(nm)
+    host = up_host(client, "h1")
+    a, b = create(client, "a"), create(client, "b")
+    for inst in (a, b):
+        activate(client, inst.id, host.id)
+        wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
+    since = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    address = cm.address
+    client.close()
+    cm.stop()
+    # While the CM is away the VMs change (here by direct calls on the NM, as a guest
+    # powering itself off would): a paused, b gone.
+    nm.stub.PauseVm(nmpb.PauseVmRequest(instance_id=a.id))
+    nm.stub.DestroyVm(nmpb.DestroyVmRequest(instance_id=b.id))
+    cm = start_cm(tmp_path, images=str(images), listen=address)
+    procs.append(cm)
+    client = cm.client()
+    wait_state(client, b.id, -1)
+    wait_state(client, a.id, S.INSTANCE_STATE_PAUSED)
+    up_host(client, "h1")
+    trail = [(e.instance.id, e.instance.status.state, e.type, e.message)
+             for e in events_until_now(client, since) if e.HasField("instance")]
+    assert [t[:3] for t in trail if t[0] == a.id] == [
+        (a.id, S.INSTANCE_STATE_ORPHANED, S.EVENT_TYPE_INSTANCE_UPDATED),
+        (a.id, S.INSTANCE_STATE_PAUSED, S.EVENT_TYPE_INSTANCE_UPDATED)], trail
+    deleted = [t for t in trail if t[0] == b.id and t[2] == S.EVENT_TYPE_INSTANCE_DELETED]
+    assert deleted and "destroyed" in deleted[0][3], trail

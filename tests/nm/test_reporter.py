@@ -1,0 +1,139 @@
+"""The reporter against a recording NodeRegistryService on loopback gRPC.
+
+The CM's own rules decide which reports change an instance (see
+tests/nm/test_cluster.py); here we check what the NM sends: registration facts, every
+observed change in order with increasing report_seq, nothing lost while the
+registry is down, and a fresh registration when the heartbeat says so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tashi.nm.libvirt.driver import LibvirtDriver
+from tashi.nm.model import DiskSpec, VmSpec
+from tashi.nm.reporter import Reporter
+from tashi.runtime import server
+from tashi.runtime.client import ClusterClient
+from tashi.v1 import node_registry_pb2 as reg
+from tashi.v1 import node_registry_pb2_grpc as reg_grpc
+from tashi.v1 import resources_pb2 as pb
+from tests.harness import node_xml, wait_for
+
+S = pb
+
+
+class Registry(reg_grpc.NodeRegistryServiceServicer):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.registrations: list[reg.RegisterHostRequest] = []
+        self.reports: list[reg.InstanceReport] = []
+        self.registered = True
+
+    def RegisterHost(self, request: Any, context: Any) -> reg.RegisterHostResponse:
+        with self.lock:
+            self.registrations.append(request)
+            self.registered = True
+        return reg.RegisterHostResponse(heartbeat_seconds=2, expire_host_seconds=10)
+
+    def Heartbeat(self, request: Any, context: Any) -> reg.HeartbeatResponse:
+        with self.lock:
+            return reg.HeartbeatResponse(registered=self.registered)
+
+    def ReportInstances(self, request: Any, context: Any) -> reg.ReportInstancesResponse:
+        with self.lock:
+            # Like the CM: a report already applied (a retry after a lost answer) is skipped.
+            top = max((r.report_seq for r in self.reports), default=0)
+            self.reports.extend(r for r in request.reports if r.report_seq > top)
+            return reg.ReportInstancesResponse(
+                applied_seq=max((r.report_seq for r in self.reports), default=0))
+
+    def states(self, iid: int) -> list[int]:
+        with self.lock:
+            return [r.state for r in self.reports if r.instance_id == iid]
+
+
+def serve(registry: Registry, listen: str = "127.0.0.1:0") -> server.Running:
+    return server.start(listen, [server.Service(
+        reg.DESCRIPTOR.services_by_name["NodeRegistryService"].full_name, registry,
+        reg_grpc.add_NodeRegistryServiceServicer_to_server)])
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[LibvirtDriver, Registry, server.Running, Reporter]]:
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "b.qcow2"), "1M"],
+                   check=True)
+    drv = LibvirtDriver("test://" + str(node_xml(tmp_path / "node.xml", 8, 4096)), images,
+                        tmp_path / "state", reserved_memory_mib=1000)
+    registry = Registry()
+    running = serve(registry)
+    client = ClusterClient(f"127.0.0.1:{running.port}")
+    rep = Reporter(drv, client, "h1", "127.0.0.1:9999", reserved_memory_mib=1000,
+                   heartbeat_seconds=0.2)
+    yield drv, registry, running, rep
+    rep.stop()
+    client.close()
+    drv.close()
+    running.stop(0)
+
+
+def spec(iid: int) -> VmSpec:
+    return VmSpec(iid, f"vm{iid}", "alice", 1, 64, disks=(DiskSpec("b.qcow2"),))
+
+
+def test_registers_with_facts_and_running_vms(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    drv, registry, _running, rep = setup
+    drv.start_vm(spec(1))
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    r = registry.registrations[0]
+    assert (r.name, r.cores, r.memory_mib, r.nm_address) == ("h1", 8, 3096, "127.0.0.1:9999")
+    assert [(i.instance_id, i.state, i.spec.owner, i.spec.spec.disks[0].uri,
+             i.spec.status.state, i.spec.status.vm_id) for i in r.instances] \
+        == [(1, S.INSTANCE_STATE_RUNNING, "alice", "b.qcow2", S.INSTANCE_STATE_RUNNING, "tashi-1")]
+
+
+def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    drv, registry, running, rep = setup
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    drv.start_vm(spec(2))
+    wait_for(lambda: registry.states(2) == [S.INSTANCE_STATE_RUNNING], what="running report")
+    # The answer must have reached the reporter too, or it rightly keeps the report.
+    wait_for(lambda: rep.pending() == 0, what="running report acknowledged")
+    running.stop(0)  # the CM goes away
+    drv.pause_vm(2)
+    drv.unpause_vm(2)
+    drv.pause_vm(2)
+    drv.start_vm(spec(3))
+    drv.destroy_vm(3)
+    wait_for(lambda: rep.pending() == 5, what="five buffered reports")
+    wait_for(lambda: rep.last_error, what="the reporter to notice")
+    port = running.port
+    back = serve(registry, f"127.0.0.1:{port}")  # the CM comes back where it was
+    try:
+        wait_for(lambda: rep.pending() == 0, timeout=10, what="buffer delivered")
+        assert registry.states(2) == [S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED,
+                                      S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED]
+        assert registry.states(3) == [S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_EXITED]
+        seqs = [r.report_seq for r in registry.reports]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        # the CM lost us (restart, expiry): the next heartbeat leads to a new registration
+        with registry.lock:
+            registry.registered = False
+        wait_for(lambda: len(registry.registrations) == 2, what="re-registration")
+        snapshot = registry.registrations[1].instances
+        assert [(i.instance_id, i.state) for i in snapshot] == [(2, S.INSTANCE_STATE_PAUSED)]
+        assert snapshot[0].report_seq > seqs[-1]
+    finally:
+        back.stop(0)

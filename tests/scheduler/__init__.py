@@ -1,0 +1,1 @@
+"""Tests of the scheduler (tashi.scheduler); helpers in tests/scheduler/support.py."""
