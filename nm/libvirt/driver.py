@@ -177,18 +177,35 @@ class LibvirtDriver(Driver):
         if implied == UNSPECIFIED:
             return
         rec = self._find(name)
-        try:
-            dom = self.host.conn().lookupByName(name)
-            state = guest.state_of(dom.state()[0])
-        except libvirt.libvirtError:
-            return  # gone again; its STOPPED event follows
         if rec is None:
+            try:
+                dom = self.host.conn().lookupByName(name)
+                state = guest.state_of(dom.state()[0])
+            except libvirt.libvirtError:
+                return  # gone again; its STOPPED event follows
             if state in (RUNNING, PAUSED):
                 self._adopt(dom)  # started behind our back, or arrived by migration
             return
-        if rec.state == UNSPECIFIED or self._vm_lock(rec.meta.instance_id).locked():
-            return  # a call in flight (start, save ...) reports its own outcome
-        self._transition(rec, state)
+        self._settle(rec)
+
+    def _settle(self, rec: Managed) -> Observation | None:
+        """Record the state libvirt now gives a VM, unless a call on it is in flight
+        (the call reports its own outcome).  The state is read under the VM's lock:
+        read outside it, a pause seen just before an unpause completed was reported
+        after it, out of order."""
+        lock = self._vm_lock(rec.meta.instance_id)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            if rec.state == UNSPECIFIED:
+                return None  # a start still in progress
+            try:
+                state = guest.state_of(self.host.conn().lookupByName(rec.vm_id).state()[0])
+            except libvirt.libvirtError:
+                return None  # gone: its STOPPED event, or the resync's vanished check, says so
+            return self._transition(rec, state)
+        finally:
+            lock.release()
 
     def _defer(self, name: str, event: int, detail: int) -> None:
         if self._closed:
@@ -268,11 +285,7 @@ class LibvirtDriver(Driver):
                         live.add(adopted.vm_id)
                     continue
                 live.add(name)
-                if rec.state != UNSPECIFIED:
-                    try:
-                        seen.append(self._transition(rec, guest.state_of(dom.state()[0])))
-                    except libvirt.libvirtError:
-                        live.discard(name)
+                seen.append(self._settle(rec))
             with self._lock:
                 vanished = [r for r in self._vms.values()
                             if r.vm_id not in live and r.state != UNSPECIFIED]
