@@ -16,21 +16,15 @@ from typing import Any, Self, TypeVar
 import grpc
 
 from tashi.runtime.auth import user_metadata
+from tashi.runtime.errors import ServiceError
 from tashi.runtime.server import MAX_MESSAGE_BYTES
 
 R = TypeVar("R")
 
 
-class TashiError(Exception):
-    """A failed call: the gRPC status code the service answered and its message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
+class TashiError(ServiceError):
+    """A failed call: the gRPC status code the service answered and its message
+    (the client's side of the one error type)."""
 
 
 def translate(exc: grpc.RpcError) -> TashiError:

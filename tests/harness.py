@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -384,3 +385,15 @@ def wait_states(client: ClusterClient, timeout: float = 30.0, **want: int) -> No
             shown = {instance_state_name(s): n for s, n in now.items()}
             raise AssertionError(f"after {timeout}s the instances are {shown}, not {want}")
         time.sleep(0.05)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(address: str) -> Samples:
+    """Every sample a /metrics endpoint serves, by name and sorted labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import placement_pb2 as pl
-from tests.harness import InProcCM, register_host, vm, wait_for
+from tests.harness import InProcCM, Samples, register_host, vm, wait_for
+from tests.harness import scrape as scrape_metrics
 
 MIB = 1024 * 1024
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 @pytest.fixture
 def cm(tmp_path: Path) -> Iterator[InProcCM]:
@@ -32,10 +29,7 @@ def cm(tmp_path: Path) -> Iterator[InProcCM]:
 
 
 def scrape(cm: InProcCM) -> Samples:
-    with urllib.request.urlopen(f"http://{cm.cm.metrics.address}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
+    return scrape_metrics(cm.cm.metrics.address)
 
 
 def get(samples: Samples, name: str, **labels: str) -> float | None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tashi.runtime.client import ClusterClient
 from tashi.scheduler import metrics
@@ -16,9 +14,7 @@ from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import InProcCM, register_host, wait_for
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.harness import InProcCM, Samples, register_host, scrape, wait_for
 
 
 @pytest.fixture
@@ -30,12 +26,6 @@ def cm(tmp_path: Path) -> Iterator[InProcCM]:
     finally:
         cm.stop()
 
-
-def scrape(address: str) -> Samples:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def one(samples: Samples, name: str) -> float | None:
