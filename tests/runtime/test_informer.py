@@ -7,10 +7,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tashi.runtime.auth import user_metadata
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.informer import HOST, INSTANCE, NETWORK, Informer, Listing
+from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
 from tests.harness import InProcCM, register_host, vm, wait_for
@@ -89,6 +92,28 @@ def test_a_watch_filtered_by_kind(cmx: InProcCM) -> None:
     assert {e.host.id for e in hosts} == {ids["a"], ids["b"]}
     b_instances, _ = collect(root, last, kinds=[INSTANCE], host="b")
     assert b_instances and {e.instance.id for e in b_instances} == {ids["y"]}
+
+
+@pytest.mark.parametrize("request_", [
+    cmpb.WatchEventsRequest(kinds=[cmpb.RESOURCE_KIND_UNSPECIFIED]),
+    cmpb.WatchEventsRequest(kinds=[99]),  # type: ignore[list-item]
+    cmpb.WatchEventsRequest(host=cmpb.HostRef()),
+    cmpb.WatchEventsRequest(host=cmpb.HostRef(name="")),
+], ids=["unspecified kind", "unknown kind", "empty host ref", "empty host name"])
+def test_a_malformed_filter_is_invalid_argument(cmx: InProcCM,
+                                                request_: cmpb.WatchEventsRequest) -> None:
+    root = cmx.client()
+    stream = root.cm.WatchEvents(request_, metadata=user_metadata("root"), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        next(stream)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_a_watch_for_an_unknown_host_id_sees_no_host_events(cmx: InProcCM) -> None:
+    root = cmx.client()
+    two_hosts_busy(root)
+    events, _ = collect(root, cmx.cluster.events.last_seq, host=987654)
+    assert {e.WhichOneof("subject") for e in events} <= {"network", "user"}
 
 
 class Mirror:
