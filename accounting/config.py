@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tashi.runtime.config import data_dir
+from tashi.runtime.tls import TransportSettings
 
 
 def _default_db() -> str:
@@ -16,7 +17,7 @@ def _default_admins() -> list[str]:
 
 
 @dataclass
-class AccountingConfig:
+class AccountingConfig(TransportSettings):
     cm: str = field(default="127.0.0.1:9882", metadata={"help": "cluster manager HOST:PORT"})
     listen: str = field(default="127.0.0.1:9884",
                         metadata={"help": "HOST:PORT to serve AccountingService on"})

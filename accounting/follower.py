@@ -23,6 +23,7 @@ from tashi.accounting.ledger import Ledger
 from tashi.accounting.timeutil import now_ns
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.runtime.informer import INSTANCE, Informer, Listing
+from tashi.runtime.tls import Tls
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb
 
@@ -41,13 +42,13 @@ _Item = list[pb.Event] | _Relisted | None
 class Follower:
     def __init__(self, ledger: Ledger, cm_address: str, user: str = "root",
                  batch: int = 1000, commit_events: int = 10_000,
-                 retry_seconds: float = 0.5) -> None:
+                 retry_seconds: float = 0.5, tls: Tls | None = None) -> None:
         self.ledger = ledger
         self.commit_events = commit_events
         self.cm_address = cm_address
         self._queue: Queue[_Item] = Queue(maxsize=64)
         self._stop = threading.Event()
-        self._client = ClusterClient(cm_address, user)
+        self._client = ClusterClient(cm_address, user, tls=tls)
         # Every event is booked; a relist needs only the instances.
         self.informer = Informer(self._client, self, listed=[INSTANCE], since=ledger.seq,
                                  max_batch=batch, retry_seconds=retry_seconds,
@@ -111,10 +112,11 @@ class Reconciler:
     """The safety net: every `period` seconds, compare the ledger with ListInstances."""
 
     def __init__(self, ledger: Ledger, cm_address: str, user: str, period: float,
-                 catch_up_seconds: float = 30.0) -> None:
+                 catch_up_seconds: float = 30.0, tls: Tls | None = None) -> None:
         self.ledger = ledger
         self.cm_address = cm_address
         self.user = user
+        self.tls = tls
         self.period = period
         self.catch_up_seconds = catch_up_seconds
         self._stop = threading.Event()
@@ -142,7 +144,7 @@ class Reconciler:
                 log.info("reconcile: %d drift(s) recorded", len(drifts))
 
     def reconcile_once(self) -> list[apb.LedgerDrift] | None:
-        with ClusterClient(self.cm_address, self.user) as client:
+        with ClusterClient(self.cm_address, self.user, tls=self.tls) as client:
             instances, first_seq, last_seq = client.list_instances_at()
         waited = 0.0
         while self.ledger.seq < last_seq:

@@ -14,6 +14,7 @@ from tashi.accounting.service import AccountingServicer
 from tashi.runtime import server
 from tashi.runtime.config import ConfigError, add_config_flags, from_args
 from tashi.runtime.metrics import ServiceMetrics
+from tashi.runtime.tls import Tls, TlsError
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc
 
@@ -36,25 +37,30 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse(argv)
     server.setup_logging(cfg.log_level)
     Path(cfg.db).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tls = Tls.from_settings(cfg)
+    except TlsError as exc:
+        sys.exit(f"tashi-accounting: {exc}")
     ledger = CountingLedger(cfg.db)
     log.info("ledger %s at seq %d", cfg.db, ledger.seq)
     try:
         metrics = ServiceMetrics(cfg.metrics_listen)
-        metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user))
+        metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user, tls=tls))
     except (OSError, ValueError) as exc:
         sys.exit(f"tashi-accounting: {exc}")
     try:
         running = server.start(cfg.listen, [server.Service(
             SERVICE_NAME, AccountingServicer(ledger, cfg.admins),
             apb_grpc.add_AccountingServiceServicer_to_server)],
-            interceptors=metrics.interceptors)
-    except (OSError, RuntimeError, ValueError) as exc:
+            interceptors=metrics.interceptors, tls=tls, insecure=cfg.insecure,
+            name="tashi-accounting")
+    except (OSError, RuntimeError, ValueError, TlsError) as exc:
         sys.exit(f"tashi-accounting: cannot listen on {cfg.listen}: {exc}")
     host, _port = server.split_address(cfg.listen)
     print(f"tashi-accounting listening on {host}:{running.port}", flush=True)
     follower = Follower(ledger, cfg.cm, cfg.user, batch=cfg.watch_batch,
-                        commit_events=cfg.commit_events)
-    reconciler = Reconciler(ledger, cfg.cm, cfg.user, cfg.reconcile_seconds)
+                        commit_events=cfg.commit_events, tls=tls)
+    reconciler = Reconciler(ledger, cfg.cm, cfg.user, cfg.reconcile_seconds, tls=tls)
     follower.start()
     reconciler.start()
 

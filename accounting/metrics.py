@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from tashi.accounting.ledger import Ledger
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.metrics import cm_last_sequence
+from tashi.runtime.tls import Tls
 from tashi.v1 import resources_pb2 as pb
 
 CM_PROBE_SECONDS = 2.0
@@ -37,10 +38,11 @@ class CountingLedger(Ledger):
 
 class AccountingCollector(Collector):
     def __init__(self, ledger: CountingLedger, cm_address: str, user: str = "root",
-                 probe_seconds: float = CM_PROBE_SECONDS) -> None:
+                 probe_seconds: float = CM_PROBE_SECONDS, tls: Tls | None = None) -> None:
         self.ledger = ledger
         self.cm_address = cm_address
         self.user = user
+        self.tls = tls
         self.probe_seconds = probe_seconds
         self._client: ClusterClient | None = None  # made at the first scrape
 
@@ -49,7 +51,8 @@ class AccountingCollector(Collector):
                                   "Cluster manager events committed to the ledger.",
                                   value=self.ledger.ingested)
         if self._client is None:
-            self._client = ClusterClient(self.cm_address, self.user, self.probe_seconds)
+            self._client = ClusterClient(self.cm_address, self.user, self.probe_seconds,
+                                         tls=self.tls)
         cm_seq = cm_last_sequence(self._client, self.probe_seconds)
         seq = self.ledger.seq  # read after the CM's, so the lag is never overstated
         yield GaugeMetricFamily("tashi_accounting_event_sequence",

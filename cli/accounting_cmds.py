@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tashi.cli.context import Context, UsageError
+from tashi.cli.context import Context, UsageError, credentials
 from tashi.runtime.accounting_client import DEFAULT_ACCOUNTING, GROUP_BY, AccountingClient
 from tashi.runtime.names import host_state_name, instance_state_name
 from tashi.v1 import accounting_pb2 as apb
@@ -58,7 +58,8 @@ def _time_text(ts: Timestamp) -> str:
 
 
 def _client(ctx: Context) -> AccountingClient:
-    return AccountingClient(ctx.args.accounting, user=ctx.args.user, timeout=ctx.args.timeout)
+    return AccountingClient(ctx.args.accounting, user=ctx.args.user, timeout=ctx.args.timeout,
+                            tls=credentials(ctx.args))
 
 
 def usage_row(rec: apb.UsageRecord) -> dict[str, Any]:

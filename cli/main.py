@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tashi.cli.admin_cmds",
     "tashi.cli.scheduling_cmds",
     "tashi.cli.accounting_cmds",
+    "tashi.cli.certs_cmds",  # local: the site CA, needs no cluster manager
 ]
 
 COLUMN_FLAG = re.compile(r"^--(show|hide)-([A-Za-z0-9_]+)$")
@@ -42,6 +43,12 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
     if "--user" not in parser._option_string_actions:  # reservations use --user for the target
         parser.add_argument("--user", default=d(_default_user()),
                             help="act as this user (env TASHI_USER; default your login name)")
+    for flag, env, what in (("--tls-ca", "TASHI_CA", "the site CA certificate"),
+                            ("--tls-cert", "TASHI_CERT", "your certificate"),
+                            ("--tls-key", "TASHI_KEY", "your key")):
+        parser.add_argument(flag, default=d(os.environ.get(env, "")), metavar="PEM",
+                            help=f"{what} for mutual TLS (env {env}; default "
+                                 f"~/.config/tashi/{flag[6:]}.pem when all three exist)")
     parser.add_argument("-o", "--output", choices=FORMATS, default=d("table"))
     parser.add_argument("--timeout", type=float, default=d(30.0), help="seconds per call")
 

@@ -39,6 +39,15 @@ STORE_FORMAT = 2
 KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
 
 
+SERVICE_PREFIX = "service:"
+NODE_PREFIX = "node:"
+
+
+def is_system(actor: str) -> bool:
+    """A node or a service (`tashi.runtime.auth.Principal`), not a user."""
+    return actor.startswith((SERVICE_PREFIX, NODE_PREFIX))
+
+
 def copy_of(msg: R) -> R:
     new = type(msg)()
     new.CopyFrom(msg)
@@ -178,6 +187,8 @@ class Cluster:
         self.request_ids = store.request_ids()
         self.heartbeats: dict[int, float] = {}
         self.applied_reports: dict[int, int] = {}
+        # host id -> sha256 of the certificate its node manager registered with.
+        self.host_certs: dict[int, str] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
         self._commits = 0
 
@@ -190,6 +201,8 @@ class Cluster:
         return current
 
     def user(self, name: str) -> pb.User:
+        if is_system(name):  # a node or service, verified by its certificate
+            return pb.User(name=name)
         uid = self.user_ids.get(name)
         if uid is None:
             if not name:
@@ -198,7 +211,9 @@ class Cluster:
         return self.users[uid]
 
     def is_admin(self, name: str) -> bool:
-        return name in self.cfg.admins
+        """Admins are the users the config names, and the services (the scheduler,
+        accounting), whose certificates the policy table already limits to their RPCs."""
+        return name in self.cfg.admins or name.startswith(SERVICE_PREFIX)
 
     def require_user(self, name: str) -> pb.User:
         return self.user(name)
@@ -332,11 +347,14 @@ class Cluster:
                body: Callable[[Txn], R]) -> R:
         """Run `body` under the lock and commit what it staged, once per request_id."""
         with self.lock:
+            # Request ids are the caller's own: one user's id never answers another's call.
+            request_id = f"{actor}/{request_id}" if request_id else ""
             if request_id and request_id in self.request_ids:
                 prior = self.store.request(request_id)
                 if prior is not None:
                     if prior[0] != method:
-                        raise invalid(f"request_id {request_id!r} was already used for {prior[0]}")
+                        raise invalid(f"request_id {request_id.split('/', 1)[1]!r} was already "
+                                      f"used for {prior[0]}")
                     return resp_cls.FromString(prior[1])
             txn = Txn(actor, self.instances)
             resp = body(txn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tashi.runtime.config import data_dir
+from tashi.runtime.tls import TransportSettings
 
 
 def _default_db() -> str:
@@ -12,7 +13,7 @@ def _default_db() -> str:
 
 
 @dataclass
-class CMConfig:
+class CMConfig(TransportSettings):
     listen: str = field(default="127.0.0.1:9882", metadata={"help": "HOST:PORT to serve on"})
     db: str = field(default_factory=_default_db, metadata={"help": "SQLite file of the store"})
     images: str = field(default="", metadata={"help": "image store directory"})

@@ -20,6 +20,7 @@ from tashi.cm.cluster import Cluster, Txn, move
 from tashi.cm.instances import remove
 from tashi.runtime.nm_client import NodeManagerClients
 from tashi.runtime.rpc import TashiError
+from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2 as nmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -48,12 +49,12 @@ CALLS = {
 
 
 class Dispatcher:
-    def __init__(self, cluster: Cluster, workers: int = 32) -> None:
+    def __init__(self, cluster: Cluster, workers: int = 32, tls: Tls | None = None) -> None:
         self.cluster = cluster
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nm-call")
         self.nms = NodeManagerClients(
             user=cluster.cfg.admins[0] if cluster.cfg.admins else "root",
-            timeout=cluster.cfg.nm_call_seconds)
+            timeout=cluster.cfg.nm_call_seconds, tls=tls)
         cluster.dispatch = self.submit
 
     def close(self) -> None:

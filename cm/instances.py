@@ -136,6 +136,16 @@ def act(c: Cluster, actor: str, action: str, request_id: str, ref: cmpb.Instance
     return c.mutate(actor, request_id, method, resp_cls, body)
 
 
+def view(c: Cluster, actor: str, inst: pb.Instance) -> pb.Instance:
+    """What `actor` may see of an instance: all of it when it is theirs (or they are
+    an admin or a service); else its id, name and state, never its spec (hints,
+    disks, NICs), owner or host."""
+    if inst.owner == actor or c.is_admin(actor):
+        return inst
+    return pb.Instance(id=inst.id, name=inst.name,
+                       status=pb.InstanceStatus(state=inst.status.state))
+
+
 def check_migration_target(c: Cluster, inst: pb.Instance, dest: pb.Host) -> None:
     if dest.id == inst.status.host_id:
         raise precondition(f"instance {inst.name!r} already runs on {dest.name}")

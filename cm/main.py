@@ -16,6 +16,7 @@ from tashi.cm.store import open_store
 from tashi.runtime import config as rc
 from tashi.runtime import server
 from tashi.runtime.metrics import ServiceMetrics
+from tashi.runtime.tls import Tls, TlsError
 from tashi.v1 import cluster_manager_pb2, node_registry_pb2, placement_pb2
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2_grpc as nr_grpc
@@ -29,9 +30,10 @@ class ClusterManager:
 
     def __init__(self, cfg: CMConfig) -> None:
         self.cfg = cfg
+        self.tls = Tls.from_settings(cfg)
         self.store = open_store(cfg.db, sync=cfg.sync)
         self.cluster = Cluster(cfg, self.store)
-        self.dispatcher = Dispatcher(self.cluster)
+        self.dispatcher = Dispatcher(self.cluster, tls=self.tls)
         self.cluster.recover()
         self.liveness = LivenessMonitor(self.cluster)
         self.running: server.Running | None = None
@@ -52,7 +54,8 @@ class ClusterManager:
         ]
         self.metrics.serve(ClusterCollector(c))
         self.running = server.start(self.cfg.listen, services, max_workers=128,
-                                    interceptors=self.metrics.interceptors)
+                                    interceptors=self.metrics.interceptors, tls=self.tls,
+                                    insecure=self.cfg.insecure, name="tashi-cm")
         self.liveness.start()
         return self.running.port
 
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cm = ClusterManager(cfg)
         port = cm.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TlsError) as exc:
         sys.exit(f"tashi-cm: {exc}")
     host = server.split_address(cfg.listen)[0]
     print(f"tashi-cm listening on {host}:{port}", flush=True)

@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 
-from tashi.cm.cluster import Cluster, Txn, copy_of, move
+from tashi.cm.cluster import NODE_PREFIX, Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
-from tashi.runtime.errors import not_found
+from tashi.runtime.errors import denied, not_found
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
 from tashi.v1 import node_registry_pb2 as nr
@@ -31,10 +31,32 @@ def _host_by_name(c: Cluster, name: str) -> pb.Host:
     return c.hosts[hid]
 
 
-def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.RegisterHostResponse:
+def speak_for(c: Cluster, actor: str, host_name: str, what: str) -> None:
+    """A node manager speaks for its own host only (its certificate names it, as
+    Kubernetes' NodeRestriction); an admin may speak for any (tools, tests)."""
+    if actor.startswith(NODE_PREFIX):
+        node = actor[len(NODE_PREFIX):]
+        if node != host_name:
+            log.warning("refused: node %r tried to %s for host %r", node, what, host_name)
+            raise denied(f"node {node!r} may {what} for its own host only, not for "
+                         f"{host_name!r}")
+        return
+    c.require_admin(actor, what)
+
+
+def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
+             fingerprint: str = "") -> nr.RegisterHostResponse:
     def body(txn: Txn) -> nr.RegisterHostResponse:
-        c.require_admin(actor, "register node managers")
+        speak_for(c, actor, req.name, "register")
         host = _host_by_name(c, req.name)
+        held = c.host_certs.get(host.id)
+        if fingerprint and host.up and held and held != fingerprint:
+            log.warning("refused: a second registration of host %s, which is up, from another "
+                        "certificate", host.name)
+            raise denied(f"host {host.name} is up and registered with another certificate; "
+                         "it may register again once it is down")
+        for report in req.instances:
+            check_report(c, txn, actor, host, report)
         new = copy_of(host)
         new.up = True
         new.decayed = False
@@ -51,6 +73,8 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.Register
         if new != host:
             txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, f"node manager {req.version} registered")
         c.heartbeats[host.id] = time.monotonic()
+        if fingerprint:
+            c.host_certs[host.id] = fingerprint
         reported = {r.instance_id for r in req.instances}
         for inst in list(c.instances.values()):
             if host.id in inst.status.charged_host_ids and inst.id not in reported:
@@ -69,7 +93,7 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest) -> nr.Register
 
 def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatResponse:
     with c.lock:
-        c.require_admin(actor, "send heartbeats")
+        speak_for(c, actor, req.name, "send heartbeats")
         hid = c.host_ids.get(req.name)
         if hid is None or not c.hosts[hid].up:
             return nr.HeartbeatResponse(registered=False)
@@ -87,8 +111,10 @@ def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatR
 
 def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportInstancesResponse:
     def body(txn: Txn) -> nr.ReportInstancesResponse:
-        c.require_admin(actor, "report instances")
+        speak_for(c, actor, req.name, "report instances")
         host = _host_by_name(c, req.name)
+        for rep in req.reports:
+            check_report(c, txn, actor, host, rep)
         applied = c.applied_reports.get(host.id, 0)
         for rep in req.reports:
             if rep.report_seq and rep.report_seq <= applied:
@@ -99,6 +125,22 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportI
         return nr.ReportInstancesResponse(applied_seq=applied)
 
     return c.mutate(actor, req.request_id, "ReportInstances", nr.ReportInstancesResponse, body)
+
+
+def check_report(c: Cluster, txn: Txn, actor: str, host: pb.Host,
+                 rep: nr.InstanceReport) -> None:
+    """A node reports only about instances on its host (or on none: a start the CM
+    forgot in a restart, or a VM it never knew); never about another host's."""
+    if not actor.startswith(NODE_PREFIX):
+        return
+    inst = txn.instance(rep.instance_id)
+    if inst is None or not inst.status.host_id:
+        return
+    if host.id not in (inst.status.host_id, inst.status.migration_target_host_id):
+        log.warning("refused: node %s reported instance %d, which is on host %s",
+                    host.name, inst.id, inst.status.host_name)
+        raise denied(f"host {host.name} may report only its own instances; instance "
+                     f"{inst.id} is on {inst.status.host_name}")
 
 
 def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 
 from tashi.cm import admin, instances, nodes, placement
-from tashi.cm.cluster import Cluster
+from tashi.cm.cluster import NODE_PREFIX, Cluster
 from tashi.cm.eventlog import OutOfRange
-from tashi.cm.watch import watch_filter
-from tashi.runtime.auth import caller_name
+from tashi.cm.watch import own_host, watch_filter
+from tashi.runtime.auth import caller_name, principal
 from tashi.runtime.errors import invalid, out_of_range
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
@@ -53,7 +53,8 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     def GetInstance(self, req: cmpb.GetInstanceRequest, ctx: Any, who: str) -> Any:
         with self.c.lock:
             self.c.user(who)
-            return cmpb.GetInstanceResponse(instance=self.c.find_instance(req.instance))
+            return cmpb.GetInstanceResponse(
+                instance=instances.view(self.c, who, self.c.find_instance(req.instance)))
 
     @handler
     def ListInstances(self, req: cmpb.ListInstancesRequest, ctx: Any, who: str) -> Any:
@@ -68,7 +69,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                    and (not req.host_id or inst.status.host_id == req.host_id))
             chosen, token = c.page(ids, req.page_size, req.page_token)
             resp = cmpb.ListInstancesResponse(next_page_token=token, seq=c.events.last_seq)
-            resp.instances.extend(source[i] for i in chosen)
+            resp.instances.extend(instances.view(c, who, source[i]) for i in chosen)
             return resp
 
     @handler
@@ -198,8 +199,11 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         who = caller_name(context)
         log_ = self.c.events
         with self.c.lock:
-            self.c.require_admin(who, "watch the event stream")
             flt = watch_filter(req, self.c.host_ids)
+            if who.startswith(NODE_PREFIX):
+                own_host(self.c.host_ids, who, flt)
+            else:
+                self.c.require_admin(who, "watch the event stream")
         try:
             log_.check_since(req.since)
         except OutOfRange as exc:
@@ -238,7 +242,7 @@ class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
 
     @handler
     def RegisterHost(self, req: nr.RegisterHostRequest, ctx: Any, who: str) -> Any:
-        return nodes.register(self.c, who, req)
+        return nodes.register(self.c, who, req, fingerprint=principal(ctx).fingerprint)
 
     @handler
     def Heartbeat(self, req: nr.HeartbeatRequest, ctx: Any, who: str) -> Any:

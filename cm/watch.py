@@ -13,7 +13,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from tashi.cm.eventlog import HOST_SCOPED
-from tashi.runtime.errors import invalid
+from tashi.runtime.errors import denied, invalid
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -106,3 +106,19 @@ def watch_filter(req: cmpb.WatchEventsRequest, host_ids: dict[str, int]) -> Watc
         return WatchFilter(kinds, host_id=host_ids.get(req.host.name, 0),
                            host_name=req.host.name)
     raise invalid("host: name the host by id or name")
+
+
+# What a node manager may watch: its own host and what runs there, and networks.
+NODE_KINDS = frozenset({"host", "instance", "network"})
+
+
+def own_host(host_ids: dict[str, int], who: str, flt: WatchFilter) -> None:
+    """Narrow a node's watch to its own host (the one its certificate names)."""
+    name = who.split(":", 1)[1]
+    host_id = host_ids.get(name, 0)
+    if (flt.host_id and flt.host_id != host_id) or (flt.host_name and flt.host_name != name):
+        raise denied(f"node {name!r} may watch its own host only")
+    if not host_id:
+        raise denied(f"node {name!r} is not a host of this cluster")
+    flt.host_id, flt.host_name = host_id, name
+    flt.kinds = (flt.kinds or NODE_KINDS) & NODE_KINDS

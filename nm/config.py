@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from tashi.runtime.config import data_dir
+from tashi.runtime.tls import TransportSettings
 
 
 def _default_state_dir() -> str:
@@ -13,7 +14,7 @@ def _default_state_dir() -> str:
 
 
 @dataclass
-class NmConfig:
+class NmConfig(TransportSettings):
     listen: str = field(default="127.0.0.1:9883",
                         metadata={"help": "HOST:PORT to serve NodeManagerService on"})
     cm: str = field(default="127.0.0.1:9882", metadata={"help": "cluster manager HOST:PORT"})

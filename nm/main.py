@@ -19,6 +19,7 @@ from tashi.nm.errors import NmError  # noqa: E402
 from tashi.nm.node import NodeManager  # noqa: E402
 from tashi.runtime import config as rc  # noqa: E402
 from tashi.runtime import server  # noqa: E402
+from tashi.runtime.tls import TlsError  # noqa: E402
 
 log = logging.getLogger("tashi.nm")
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         port = node.start()
     except NmError as exc:
         sys.exit(f"tashi-nm: {exc.message}")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TlsError) as exc:
         sys.exit(f"tashi-nm: {exc}")
     host = server.split_address(cfg.listen)[0]
     print(f"tashi-nm listening on {host}:{port}", flush=True)

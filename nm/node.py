@@ -15,6 +15,7 @@ from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.metrics import ServiceMetrics
+from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 
@@ -39,10 +40,11 @@ class NodeManager:
                  bridge_lookup: BridgeLookup | None = None,
                  network_status: NetworkStatus | None = None) -> None:
         self.cfg = cfg
+        self.tls = Tls.from_settings(cfg)
         self.driver = driver or LibvirtDriver(
             cfg.libvirt_uri, cfg.images, cfg.state_dir, domain_type=cfg.domain_type,
             reserved_memory_mib=cfg.reserved_memory)
-        self.client = ClusterClient(cfg.cm, user=cfg.user, timeout=30.0)
+        self.client = ClusterClient(cfg.cm, user=cfg.user, timeout=30.0, tls=self.tls)
         self.networks: HostNetworkAgent | None = None
         if cfg.uplink:
             self.networks = HostNetworkAgent(
@@ -60,7 +62,8 @@ class NodeManager:
         self.running = server.start(self.cfg.listen, [
             server.Service(SERVICE_NAME, self.servicer,
                            nm_grpc.add_NodeManagerServiceServicer_to_server)],
-            interceptors=self.metrics.interceptors)
+            interceptors=self.metrics.interceptors, tls=self.tls, insecure=self.cfg.insecure,
+            name="tashi-nm")
         self.reporter = Reporter(
             self.driver, self.client, self.cfg.hostname,
             advertised_address(self.cfg, self.running.port),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tashi.runtime.rpc import RpcClient
+from tashi.runtime.tls import Tls
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import accounting_pb2_grpc as apb_grpc
 
@@ -22,8 +23,8 @@ class AccountingClient(RpcClient):
     service = "accounting service"
 
     def __init__(self, address: str = DEFAULT_ACCOUNTING, user: str = "root",
-                 timeout: float = 30.0) -> None:
-        super().__init__(address, user, timeout)
+                 timeout: float = 30.0, tls: Tls | None = None) -> None:
+        super().__init__(address, user, timeout, tls)
         self.stub = apb_grpc.AccountingServiceStub(self._channel)
 
     def get_usage(self, user: str = "", start: Timestamp | None = None,

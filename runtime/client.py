@@ -16,6 +16,7 @@ import grpc
 
 from tashi.runtime.names import as_host_state, as_instance_state
 from tashi.runtime.rpc import RpcClient, TashiError, channel, new_request_id, translate
+from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2_grpc as reg_grpc
@@ -86,8 +87,9 @@ class ClusterClient(RpcClient):
 
     service = "cluster manager"
 
-    def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0):
-        super().__init__(address, user, timeout)
+    def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0,
+                 tls: Tls | None = None):
+        super().__init__(address, user, timeout, tls)
         self.cm = cm_grpc.ClusterManagerServiceStub(self._channel)
         self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
         self.placement = pl_grpc.PlacementServiceStub(self._channel)

@@ -52,8 +52,17 @@ def answer(method: str, exc: Exception, context: grpc.ServicerContext) -> NoRetu
     raise AssertionError("context.abort returns never")
 
 
+Gate = Callable[[str, grpc.ServicerContext], object]
+
+
 class ErrorStatusInterceptor(grpc.ServerInterceptor):
-    """Maps what handlers raise to gRPC statuses, for unary and streaming responses."""
+    """Maps what handlers raise to gRPC statuses, for unary and streaming responses.
+
+    `gate(method, context)` runs before each handler (the authorization
+    table); what it raises is answered the same way."""
+
+    def __init__(self, gate: Gate | None = None) -> None:
+        self.gate = gate
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -63,28 +72,30 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _single(method, handler.unary_unary),
+                _single(method, handler.unary_unary, self.gate),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(method, handler.unary_stream),
+                _streaming(method, handler.unary_stream, self.gate),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _single(method, handler.stream_unary),
+                _single(method, handler.stream_unary, self.gate),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(method, handler.stream_stream),
+            _streaming(method, handler.stream_stream, self.gate),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
 
-def _single(method: str, behavior: Behavior) -> Behavior:
+def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavior:
     def run(arg: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if gate is not None:
+                gate(method, context)
             return behavior(arg, context)
         except Exception as exc:
             if _aborted(exc, context):
@@ -94,10 +105,12 @@ def _single(method: str, behavior: Behavior) -> Behavior:
     return run
 
 
-def _streaming(method: str, behavior: Behavior) -> Callable[[Any, grpc.ServicerContext],
-                                                             Iterator[Any]]:
+def _streaming(method: str, behavior: Behavior, gate: Gate | None = None
+               ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def run(arg: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            if gate is not None:
+                gate(method, context)
             yield from behavior(arg, context)
         except Exception as exc:  # GeneratorExit (client left) is no Exception: passes
             if _aborted(exc, context):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from google.protobuf.message import Message
 
 from tashi.runtime.rpc import RpcClient
+from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 
@@ -25,8 +26,9 @@ SIMPLE_ACTIONS = ("shutdown", "destroy", "pause", "unpause", "suspend")
 class NodeManagerClient(RpcClient):
     service = "node manager"
 
-    def __init__(self, address: str, user: str = "root", timeout: float = 30.0) -> None:
-        super().__init__(address, user, timeout)
+    def __init__(self, address: str, user: str = "root", timeout: float = 30.0,
+                 tls: Tls | None = None) -> None:
+        super().__init__(address, user, timeout, tls)
         self.stub = nm_grpc.NodeManagerServiceStub(self._channel)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -103,9 +105,11 @@ class NodeManagerClient(RpcClient):
 class NodeManagerClients:
     """One NodeManagerClient per address, made on first use; all closed together."""
 
-    def __init__(self, user: str = "root", timeout: float = 30.0) -> None:
+    def __init__(self, user: str = "root", timeout: float = 30.0,
+                 tls: Tls | None = None) -> None:
         self.user = user
         self.timeout = timeout
+        self.tls = tls
         self._clients: dict[str, NodeManagerClient] = {}
         self._lock = threading.Lock()
 
@@ -114,7 +118,7 @@ class NodeManagerClients:
             client = self._clients.get(address)
             if client is None:
                 client = self._clients[address] = NodeManagerClient(
-                    address, self.user, self.timeout)
+                    address, self.user, self.timeout, self.tls)
             return client
 
     def close(self) -> None:

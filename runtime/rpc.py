@@ -18,6 +18,7 @@ import grpc
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.server import MAX_MESSAGE_BYTES
+from tashi.runtime.tls import Tls
 
 R = TypeVar("R")
 
@@ -38,15 +39,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_http_proxy", 0),
-        ],
-    )
+def channel(address: str, tls: Tls | None = None) -> grpc.Channel:
+    """A channel to `address`: mutual TLS with `tls` (the server's certificate must
+    name the host of `address`), plaintext without."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_http_proxy", 0),
+    ]
+    if tls is not None:
+        return grpc.secure_channel(address, tls.channel_credentials(), options=options)
+    return grpc.insecure_channel(address, options=options)
 
 
 class RpcClient:
@@ -55,11 +58,13 @@ class RpcClient:
     #: what to call the far end in errors ("cluster manager", "node manager", ...)
     service = "service"
 
-    def __init__(self, address: str, user: str = "root", timeout: float = 30.0) -> None:
+    def __init__(self, address: str, user: str = "root", timeout: float = 30.0,
+                 tls: Tls | None = None) -> None:
         self.address = address
         self.user = user
         self.timeout = timeout
-        self._channel = channel(address)
+        self.tls = tls
+        self._channel = channel(address, tls)
         self._metadata = user_metadata(user)
 
     def close(self) -> None:

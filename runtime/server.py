@@ -14,7 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tashi.runtime import policy
 from tashi.runtime.interceptors import ErrorStatusInterceptor
+from tashi.runtime.tls import Tls, check_plaintext
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,22 @@ def start(
     *,
     max_workers: int = 32,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
+    tls: Tls | None = None,
+    insecure: bool = False,
+    name: str = "the service",
 ) -> Running:
     """Start a server on `listen` (port 0 picks a free one) with health and reflection.
 
+    With `tls`, callers must present a certificate of the site CA; without,
+    only a loopback address is allowed unless `insecure` (see runtime/tls.py).
     `interceptors` run outermost first; the error interceptor (what handlers
     raise -> status) always runs last, next to the handlers, so the others see
-    the status the client gets."""
+    the status the client gets; it checks the authorization table first."""
+    if tls is None:
+        check_plaintext(split_address(listen)[0], insecure, name)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, ErrorStatusInterceptor()],
+        interceptors=[*interceptors, ErrorStatusInterceptor(policy.authorize)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -80,7 +89,10 @@ def start(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(listen)
+    if tls is not None:
+        port = server.add_secure_port(listen, tls.server_credentials())
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tashi.runtime.client import DEFAULT_CM
+from tashi.runtime.tls import TransportSettings
 
 
 @dataclass
-class SchedulerConfig:
+class SchedulerConfig(TransportSettings):
     cm: str = field(default=DEFAULT_CM, metadata={"help": "cluster manager HOST:PORT"})
     user: str = field(default="root", metadata={"help": "user to act as (an admin)"})
     policy: str = field(default="spread", metadata={

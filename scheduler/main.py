@@ -12,6 +12,7 @@ from typing import Any
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.config import ConfigError, add_config_flags, from_args
 from tashi.runtime.server import setup_logging
+from tashi.runtime.tls import Tls, TlsError
 from tashi.scheduler import metrics
 from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
@@ -40,7 +41,11 @@ def parse_config(argv: list[str] | None = None) -> SchedulerConfig:
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     setup_logging(config.log_level)
-    client = ClusterClient(config.cm, user=config.user)
+    try:
+        tls = Tls.from_settings(config)
+    except TlsError as exc:
+        sys.exit(f"tashi-scheduler: {exc}")
+    client = ClusterClient(config.cm, user=config.user, tls=tls)
 
     announced = threading.Event()
 
