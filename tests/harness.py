@@ -37,8 +37,10 @@ import grpc
 
 from tashi.cm.config import CMConfig
 from tashi.cm.main import ClusterManager
+from tashi.runtime.certs import create_ca, issue
 from tashi.runtime.client import ClusterClient, TashiError, channel
 from tashi.runtime.names import instance_state_name
+from tashi.runtime.tls import Tls
 from tashi.scheduler.agent import Agent
 from tashi.scheduler.config import SchedulerConfig
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
@@ -149,15 +151,46 @@ def bin_path(name: str) -> str:
 # -- the cluster manager --------------------------------------------------------------
 
 
+class Site:
+    """A site CA in a test's scratch directory (`tashi certs`), and the certificate
+    of each party, issued on first use: give it to the launchers below and every
+    service and client speaks mutual TLS."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        create_ca(directory)
+
+    def files(self, kind: str, name: str) -> tuple[Path, Path, Path]:
+        cert = self.dir / f"{kind}s" / f"{name}.pem"
+        key = cert.with_suffix(".key")
+        if not cert.exists():
+            issue(self.dir, kind, name)
+        return self.dir / "ca.pem", cert, key
+
+    def flags(self, kind: str, name: str) -> list[str]:
+        ca, cert, key = self.files(kind, name)
+        return ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+
+    def tls(self, kind: str, name: str) -> Tls:
+        return Tls.load(*self.files(kind, name))
+
+
+def site_flags(site: Site | None, kind: str, name: str) -> list[str]:
+    return site.flags(kind, name) if site is not None else []
+
+
 class CMProcess(Process):
     """`tashi-cm` on `listen` (a free port by default); keywords become flags
-    (`expire_host_seconds=2` -> `--expire-host-seconds 2`, booleans `--x`/`--no-x`)."""
+    (`expire_host_seconds=2` -> `--expire-host-seconds 2`, booleans `--x`/`--no-x`);
+    with a `site`, mutual TLS with the certificate of the service tashi-cm."""
 
     def __init__(self, tmp_path: Path, db: Path | None = None, listen: str = "127.0.0.1:0",
-                 **flags: object) -> None:
+                 site: Site | None = None, **flags: object) -> None:
         self.db = db or tmp_path / "cm.db"
         self.flags = flags
-        argv = [bin_path("tashi-cm"), "--listen", listen, "--db", str(self.db)]
+        self.site = site
+        argv = [bin_path("tashi-cm"), "--listen", listen, "--db", str(self.db),
+                *site_flags(site, "service", "tashi-cm")]
         for key, value in flags.items():
             if isinstance(value, bool):
                 argv.append(("--" if value else "--no-") + key.replace("_", "-"))
@@ -166,7 +199,9 @@ class CMProcess(Process):
         super().__init__(argv, tmp_path / "cm.log")
 
     def client(self, user: str = "root") -> ClusterClient:
-        return ClusterClient(self.address, user=user)
+        """A client as `user` (with a site: holding that user's certificate)."""
+        tls = self.site.tls("user", user) if self.site is not None else None
+        return ClusterClient(self.address, user=user, tls=tls)
 
 
 def start_cm(tmp_path: Path, **flags: object) -> CMProcess:
@@ -236,7 +271,7 @@ class NMProcess(Process):
                  libvirt_uri: str = "", images: Path | None = None, cores: int = 4,
                  memory_mib: int = 8192, reserved_memory: int = 0,
                  heartbeat_seconds: float = 0.5, extra: list[str] | None = None,
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, site: Site | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.hostname = hostname
@@ -249,9 +284,12 @@ class NMProcess(Process):
                 "--cm", cm_address, "--hostname", hostname, "--libvirt-uri", libvirt_uri,
                 "--images", str(self.images), "--state-dir", str(self.state_dir),
                 "--reserved-memory", str(reserved_memory),
-                "--heartbeat-seconds", str(heartbeat_seconds), *(extra or [])]
+                "--heartbeat-seconds", str(heartbeat_seconds),
+                *site_flags(site, "node", hostname), *(extra or [])]
         super().__init__(argv, workdir / "nm.log")
-        self._channel = channel(self.address)
+        # The node manager answers the cluster manager only: the test speaks as it.
+        self._channel = channel(self.address,
+                                site.tls("service", "tashi-cm") if site is not None else None)
         self.stub = nm_grpc.NodeManagerServiceStub(self._channel)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -269,9 +307,11 @@ class NMProcess(Process):
 class SchedulerProcess(Process):
     """`tashi-scheduler`, ready once it says it is connected to the CM."""
 
-    def __init__(self, workdir: Path, cm_address: str, *extra: str, name: str = "sched") -> None:
+    def __init__(self, workdir: Path, cm_address: str, *extra: str, name: str = "sched",
+                 site: Site | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        super().__init__([bin_path("tashi-scheduler"), "--cm", cm_address, *extra],
+        super().__init__([bin_path("tashi-scheduler"), "--cm", cm_address,
+                          *site_flags(site, "service", "tashi-scheduler"), *extra],
                          workdir / f"{name}.log", ready=CONNECTED_RE)
 
 
@@ -298,10 +338,11 @@ def running_agent(address: str, **settings: object) -> Iterator[Agent]:
 
 
 def start_accounting(workdir: Path, cm: str, *extra: str, db: Path | None = None,
-                     listen: str = "127.0.0.1:0") -> Process:
+                     listen: str = "127.0.0.1:0", site: Site | None = None) -> Process:
     """`tashi-accounting` as an operator starts it; its log is workdir/accounting.log."""
     argv = [bin_path("tashi-accounting"), "--db", str(db or workdir / "ledger.sqlite"),
-            "--cm", cm, "--listen", listen, *extra]
+            "--cm", cm, "--listen", listen, *site_flags(site, "service", "tashi-accounting"),
+            *extra]
     return Process(argv, workdir / "accounting.log")
 
 

@@ -6,6 +6,8 @@ Starts, on loopback with stores in a scratch directory: accounting, a cluster
 manager, three node managers on simulated hosts of different sizes (libvirt's
 test driver, no daemon) and a scheduler; then creates a batch of VMs and
 shows where they were placed, the slots left, and the usage billed so far.
+Everything speaks mutual TLS: a site CA is made in the scratch directory
+with `tashi certs`, and every service, host and user gets its certificate.
 Each service serves Prometheus metrics on 127.0.0.1:9890-9895, the targets
 of deploy/prometheus/prometheus.yml.  Ctrl-C stops everything it started.
 """
@@ -53,14 +55,31 @@ class Service:
         self.log.close()
 
 
+CERTS: Path = Path()  # the scratch site CA and its certificates, set in main()
+
+
+def creds(kind: str, name: str) -> list[str]:
+    """The --tls-* flags of one party (its certificate issued at start-up)."""
+    return ["--tls-ca", str(CERTS / "ca.pem"), "--tls-cert", str(CERTS / f"{kind}s/{name}.pem"),
+            "--tls-key", str(CERTS / f"{kind}s/{name}.key")]
+
+
 def tashi(cm: str, *args: str, user: str = "root", quiet: bool = False) -> None:
     print(f"\n$ tashi {' '.join(args)}" + (f"   (as {user})" if user != "root" else ""))
-    env = {**os.environ, "TASHI_CM": cm, "TASHI_USER": user}
+    env = {**os.environ, "TASHI_CM": cm, "TASHI_USER": user, "TASHI_CA": str(CERTS / "ca.pem"),
+           "TASHI_CERT": str(CERTS / f"users/{user}.pem"),
+           "TASHI_KEY": str(CERTS / f"users/{user}.key")}
     res = subprocess.run([str(BIN / "tashi"), *args], env=env, text=True, capture_output=True)
     if not quiet:
         sys.stdout.write(res.stdout)
     if res.returncode:
         sys.stdout.write(res.stderr)
+
+
+def run_quiet(args: list[str]) -> None:
+    res = subprocess.run([str(BIN / "tashi"), *args], text=True, capture_output=True)
+    if res.returncode:
+        sys.exit(f"tashi {' '.join(args)} failed: {res.stderr.strip()}")
 
 
 def free_port() -> int:
@@ -83,10 +102,12 @@ HOSTS = [("node1", 4, 8192), ("node2", 8, 16384), ("node3", 16, 32768)]
 def wait_settled(cm: str, timeout: float = 60.0) -> None:
     """Until no instance is Pending or Activating (the scheduler and NMs have acted)."""
     from tashi.runtime.client import ClusterClient
+    from tashi.runtime.tls import Tls
     from tashi.v1 import resources_pb2 as pb
 
     busy = [pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_ACTIVATING]
-    with ClusterClient(cm) as client:
+    tls = Tls.load(CERTS / "ca.pem", CERTS / "users/root.pem", CERTS / "users/root.key")
+    with ClusterClient(cm, tls=tls) as client:
         deadline = time.monotonic() + timeout
         while client.list_instances(states=busy) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -103,18 +124,30 @@ def main() -> None:
         images.mkdir()
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "debian.qcow2"),
                         "1G"], check=True)
+        global CERTS
+        CERTS = work / "ca"
+        print("a site CA and a certificate for every service, host and user:")
+        run_quiet(["certs", "init", "--dir", str(CERTS)])
+        parties = [("service", "tashi-cm"), ("service", "tashi-scheduler"),
+                   ("service", "tashi-accounting"), ("user", "root"), ("user", "alice"),
+                   *(("node", name) for name, _c, _m in HOSTS)]
+        for kind, name in parties:
+            run_quiet(["certs", "issue", "--dir", str(CERTS), "--kind", kind, "--name", name])
+        print(f"  tashi certs init; tashi certs issue x{len(parties)} (in {CERTS})")
         try:
             print("starting services on loopback (logs and stores in a scratch dir):")
             # As Tashi's operators did: accounting first, it waits for the CM.
             cm_address = f"127.0.0.1:{free_port()}"
             acct = Service("tashi-accounting", [
                 str(BIN / "tashi-accounting"), "--listen", "127.0.0.1:0", "--cm", cm_address,
-                "--db", str(work / "accounting.db"), "--metrics-listen", "127.0.0.1:9891"],
+                "--db", str(work / "accounting.db"), "--metrics-listen", "127.0.0.1:9891",
+                *creds("service", "tashi-accounting")],
                 work / "accounting.log")
             services.append(acct)
             cm = Service("tashi-cm", [str(BIN / "tashi-cm"), "--listen", cm_address,
                                       "--db", str(work / "cm.db"), "--images", str(images),
-                                      "--metrics-listen", "127.0.0.1:9890"],
+                                      "--metrics-listen", "127.0.0.1:9890",
+                                      *creds("service", "tashi-cm")],
                          work / "cm.log")
             services.append(cm)
             tashi(cm.address, "addUser", "--name", "alice")
@@ -126,11 +159,12 @@ def main() -> None:
                     str(BIN / "tashi-nm"), "--listen", "127.0.0.1:0", "--cm", cm.address,
                     "--hostname", name, "--libvirt-uri", uri, "--images", str(images),
                     "--state-dir", str(work / name), "--reserved-memory", "0",
-                    "--metrics-listen", f"127.0.0.1:{9893 + index}"],
+                    "--metrics-listen", f"127.0.0.1:{9893 + index}", *creds("node", name)],
                     work / f"{name}.log"))
             services.append(Service("tashi-scheduler", [
                 str(BIN / "tashi-scheduler"), "--cm", cm.address,
-                "--metrics-listen", "127.0.0.1:9892"], work / "scheduler.log"))
+                "--metrics-listen", "127.0.0.1:9892", *creds("service", "tashi-scheduler")],
+                work / "scheduler.log"))
             time.sleep(1.0)
             tashi(cm.address, "getHosts")
             tashi(cm.address, "createMany", "--basename", "web", "--count", "12", "--cores", "1",

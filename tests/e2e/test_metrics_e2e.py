@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import NMProcess, Process, bin_path, free_port, start_cm, wait_for
+from tests.harness import NMProcess, Process, Site, bin_path, free_port, start_cm, wait_for
 
 PROMETHEUS = "/usr/bin/prometheus"
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "tashi-alerts.yml"
@@ -113,20 +113,23 @@ def started() -> Iterator[list[Any]]:
 
 def test_prometheus_scrapes_the_cluster(tmp_path: Path, images: Path,
                                         started: list[Any]) -> None:
-    cm = start_cm(tmp_path, images=str(images), metrics_listen="127.0.0.1:0")
+    site = Site(tmp_path / "ca")  # every service and client over mutual TLS
+    cm = start_cm(tmp_path, site=site, images=str(images), metrics_listen="127.0.0.1:0")
     started.append(cm)
     root, alice = cm.client(), cm.client("alice")
     root.create_user("alice")
     root.create_host("node1")
-    nm = NMProcess(tmp_path / "node1", cm.address, "node1", images=images,
+    nm = NMProcess(tmp_path / "node1", cm.address, "node1", site=site, images=images,
                    extra=["--metrics-listen", "127.0.0.1:0"])
     started.append(nm)
     acct = Process([bin_path("tashi-accounting"), "--listen", "127.0.0.1:0", "--cm", cm.address,
-                    "--db", str(tmp_path / "ledger.sqlite"), "--metrics-listen", "127.0.0.1:0"],
+                    "--db", str(tmp_path / "ledger.sqlite"), "--metrics-listen", "127.0.0.1:0",
+                    *site.flags("service", "tashi-accounting")],
                    tmp_path / "accounting.log")
     started.append(acct)
     sched = Process([bin_path("tashi-scheduler"), "--cm", cm.address,
-                     "--metrics-listen", "127.0.0.1:0"], tmp_path / "scheduler.log",
+                     "--metrics-listen", "127.0.0.1:0", *site.flags("service", "tashi-scheduler")],
+                    tmp_path / "scheduler.log",
                     ready=re.compile(r"connected to (\S+:\d+)"))
     started.append(sched)
     targets = {"tashi-cm": metrics_address(cm), "tashi-nm": metrics_address(nm),

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
 from tests.guests import CMDLINE, GUEST_UP, PrivateLibvirt, guest_files
-from tests.harness import CMProcess, NMProcess, start_cm, wait_for
+from tests.harness import CMProcess, NMProcess, Site, start_cm, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -66,12 +66,14 @@ def test_real_guest_metrics(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
                     "32M"], check=True)
     procs: list[CMProcess | NMProcess] = []
     try:
-        cm = start_cm(tmp_path, images=str(images))
+        site = Site(tmp_path / "ca")  # every service and client over mutual TLS
+        cm = start_cm(tmp_path, site=site, images=str(images))
         procs.append(cm)
         root = cm.client()
         root.create_user("alice")
         host = root.create_host("g1")
-        nm = NMProcess(tmp_path / "nm", cm.address, "g1", libvirt_uri="qemu:///system",
+        nm = NMProcess(tmp_path / "nm", cm.address, "g1", site=site,
+                       libvirt_uri="qemu:///system",
                        images=images, prefix=libvirtd.enter(),
                        extra=["--metrics-listen", "127.0.0.1:0"])
         procs.append(nm)

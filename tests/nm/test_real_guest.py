@@ -23,6 +23,7 @@ from tests.guests import CMDLINE, GUEST_POWEROFF, GUEST_UP, PrivateLibvirt, gues
 from tests.harness import (
     CMProcess,
     NMProcess,
+    Site,
     activate,
     start_cm,
     state,
@@ -65,13 +66,15 @@ def test_real_guest_lifecycle(tmp_path: Path, libvirtd: PrivateLibvirt) -> None:
                     "32M"], check=True)
     procs: list[CMProcess | NMProcess] = []
     try:
-        cm = start_cm(tmp_path, images=str(images), expire_host_seconds=EXPIRE)
+        site = Site(tmp_path / "ca")  # every service and client over mutual TLS
+        cm = start_cm(tmp_path, site=site, images=str(images), expire_host_seconds=EXPIRE)
         procs.append(cm)
         client = cm.client()
         client.create_host("g1")
 
         def start_nm() -> NMProcess:
-            nm = NMProcess(tmp_path / "nm", cm.address, "g1", libvirt_uri="qemu:///system",
+            nm = NMProcess(tmp_path / "nm", cm.address, "g1", site=site,
+                           libvirt_uri="qemu:///system",
                            images=images, heartbeat_seconds=HEARTBEAT,
                            prefix=libvirtd.enter())
             procs.append(nm)

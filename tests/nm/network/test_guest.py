@@ -26,6 +26,7 @@ from tests.guests import BUSYBOX, CMDLINE, PrivateLibvirt, _cpio, _module, cloud
 from tests.harness import (
     CMProcess,
     NMProcess,
+    Site,
     activate,
     start_cm,
     stop_all,
@@ -116,14 +117,16 @@ def test_guest_gets_a_dhcp_address_the_cm_shows(tmp_path: Path, libvirtd: Privat
     procs: list[CMProcess | NMProcess] = []
     dnsmasq: subprocess.Popen[bytes] | None = None
     try:
-        cm = start_cm(tmp_path, images=str(images))
+        site = Site(tmp_path / "ca")  # every service and client over mutual TLS
+        cm = start_cm(tmp_path, site=site, images=str(images))
         procs.append(cm)
         client = cm.client()
         client.create_host("g1")
         client.create_network(pb.Network(id=1, name="one", kind=pb.NETWORK_KIND_VXLAN, vni=101,
                                          peers=["192.0.2.1", "192.0.2.2"], mtu=9000))
         netns_path = f"/proc/{libvirtd.holder.pid}/ns/net"
-        nm = NMProcess(tmp_path / "nm", cm.address, "g1", libvirt_uri="qemu:///system",
+        nm = NMProcess(tmp_path / "nm", cm.address, "g1", site=site,
+                       libvirt_uri="qemu:///system",
                        images=images, prefix=libvirtd.enter(),
                        extra=["--uplink", "up0", "--network-namespace", netns_path])
         procs.append(nm)
