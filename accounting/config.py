@@ -12,10 +12,6 @@ def _default_db() -> str:
     return str(data_dir("accounting") / "ledger.sqlite")
 
 
-def _default_admins() -> list[str]:
-    return ["root"]
-
-
 @dataclass
 class AccountingConfig(TransportSettings):
     cm: str = field(default="127.0.0.1:9882", metadata={"help": "cluster manager HOST:PORT"})
@@ -24,8 +20,6 @@ class AccountingConfig(TransportSettings):
     db: str = field(default_factory=_default_db,
                     metadata={"help": "SQLite file of the ledger (created if missing)"})
     user: str = field(default="root", metadata={"help": "user name to call the CM as (an admin)"})
-    admins: list[str] = field(default_factory=_default_admins, metadata={
-        "help": "users who may see everyone's usage and events"})
     reconcile_seconds: float = field(default=600.0, metadata={
         "help": "seconds between reconciles against ListInstances (0: never)"})
     watch_batch: int = field(default=1000, metadata={"help": "events per WatchEvents message"})

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from tashi.accounting.admins import CmAdmins
 from tashi.accounting.config import AccountingConfig
 from tashi.accounting.follower import Follower, Reconciler
 from tashi.accounting.metrics import AccountingCollector, CountingLedger
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tashi-accounting: {exc}")
     try:
         running = server.start(cfg.listen, [server.Service(
-            SERVICE_NAME, AccountingServicer(ledger, cfg.admins),
+            SERVICE_NAME, AccountingServicer(ledger, CmAdmins(cfg.cm, cfg.user, tls)),
             apb_grpc.add_AccountingServiceServicer_to_server)],
             interceptors=metrics.interceptors, tls=tls, insecure=cfg.insecure,
             name="tashi-accounting")

@@ -4,6 +4,8 @@ Refusals are `ServiceError`s, answered by the shared error interceptor."""
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import grpc
 
 from tashi.accounting.ledger import KIND_DRIFT, KIND_EVENT, KIND_GAP, Ledger
@@ -51,9 +53,10 @@ def ledger_entry(entry_id: int, kind: int, body: bytes) -> apb.LedgerEntry:
 
 
 class AccountingServicer(apb_grpc.AccountingServiceServicer):
-    def __init__(self, ledger: Ledger, admins: list[str]) -> None:
+    def __init__(self, ledger: Ledger, admins: Container[str]) -> None:
+        """`admins`: the cluster manager's (accounting.admins.CmAdmins), or a fixed set."""
         self.ledger = ledger
-        self.admins = set(admins)
+        self.admins = admins
 
     def _caller(self, context: grpc.ServicerContext) -> tuple[str, bool]:
         caller = caller_name(context)
