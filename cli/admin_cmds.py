@@ -53,7 +53,33 @@ def get_images(ctx: Context) -> int:
 
 
 def add_user(ctx: Context) -> int:
-    ctx.output([ctx.client().create_user(ctx.args.name)], USER_COLUMNS)
+    """Add the user and issue their first bearer token, shown this once."""
+    client = ctx.client()
+    user = client.create_user(ctx.args.name)
+    token = client.issue_token(user.name)
+    ctx.output([user], [*USER_COLUMNS, "token"], extra={"token": token.token})
+    ctx.err(f"the token is shown once: {user.name} keeps it in ~/.config/tashi/token "
+            "(mode 600) or TASHI_TOKEN; `tashi revokeToken --id "
+            f"{token.info.id}` ends it")
+    return 0
+
+
+TOKEN_COLUMNS = ["id", "user", "create_time", "revoked"]
+
+
+def issue_token(ctx: Context) -> int:
+    token = ctx.client().issue_token(ctx.args.user)
+    ctx.output([token.info], [*TOKEN_COLUMNS, "token"], extra={"token": token.token})
+    return 0
+
+
+def revoke_token(ctx: Context) -> int:
+    ctx.output([ctx.client().revoke_token(ctx.args.id)], TOKEN_COLUMNS)
+    return 0
+
+
+def get_tokens(ctx: Context) -> int:
+    ctx.output(ctx.client().list_tokens(ctx.args.user or ""), TOKEN_COLUMNS)
     return 0
 
 
@@ -130,6 +156,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("addUser", help="admin: add a user")
     p.add_argument("--name", required=True)
     p.set_defaults(func=add_user)
+
+    p = sub.add_parser("issueToken", help="admin: a new bearer token for a user (shown once)")
+    p.add_argument("--user", required=True)
+    p.set_defaults(func=issue_token)
+
+    p = sub.add_parser("revokeToken", help="end a bearer token at once (admins, or its user)")
+    p.add_argument("--id", type=int, required=True)
+    p.set_defaults(func=revoke_token)
+
+    p = sub.add_parser("getTokens", help="bearer tokens (never their secrets)")
+    p.add_argument("--user", help="only this user's (admins)")
+    p.set_defaults(func=get_tokens)
 
     p = sub.add_parser("addHost", help="admin: add a host so its node manager may join")
     p.add_argument("--name", required=True)

@@ -27,10 +27,29 @@ def config_dir() -> Path:
     return Path(base) / "tashi"
 
 
+def bearer_token(args: argparse.Namespace) -> str:
+    """--token, else TASHI_TOKEN, else ~/.config/tashi/token, else none."""
+    token = getattr(args, "token", "") or ""
+    if not token:
+        path = config_dir() / "token"
+        if path.is_file():
+            token = path.read_text().strip()
+    return token
+
+
 def credentials(args: argparse.Namespace) -> Tls | None:
     """The user's TLS credentials: flags or TASHI_CA/CERT/KEY, else the three files
     in config_dir() when all exist, else None (plaintext, a loopback cluster)."""
     given = [getattr(args, name, "") or "" for name in ("tls_ca", "tls_cert", "tls_key")]
+    if bearer_token(args) and not given[1] and not given[2]:
+        # A token instead of a certificate: TLS that checks the server only.
+        ca = given[0] or str(config_dir() / "ca.pem")
+        if not given[0] and not Path(ca).is_file():
+            return None  # plaintext: a loopback cluster in development mode
+        try:
+            return Tls.ca_only(ca)
+        except TlsError as exc:
+            raise UsageError(str(exc)) from None
     if not any(given):
         found = [config_dir() / f"{name}.pem" for name in ("ca", "cert", "key")]
         if not all(p.is_file() for p in found):
@@ -54,7 +73,8 @@ class Context:
     def client(self) -> ClusterClient:
         if self._client is None:
             self._client = ClusterClient(self.args.cm, user=self.args.user,
-                                         timeout=self.args.timeout, tls=credentials(self.args))
+                                         timeout=self.args.timeout, tls=credentials(self.args),
+                                         token=bearer_token(self.args))
         return self._client
 
     def close(self) -> None:

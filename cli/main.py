@@ -49,6 +49,9 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         parser.add_argument(flag, default=d(os.environ.get(env, "")), metavar="PEM",
                             help=f"{what} for mutual TLS (env {env}; default "
                                  f"~/.config/tashi/{flag[6:]}.pem when all three exist)")
+    parser.add_argument("--token", default=d(os.environ.get("TASHI_TOKEN", "")), metavar="TOKEN",
+                        help="bearer token instead of a certificate (env TASHI_TOKEN; default "
+                             "~/.config/tashi/token)")
     parser.add_argument("-o", "--output", choices=FORMATS, default=d("table"))
     parser.add_argument("--timeout", type=float, default=d(30.0), help="seconds per call")
 

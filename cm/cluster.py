@@ -108,6 +108,11 @@ class Txn:
     def delete(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
         self._stage(obj, None, etype, message)
 
+    def put_quiet(self, kind: str, oid: int, obj: Message) -> None:
+        """Store a resource no event may carry (a token's hash)."""
+        self.changes.append((kind, oid, obj))
+        self.staged[(kind, oid)] = obj
+
     def _stage(self, obj: Message, after: Message | None, etype: pb.EventType,
                message: str) -> None:
         kind = KIND_OF[type(obj)]
@@ -176,9 +181,12 @@ class Cluster:
             self._apply("network", pb.Network.FromString(body))
         for body in loaded.resources.get("user", []):
             self._apply("user", pb.User.FromString(body))
+        self.tokens: dict[int, pb.StoredToken] = {}
+        for body in loaded.resources.get("token", []):
+            self._apply("token", pb.StoredToken.FromString(body))
         self.meta = dict(loaded.meta)
         for kind, table in (("host", self.hosts), ("instance", self.instances),
-                            ("user", self.users)):
+                            ("user", self.users), ("token", self.tokens)):
             key = f"next_{kind}_id"
             self.meta[key] = max(self.meta.get(key, 1), max(table, default=0) + 1)
         self.events = EventLog(store, loaded.first_seq, loaded.last_seq, loaded.recent_events,
@@ -297,6 +305,9 @@ class Cluster:
                 return
             assert isinstance(obj, pb.Network)
             self.networks[obj.id] = obj
+        elif kind == "token":
+            assert isinstance(obj, pb.StoredToken)
+            self.tokens[obj.id] = obj
         elif kind == "user":
             if obj is None:
                 old_u = self.users.pop(oid, None)

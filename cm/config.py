@@ -15,6 +15,9 @@ def _default_db() -> str:
 @dataclass
 class CMConfig(TransportSettings):
     listen: str = field(default="127.0.0.1:9882", metadata={"help": "HOST:PORT to serve on"})
+    token_listen: str = field(default="", metadata={
+        "help": "HOST:PORT where users with a bearer token and no certificate connect "
+                "(TLS without client certificates; needs --tls-*)"})
     db: str = field(default_factory=_default_db, metadata={"help": "SQLite file of the store"})
     images: str = field(default="", metadata={"help": "image store directory"})
     admins: list[str] = field(default_factory=lambda: ["root"],

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from tashi.cm import tokens
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
@@ -55,7 +56,9 @@ class ClusterManager:
         self.metrics.serve(ClusterCollector(c))
         self.running = server.start(self.cfg.listen, services, max_workers=128,
                                     interceptors=self.metrics.interceptors, tls=self.tls,
-                                    insecure=self.cfg.insecure, name="tashi-cm")
+                                    insecure=self.cfg.insecure, name="tashi-cm",
+                                    tokens=lambda token: tokens.resolve(c, token),
+                                    token_listen=self.cfg.token_listen)
         self.liveness.start()
         return self.running.port
 
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tashi-cm: {exc}")
     host = server.split_address(cfg.listen)[0]
     print(f"tashi-cm listening on {host}:{port}", flush=True)
+    if cm.running is not None and cm.running.token_port:
+        log.info("bearer tokens accepted on %s:%d", server.split_address(cfg.token_listen)[0],
+                 cm.running.token_port)
     log.info("store %s, %d hosts, %d instances, last event %d", cfg.db, len(cm.cluster.hosts),
              len(cm.cluster.instances), cm.cluster.events.last_seq)
     server.wait_for_signal(cm.stop)

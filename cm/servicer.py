@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from tashi.cm import admin, instances, nodes, placement
+from tashi.cm import admin, instances, nodes, placement, tokens
 from tashi.cm.cluster import NODE_PREFIX, Cluster
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import own_host, watch_filter
@@ -162,6 +162,18 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
             chosen, token = c.page(c.users, req.page_size, req.page_token)
             return cmpb.ListUsersResponse(
                 users=[admin.user_view(c, c.users[i]) for i in chosen], next_page_token=token)
+
+    @handler
+    def IssueToken(self, req: cmpb.IssueTokenRequest, ctx: Any, who: str) -> Any:
+        return tokens.issue(self.c, who, req)
+
+    @handler
+    def RevokeToken(self, req: cmpb.RevokeTokenRequest, ctx: Any, who: str) -> Any:
+        return tokens.revoke(self.c, who, req)
+
+    @handler
+    def ListTokens(self, req: cmpb.ListTokensRequest, ctx: Any, who: str) -> Any:
+        return tokens.listing(self.c, who, req)
 
     @handler
     def CreateNetwork(self, req: cmpb.CreateNetworkRequest, ctx: Any, who: str) -> Any:

@@ -88,8 +88,8 @@ class ClusterClient(RpcClient):
     service = "cluster manager"
 
     def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0,
-                 tls: Tls | None = None):
-        super().__init__(address, user, timeout, tls)
+                 tls: Tls | None = None, token: str = ""):
+        super().__init__(address, user, timeout, tls, token)
         self.cm = cm_grpc.ClusterManagerServiceStub(self._channel)
         self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
         self.placement = pl_grpc.PlacementServiceStub(self._channel)
@@ -192,6 +192,16 @@ class ClusterClient(RpcClient):
     def create_user(self, name: str) -> pb.User:
         req = cm.CreateUserRequest(request_id=new_request_id(), name=name)
         return self.call(self.cm.CreateUser, req).user
+
+    def issue_token(self, user: str) -> cm.IssueTokenResponse:
+        return self.call(self.cm.IssueToken, cm.IssueTokenRequest(user=user))
+
+    def revoke_token(self, token_id: int) -> cm.TokenInfo:
+        return self.call(self.cm.RevokeToken, cm.RevokeTokenRequest(
+            id=token_id, request_id=new_request_id())).token
+
+    def list_tokens(self, user: str = "") -> list[cm.TokenInfo]:
+        return list(self.call(self.cm.ListTokens, cm.ListTokensRequest(user=user)).tokens)
 
     def list_users(self) -> list[pb.User]:
         return self._all_pages(self.cm.ListUsers, "users", lambda token: cm.ListUsersRequest(

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from tashi.runtime.auth import CURRENT, Principal
 from tashi.runtime.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def answer(method: str, exc: Exception, context: grpc.ServicerContext) -> NoRetu
     raise AssertionError("context.abort returns never")
 
 
-Gate = Callable[[str, grpc.ServicerContext], object]
+# Who may call: answers the caller, or raises (PERMISSION_DENIED, UNAUTHENTICATED).
+Gate = Callable[[str, grpc.ServicerContext], Principal]
 
 
 class ErrorStatusInterceptor(grpc.ServerInterceptor):
@@ -93,14 +95,18 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
 
 def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavior:
     def run(arg: Any, context: grpc.ServicerContext) -> Any:
+        mark = None
         try:
             if gate is not None:
-                gate(method, context)
+                mark = CURRENT.set(gate(method, context))
             return behavior(arg, context)
         except Exception as exc:
             if _aborted(exc, context):
                 raise
             answer(method, exc, context)
+        finally:
+            if mark is not None:
+                CURRENT.reset(mark)
 
     return run
 
@@ -108,13 +114,20 @@ def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavi
 def _streaming(method: str, behavior: Behavior, gate: Gate | None = None
                ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def run(arg: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        mark = None
         try:
             if gate is not None:
-                gate(method, context)
+                mark = CURRENT.set(gate(method, context))
             yield from behavior(arg, context)
         except Exception as exc:  # GeneratorExit (client left) is no Exception: passes
             if _aborted(exc, context):
                 raise
             answer(method, exc, context)
+        finally:
+            if mark is not None:
+                try:
+                    CURRENT.reset(mark)
+                except ValueError:  # closed from another thread (the client left)
+                    CURRENT.set(None)
 
     return run

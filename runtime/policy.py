@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import grpc
 
-from tashi.runtime.auth import Principal, principal
+from tashi.runtime.auth import Principal, TokenResolver, principal
 from tashi.runtime.errors import denied
 
 CM_SERVICE = "tashi-cm"
@@ -78,9 +78,10 @@ def rule_for(method: str) -> Rule | None:
     return RULES.get(path, RULES.get(service))
 
 
-def authorize(method: str, context: grpc.ServicerContext) -> Principal:
+def authorize(method: str, context: grpc.ServicerContext,
+              tokens: TokenResolver | None = None) -> Principal:
     """The caller, if the table lets it call `method`; PERMISSION_DENIED otherwise."""
-    who = principal(context)
+    who = principal(context, tokens)
     if not who.verified:
         return who
     rule = rule_for(method)

@@ -59,13 +59,13 @@ class RpcClient:
     service = "service"
 
     def __init__(self, address: str, user: str = "root", timeout: float = 30.0,
-                 tls: Tls | None = None) -> None:
+                 tls: Tls | None = None, token: str = "") -> None:
         self.address = address
         self.user = user
         self.timeout = timeout
         self.tls = tls
         self._channel = channel(address, tls)
-        self._metadata = user_metadata(user)
+        self._metadata = user_metadata(user, token)
 
     def close(self) -> None:
         self._channel.close()

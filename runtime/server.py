@@ -15,8 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tashi.runtime import policy
+from tashi.runtime.auth import TokenResolver
 from tashi.runtime.interceptors import ErrorStatusInterceptor
-from tashi.runtime.tls import Tls, check_plaintext
+from tashi.runtime.tls import Tls, TlsError, check_plaintext
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Running:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    token_port: int = 0
 
     def stop(self, grace: float = 1.0) -> None:
         self.health.enter_graceful_shutdown()
@@ -59,6 +61,8 @@ def start(
     tls: Tls | None = None,
     insecure: bool = False,
     name: str = "the service",
+    tokens: TokenResolver | None = None,
+    token_listen: str = "",
 ) -> Running:
     """Start a server on `listen` (port 0 picks a free one) with health and reflection.
 
@@ -71,7 +75,8 @@ def start(
         check_plaintext(split_address(listen)[0], insecure, name)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, ErrorStatusInterceptor(policy.authorize)],
+        interceptors=[*interceptors, ErrorStatusInterceptor(
+            lambda method, context: policy.authorize(method, context, tokens))],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -93,10 +98,18 @@ def start(
         port = server.add_secure_port(listen, tls.server_credentials())
     else:
         port = server.add_insecure_port(listen)
+    token_port = 0
+    if token_listen:
+        # TLS without client certificates: callers bring a bearer token instead.
+        if tls is None:
+            raise TlsError("--token-listen needs --tls-ca, --tls-cert and --tls-key")
+        token_port = server.add_secure_port(token_listen, tls.server_only_credentials())
+        if token_port == 0:
+            raise OSError(f"cannot listen on {token_listen}")
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
-    return Running(server, port, health_servicer)
+    return Running(server, port, health_servicer, token_port)
 
 
 def wait_for_signal(on_stop: Callable[[], None]) -> None:

@@ -72,8 +72,23 @@ class Tls:
         return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca,
                                            require_client_auth=True)
 
+    def server_only_credentials(self) -> grpc.ServerCredentials:
+        """TLS that asks callers for no certificate (they bring a bearer token)."""
+        return grpc.ssl_server_credentials([(self.key, self.cert)])
+
     def channel_credentials(self) -> grpc.ChannelCredentials:
+        """With a certificate and key: mutual TLS; with the CA alone: the server is
+        checked, the caller shows a bearer token instead."""
+        if not self.cert:
+            return grpc.ssl_channel_credentials(self.ca)
         return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+    @classmethod
+    def ca_only(cls, ca: str | Path) -> Tls:
+        try:
+            return cls(Path(ca).read_bytes(), b"", b"")
+        except OSError as exc:
+            raise TlsError(f"cannot read the CA certificate {ca}: {exc.strerror}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -62,7 +62,10 @@ class World:
         self.site = Site(tmp)
         cm_cert, cm_key = issue(self.site.dir, "service", "tashi-cm")
         self.icm = InProcCM(tmp, tls_ca=str(self.site.dir / "ca.pem"), tls_cert=str(cm_cert),
-                            tls_key=str(cm_key))
+                            tls_key=str(cm_key), token_listen="127.0.0.1:0")
+        running = self.icm.cm.running
+        assert running is not None
+        self.token_address = f"127.0.0.1:{running.token_port}"
         self.clients: dict[str, ClusterClient] = {}
         self.target: pb.Instance | None = None
         for label, (kind, name) in IDENTITIES.items():
@@ -323,3 +326,65 @@ def test_the_node_manager_answers_the_cluster_manager_only(world: World, nm: str
                 assert "root:" not in err.value.message
     with NodeManagerClient(nm, timeout=5, tls=site.tls("service", "tashi-cm")) as cm:
         assert list(cm.list_vms()) == []
+
+
+# -- bearer tokens ----------------------------------------------------------------------
+
+
+def token_client(w: World, token: str, address: str = "") -> ClusterClient:
+    """A user with a token and no certificate: TLS that checks the server only."""
+    return ClusterClient(address or w.token_address, user="root", timeout=5, token=token,
+                         tls=Tls.ca_only(w.site.dir / "ca.pem"))
+
+
+def test_a_token_speaks_for_its_user_until_revoked(world: World, tmp_path: Path) -> None:
+    w = world
+    admin = w.clients["admin"]
+    issued = admin.issue_token("alice")
+    assert issued.token.startswith("tashi_") and issued.info.user == "alice"
+    with token_client(w, issued.token) as alice:
+        [mine] = alice.create_instances(vm("by-token", 1, 64))
+        assert mine.owner == "alice", "the token's user, whatever the header says (root)"
+        with pytest.raises(TashiError) as err:
+            alice.create_host("nope")
+        assert err.value.code == C.PERMISSION_DENIED
+        with pytest.raises(TashiError) as err:
+            alice.call(alice.registry.RegisterHost, nr.RegisterHostRequest(
+                name="h1", cores=1, memory_mib=1, version="0.1.0"))
+        assert err.value.code == C.PERMISSION_DENIED, "a token is a user's, never a node's"
+        with pytest.raises(TashiError) as err:
+            alice.issue_token("alice")
+        assert err.value.code == C.PERMISSION_DENIED, "only admins issue tokens"
+        assert [t.id for t in alice.list_tokens()] == [issued.info.id]
+        w.clients["bob"].create_instances(vm("bobs", 1, 64))
+        with pytest.raises(TashiError) as err:
+            w.clients["bob"].revoke_token(issued.info.id)
+        assert err.value.code == C.PERMISSION_DENIED, "bob may not end alice's token"
+        admin.revoke_token(issued.info.id)
+        seq = w.icm.cluster.events.last_seq
+        with pytest.raises(TashiError) as err:
+            alice.create_instances(vm("after-revoke", 1, 64))
+        assert err.value.code == C.UNAUTHENTICATED
+        assert w.icm.cluster.events.last_seq == seq
+    db = (tmp_path / "cm.db").read_bytes() + b"".join(
+        p.read_bytes() for p in tmp_path.glob("cm.db-*"))
+    secret = issued.token.split("_", 2)[2]
+    assert secret.encode() not in db, "only the token's hash is stored"
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "tashi_1_wrong", "tashi_999_x", "tashi__",
+                                   "tashi_1_" + "A" * 100_000])
+def test_a_bad_token_is_unauthenticated(world: World, token: str) -> None:
+    world.clients["admin"].issue_token("alice")  # token 1 exists; its secret is not these
+    with token_client(world, token) as c:
+        with pytest.raises(TashiError) as err:
+            c.list_instances()
+        assert err.value.code in (C.UNAUTHENTICATED, C.RESOURCE_EXHAUSTED)
+
+
+def test_a_token_does_not_open_the_certificate_port(world: World) -> None:
+    issued = world.clients["admin"].issue_token("alice")
+    with token_client(world, issued.token, world.icm.address) as c:
+        with pytest.raises(TashiError) as err:
+            c.list_instances()
+        assert err.value.code == C.UNAVAILABLE

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class ClusterManagerServiceStub:
-    """What users and admins call.  The caller's user name travels in the
-    `x-tashi-user` request metadata.  Mutating calls take a `request_id`: a
+    """What users and admins call.  The caller is the subject of its client
+    certificate, or the user of its bearer token (`authorization: Bearer`);
+    only a plaintext loopback server takes the `x-tashi-user` metadata.  Mutating calls take a `request_id`: a
     retry with the same id returns the first answer and changes nothing.
     """
 
@@ -142,6 +143,21 @@ class ClusterManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.IssueToken = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/IssueToken',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/RevokeToken',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/ListTokens',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
         self.CreateNetwork = channel.unary_unary(
                 '/tashi.v1.ClusterManagerService/CreateNetwork',
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.CreateNetworkRequest.SerializeToString,
@@ -170,8 +186,9 @@ class ClusterManagerServiceStub:
 
 
 class ClusterManagerServiceServicer:
-    """What users and admins call.  The caller's user name travels in the
-    `x-tashi-user` request metadata.  Mutating calls take a `request_id`: a
+    """What users and admins call.  The caller is the subject of its client
+    certificate, or the user of its bearer token (`authorization: Bearer`);
+    only a plaintext loopback server takes the `x-tashi-user` metadata.  Mutating calls take a `request_id`: a
     retry with the same id returns the first answer and changes nothing.
     """
 
@@ -301,6 +318,28 @@ class ClusterManagerServiceServicer:
 
     def ListUsers(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueToken(self, request, context):
+        """A bearer token for a user (admins only), shown once in the answer: the
+        cluster manager keeps only its hash, and never replays the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Ends a token at once (admins, or the token's own user).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Tokens (never their secrets): all for admins, a user's own otherwise.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -446,6 +485,21 @@ def add_ClusterManagerServiceServicer_to_server(servicer, server):
                     request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListUsersRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListUsersResponse.SerializeToString,
             ),
+            'IssueToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueToken,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListTokensRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListTokensResponse.SerializeToString,
+            ),
             'CreateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNetwork,
                     request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.CreateNetworkRequest.FromString,
@@ -480,8 +534,9 @@ def add_ClusterManagerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ClusterManagerService:
-    """What users and admins call.  The caller's user name travels in the
-    `x-tashi-user` request metadata.  Mutating calls take a `request_id`: a
+    """What users and admins call.  The caller is the subject of its client
+    certificate, or the user of its bearer token (`authorization: Bearer`);
+    only a plaintext loopback server takes the `x-tashi-user` metadata.  Mutating calls take a `request_id`: a
     retry with the same id returns the first answer and changes nothing.
     """
 
@@ -1042,6 +1097,87 @@ class ClusterManagerService:
             '/tashi.v1.ClusterManagerService/ListUsers',
             tashi_dot_v1_dot_cluster__manager__pb2.ListUsersRequest.SerializeToString,
             tashi_dot_v1_dot_cluster__manager__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/IssueToken',
+            tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/RevokeToken',
+            tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/ListTokens',
+            tashi_dot_v1_dot_cluster__manager__pb2.ListTokensRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.ListTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -273,6 +273,20 @@ class Image(_message.Message):
     size_bytes: int
     def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
+class StoredToken(_message.Message):
+    __slots__ = ("id", "user", "secret_sha256", "create_time", "revoked")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    user: str
+    secret_sha256: bytes
+    create_time: _timestamp_pb2.Timestamp
+    revoked: bool
+    def __init__(self, id: _Optional[int] = ..., user: _Optional[str] = ..., secret_sha256: _Optional[bytes] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
 class Reservation(_message.Message):
     __slots__ = ("host_id", "host_name", "users")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
