@@ -149,6 +149,7 @@ def main() -> None:
         cm_proc, address = start(
             [str(BIN / "tashi-cm"), "--listen", "127.0.0.1:0", "--db", str(work / "cm.db"),
              "--images", str(work / "images"), "--expire-host-seconds", "86400",
+             "--quota-instances", "0",  # alice fills the cluster: no quota here
              "--log-level", "WARNING"],
             r"listening on (\S+:\d+)", work / "cm.log")
         procs.append(cm_proc)

@@ -22,6 +22,7 @@ from tashi.cm import lifecycle
 from tashi.cm.config import CMConfig
 from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store
+from tashi.cm.validation import check_request_id
 from tashi.cm.watch import stamp_hosts
 from tashi.runtime.errors import denied, invalid, not_found, unauthenticated
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -171,6 +172,8 @@ class Cluster:
         self.instance_ids: dict[str, int] = {}
         self.user_ids: dict[str, int] = {}
         self.usage: dict[int, Usage] = {}
+        # owner -> what their instances ask for, in every state (for quotas).
+        self.owned: dict[str, Usage] = {}
         # (network id, address) -> instance holding it, kept with the instances.
         self.addresses: dict[tuple[int, str], int] = {}
         for body in loaded.resources.get("host", []):
@@ -271,6 +274,10 @@ class Cluster:
                     use.count -= 1
                 if self.instance_ids.get(old.name) == old.id:
                     del self.instance_ids[old.name]
+                mine = self.owned.setdefault(old.owner, Usage())
+                mine.count -= 1
+                mine.cores -= old.spec.cores
+                mine.memory_mib -= old.spec.memory_mib
                 for nic in old.status.nics:
                     if nic.ip and self.addresses.get((nic.network_id, nic.ip)) == old.id:
                         del self.addresses[(nic.network_id, nic.ip)]
@@ -280,6 +287,10 @@ class Cluster:
             assert isinstance(obj, pb.Instance)
             self.instances[obj.id] = obj
             self.instance_ids[obj.name] = obj.id
+            mine = self.owned.setdefault(obj.owner, Usage())
+            mine.count += 1
+            mine.cores += obj.spec.cores
+            mine.memory_mib += obj.spec.memory_mib
             for nic in obj.status.nics:
                 if nic.ip:
                     self.addresses[(nic.network_id, nic.ip)] = obj.id
@@ -359,6 +370,7 @@ class Cluster:
         """Run `body` under the lock and commit what it staged, once per request_id."""
         with self.lock:
             # Request ids are the caller's own: one user's id never answers another's call.
+            check_request_id(request_id)
             request_id = f"{actor}/{request_id}" if request_id else ""
             if request_id and request_id in self.request_ids:
                 prior = self.store.request(request_id)

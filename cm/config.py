@@ -25,6 +25,12 @@ class CMConfig(TransportSettings):
     max_cores: int = field(default=8, metadata={"help": "most cores one instance may have"})
     max_memory: int = field(default=8192, metadata={"help": "most MiB one instance may have"})
     max_count: int = field(default=100_000, metadata={"help": "most instances one createMany"})
+    quota_instances: int = field(default=10_000, metadata={
+        "help": "most instances one user (not an admin) may hold (0: no limit)"})
+    quota_cores: int = field(default=0, metadata={
+        "help": "most cores one user's instances may ask for in all (0: no limit)"})
+    quota_memory: int = field(default=0, metadata={
+        "help": "most MiB one user's instances may ask for in all (0: no limit)"})
     expire_host_seconds: float = field(
         default=10.0, metadata={"help": "a host not heard from this long is down"})
     event_retention: int = field(default=1_000_000, metadata={"help": "events kept for watchers"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, copy_of, move
+from tashi.cm.cluster import Cluster, Txn, Usage, copy_of, move
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, not_allowed
-from tashi.runtime.errors import exists, invalid, precondition
+from tashi.runtime.errors import exhausted, exists, invalid, precondition
 from tashi.runtime.fit import shortfall
 from tashi.runtime.macs import stable_mac
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -17,6 +17,8 @@ from tashi.v1 import resources_pb2 as pb
 def _spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
     """Validate what a user asked for and return a clean spec (network 0 named)."""
     v.check_size(asked.cores, asked.memory_mib, c.cfg.max_cores, c.cfg.max_memory)
+    v.check_disk_count(len(asked.disks))
+    v.check_hints(dict(asked.hints))
     spec = pb.InstanceSpec(cores=asked.cores, memory_mib=asked.memory_mib)
     for disk in asked.disks:
         v.check_disk(disk.uri, c.images)
@@ -29,12 +31,11 @@ def _spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
             raise invalid("a NIC names no network and there is no default network")
         if net_id not in c.networks:
             raise invalid(f"no network with id {net_id}")
-        spec.nics.add(network_id=net_id, mac=v.check_mac(nic.mac) if nic.mac else "",
-                      ip=v.check_ip(nic.ip) if nic.ip else "")
-    for key, value in asked.hints.items():
-        if not key or len(key) > 64 or len(value) > 1024:
-            raise invalid(f"hint {key!r} is empty or too long")
-        spec.hints[key] = value
+        ip = v.check_ip(nic.ip) if nic.ip else ""
+        if ip:
+            v.check_address_in(ip, c.networks[net_id])
+        spec.nics.add(network_id=net_id, mac=v.check_mac(nic.mac) if nic.mac else "", ip=ip)
+    spec.hints.update(asked.hints)
     if asked.group_name:
         v.check_name("group", asked.group_name)
         spec.group_name = asked.group_name
@@ -58,6 +59,7 @@ def create(c: Cluster, actor: str, req: cmpb.CreateInstanceRequest) -> cmpb.Crea
         for name in names:
             if name in c.instance_ids:
                 raise exists(f"an instance named {name!r} already exists")
+        check_quota(c, actor, spec, len(names))
         macs = {n.mac for n in spec.nics if n.mac}
         if macs and req.count:
             raise invalid("fixed MAC addresses cannot be shared by several instances")
@@ -76,6 +78,21 @@ def create(c: Cluster, actor: str, req: cmpb.CreateInstanceRequest) -> cmpb.Crea
         return resp
 
     return c.mutate(actor, req.request_id, "CreateInstance", cmpb.CreateInstanceResponse, body)
+
+
+def check_quota(c: Cluster, actor: str, spec: pb.InstanceSpec, count: int) -> None:
+    """A user's instances stay within the configured quotas; admins have none."""
+    if c.is_admin(actor):
+        return
+    cfg = c.cfg
+    have = c.owned.get(actor) or Usage()
+    for limit, now, more, what in (
+            (cfg.quota_instances, have.count, count, "instances"),
+            (cfg.quota_cores, have.cores, count * spec.cores, "cores"),
+            (cfg.quota_memory, have.memory_mib, count * spec.memory_mib, "MiB of memory")):
+        if limit and now + more > limit:
+            raise exhausted(f"{actor} holds {now} {what} and asks for {more} more; the quota "
+                            f"is {limit}")
 
 
 def remove(txn: Txn, inst: pb.Instance, message: str) -> pb.Instance:

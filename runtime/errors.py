@@ -49,3 +49,7 @@ def unauthenticated(message: str) -> ServiceError:
 
 def out_of_range(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.OUT_OF_RANGE, message)
+
+
+def exhausted(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)

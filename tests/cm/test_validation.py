@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import InProcCM, register_host
+from tests.harness import InProcCM, inproc_cm, register_host
 
 C = grpc.StatusCode
 
@@ -82,6 +83,21 @@ BAD: list[tuple[str, Callable[[ClusterClient], object], grpc.StatusCode, str]] =
      C.INVALID_ARGUMENT, "positive"),
     ("bad page token", lambda c: c.call(c.cm.ListInstances, cmpb.ListInstancesRequest(
         page_token="zz")), C.INVALID_ARGUMENT, "page_token"),
+    ("65 hints", lambda c: c.create_instances(inst(hints={f"k{i}": "v" for i in range(65)})),
+     C.INVALID_ARGUMENT, "at most 64 hints"),
+    ("hint value of 1025", lambda c: c.create_instances(inst(hints={"k": "v" * 1025})),
+     C.INVALID_ARGUMENT, "longer than 1024"),
+    ("hint name of 1 MB", lambda c: c.create_instances(inst(hints={"k" * 2**20: "v"})),
+     C.INVALID_ARGUMENT, "(1048576 chars)"),
+    ("33 disks", lambda c: c.create_instances(inst(disks=[pb.Disk(uri="base.qcow2")] * 33)),
+     C.INVALID_ARGUMENT, "at most 32 disks"),
+    ("request id of 129", lambda c: c.create_instances(inst(name="rid"), request_id="r" * 129),
+     C.INVALID_ARGUMENT, "request_id"),
+    ("name of 1 MB", lambda c: c.create_instances(inst(name="n" * 2**20)),
+     C.INVALID_ARGUMENT, "(1048576 chars)"),
+    ("fixed address outside its network", lambda c: c.create_instances(
+        inst(nics=[pb.Nic(network_id=4, ip="10.2.0.5")])),
+     C.INVALID_ARGUMENT, "outside network"),
     ("delete busy host", lambda c: c.delete_host("h1") if c.get_host("h1").instance_count
      else c.delete_host("h1"), C.FAILED_PRECONDITION, "instances"),
 ]
@@ -105,6 +121,7 @@ def test_bad_input(icm: InProcCM, case: tuple) -> None:  # type: ignore[type-arg
     register_host(root, "h1", add=False)
     root.create_instances(inst(name="taken"))
     root.create_instances(inst(name="batch-1"))
+    root.create_network(pb.Network(id=4, name="lan", cidr="10.1.0.0/24"))
     from tashi.v1 import placement_pb2 as pl
     taken = root.get_instance("taken")
     root.activate([pl.Placement(instance_id=taken.id, host_id=root.get_host("h1").id)])
@@ -114,6 +131,7 @@ def test_bad_input(icm: InProcCM, case: tuple) -> None:  # type: ignore[type-arg
         call(root)
     assert err.value.code == code, err.value
     assert words in err.value.message, err.value.message
+    assert len(err.value.message) < 300, "the message repeats no large input"
     assert _world(root) == before, "a refused call changed the cluster"
     assert icm.cluster.events.last_seq == seq, "a refused call wrote an event"
 
@@ -138,7 +156,28 @@ def test_too_many_nics_is_invalid_not_a_crash(icm: InProcCM) -> None:
     root.create_network(pb.Network(id=1, name="flat", kind=pb.NETWORK_KIND_FLAT))
     before = _world(root)
     with pytest.raises(TashiError) as err:
-        root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 257))
-    assert err.value.code == C.INVALID_ARGUMENT and "256 NICs" in err.value.message
+        root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 33))
+    assert err.value.code == C.INVALID_ARGUMENT and "32 NICs" in err.value.message
     assert _world(root) == before
-    assert len(root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 256))[0].status.nics) == 256
+    assert len(root.create_instances(inst(nics=[pb.Nic(network_id=1)] * 32))[0].status.nics) == 32
+
+
+def test_quotas_per_user(tmp_path: Path) -> None:
+    with inproc_cm(tmp_path, quota_instances=3, quota_cores=4, quota_memory=1024) as cm:
+        root, alice = cm.client(), cm.client("alice")
+        root.create_user("alice")
+        made = alice.create_instances(inst(name="a", cores=1, memory_mib=128), count=2)
+        seq = cm.cluster.events.last_seq
+        for name, kw, count, what in [
+                ("b", {"cores": 1, "memory_mib": 128}, 2, "instances"),
+                ("c", {"cores": 3, "memory_mib": 128}, 0, "cores"),
+                ("d", {"cores": 1, "memory_mib": 900}, 0, "MiB")]:
+            with pytest.raises(TashiError) as err:
+                alice.create_instances(inst(name=name, **kw), count=count)
+            assert err.value.code == C.RESOURCE_EXHAUSTED and what in err.value.message
+        assert cm.cluster.events.last_seq == seq, "a refused create wrote nothing"
+        alice.create_instances(inst(name="e", cores=1, memory_mib=128))
+        alice.instance_action("Delete", made[0].id)
+        alice.create_instances(inst(name="f", cores=1, memory_mib=128))
+        root.create_instances(inst(name="admin", cores=8, memory_mib=8192), count=5)
+        assert len(root.list_instances(owner="root")) == 5, "admins have no quota"
