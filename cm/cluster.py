@@ -24,7 +24,7 @@ from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store
 from tashi.cm.validation import check_request_id
 from tashi.cm.watch import stamp_hosts
-from tashi.runtime.errors import denied, invalid, not_found, unauthenticated
+from tashi.runtime.errors import denied, invalid, not_found, unauthenticated, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -164,29 +164,7 @@ class Cluster:
             raise RuntimeError(
                 f"the store {config.db} holds format {found}, this cluster manager reads format "
                 f"{STORE_FORMAT} (instances with spec and status); start from a new --db")
-        self.hosts: dict[int, pb.Host] = {}
-        self.instances: dict[int, pb.Instance] = {}
-        self.networks: dict[int, pb.Network] = {}
-        self.users: dict[int, pb.User] = {}
-        self.host_ids: dict[str, int] = {}
-        self.instance_ids: dict[str, int] = {}
-        self.user_ids: dict[str, int] = {}
-        self.usage: dict[int, Usage] = {}
-        # owner -> what their instances ask for, in every state (for quotas).
-        self.owned: dict[str, Usage] = {}
-        # (network id, address) -> instance holding it, kept with the instances.
-        self.addresses: dict[tuple[int, str], int] = {}
-        for body in loaded.resources.get("host", []):
-            self._apply("host", pb.Host.FromString(body))
-        for body in loaded.resources.get("instance", []):
-            self._apply("instance", pb.Instance.FromString(body))
-        for body in loaded.resources.get("network", []):
-            self._apply("network", pb.Network.FromString(body))
-        for body in loaded.resources.get("user", []):
-            self._apply("user", pb.User.FromString(body))
-        self.tokens: dict[int, pb.StoredToken] = {}
-        for body in loaded.resources.get("token", []):
-            self._apply("token", pb.StoredToken.FromString(body))
+        self._load_resources(loaded.resources)
         self.meta = dict(loaded.meta)
         for kind, table in (("host", self.hosts), ("instance", self.instances),
                             ("user", self.users), ("token", self.tokens)):
@@ -201,7 +179,36 @@ class Cluster:
         # host id -> sha256 of the certificate its node manager registered with.
         self.host_certs: dict[int, str] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
+        # Told whether the last write reached the store (health follows it).
+        self.writable: Callable[[bool], None] = lambda ok: None
         self._commits = 0
+
+    def _load_resources(self, resources: dict[str, list[bytes]]) -> None:
+        """(Re)build every in-memory table from the store's resources."""
+        self.hosts: dict[int, pb.Host] = {}
+        self.instances: dict[int, pb.Instance] = {}
+        self.networks: dict[int, pb.Network] = {}
+        self.users: dict[int, pb.User] = {}
+        self.tokens: dict[int, pb.StoredToken] = {}
+        self.host_ids: dict[str, int] = {}
+        self.instance_ids: dict[str, int] = {}
+        self.user_ids: dict[str, int] = {}
+        self.usage: dict[int, Usage] = {}
+        # owner -> what their instances ask for, in every state (for quotas).
+        self.owned: dict[str, Usage] = {}
+        # (network id, address) -> instance holding it, kept with the instances.
+        self.addresses: dict[tuple[int, str], int] = {}
+        for kind, cls in (("host", pb.Host), ("instance", pb.Instance),
+                          ("network", pb.Network), ("user", pb.User),
+                          ("token", pb.StoredToken)):
+            for body in resources.get(kind, []):
+                self._apply(kind, cls.FromString(body))
+
+    def _rebuild(self) -> None:
+        """Memory from the store again, after a change could not be applied in full."""
+        loaded = self.store.load(recent=0)
+        self._load_resources(loaded.resources)
+        self.meta = dict(loaded.meta)
 
     # -- ids and lookups -------------------------------------------------------
     def next_id(self, txn: Txn, kind: str) -> int:
@@ -349,11 +356,24 @@ class Cluster:
         if request is not None:
             rid, method, resp = request
             batch.request = (rid, method, resp.SerializeToString())
-        self.store.commit(batch)
-        for kind, oid, obj in txn.changes:
-            self._apply(kind, obj, oid)
-        self.meta.update(txn.meta)
-        self.events.publish(txn.events)
+        try:
+            self.store.commit(batch)
+        except Exception as exc:
+            self.writable(False)
+            log.exception("the store refused a change; nothing of it was applied")
+            raise unavailable(f"the cluster manager cannot write its store ({exc}); "
+                              "nothing was changed") from None
+        self.writable(True)
+        self.events.publish(txn.events)  # stored: watchers may see them now
+        try:
+            for kind, oid, obj in txn.changes:
+                self._apply(kind, obj, oid)
+            self.meta.update(txn.meta)
+        except Exception:
+            # Memory must never drift from the store: take the store's word again.
+            log.exception("applying a stored change failed; rebuilding memory from the store")
+            self._rebuild()
+            raise
         self._commits += 1
         if self._commits % 1000 == 0:
             self._prune()

@@ -14,7 +14,7 @@ from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
 
-def _spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
+def checked_spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
     """Validate what a user asked for and return a clean spec (network 0 named)."""
     v.check_size(asked.cores, asked.memory_mib, c.cfg.max_cores, c.cfg.max_memory)
     v.check_disk_count(len(asked.disks))
@@ -55,7 +55,7 @@ def create(c: Cluster, actor: str, req: cmpb.CreateInstanceRequest) -> cmpb.Crea
 
     def body(txn: Txn) -> cmpb.CreateInstanceResponse:
         c.user(actor)
-        spec = _spec(c, asked.spec)
+        spec = checked_spec(c, asked.spec)
         for name in names:
             if name in c.instance_ids:
                 raise exists(f"an instance named {name!r} already exists")

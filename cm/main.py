@@ -59,6 +59,17 @@ class ClusterManager:
                                     insecure=self.cfg.insecure, name="tashi-cm",
                                     tokens=lambda token: tokens.resolve(c, token),
                                     token_listen=self.cfg.token_listen)
+        running = self.running
+        last: list[bool] = [True]
+
+        def writable(ok: bool) -> None:
+            if ok != last[0]:  # only on a change: this runs on every commit
+                last[0] = ok
+                running.set_serving(ok)
+                log.warning("store %s: health %s", "writable again" if ok else "cannot write",
+                            "SERVING" if ok else "NOT_SERVING")
+
+        c.writable = writable
         self.liveness.start()
         return self.running.port
 

@@ -7,10 +7,12 @@ import logging
 import threading
 import time
 
+from tashi.cm import instances
+from tashi.cm import validation as v
 from tashi.cm.cluster import NODE_PREFIX, Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
-from tashi.runtime.errors import denied, not_found
+from tashi.runtime.errors import ServiceError, denied, invalid, not_found
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
 from tashi.v1 import node_registry_pb2 as nr
@@ -74,7 +76,7 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
             txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, f"node manager {req.version} registered")
         c.heartbeats[host.id] = time.monotonic()
         if fingerprint:
-            c.host_certs[host.id] = fingerprint
+            txn.after.append(lambda: c.host_certs.__setitem__(host.id, fingerprint))
         reported = {r.instance_id for r in req.instances}
         for inst in list(c.instances.values()):
             if host.id in inst.status.charged_host_ids and inst.id not in reported:
@@ -83,7 +85,8 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
         for report in req.instances:
             observe(c, txn, new, report)
-        c.applied_reports[host.id] = max((r.report_seq for r in req.instances), default=0)
+        seen = max((r.report_seq for r in req.instances), default=0)
+        txn.after.append(lambda: c.applied_reports.__setitem__(host.id, seen))
         return nr.RegisterHostResponse(host=c.host_view(new),
                                        heartbeat_seconds=2,
                                        expire_host_seconds=int(c.cfg.expire_host_seconds))
@@ -121,16 +124,35 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportI
                 continue
             observe(c, txn, host, rep)
             applied = max(applied, rep.report_seq)
-        c.applied_reports[host.id] = applied
+        txn.after.append(lambda: c.applied_reports.__setitem__(host.id, applied))
         return nr.ReportInstancesResponse(applied_seq=applied)
 
     return c.mutate(actor, req.request_id, "ReportInstances", nr.ReportInstancesResponse, body)
 
 
+# How far ahead of the CM's clock a report_seq may be: node managers number
+# their reports with their clock's microseconds, so a day covers any skew,
+# and a report from the far future cannot make every later one look old.
+MAX_SEQ_AHEAD_US = 86_400 * 1_000_000
+REPORTABLE = frozenset({pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED,
+                        pb.INSTANCE_STATE_SUSPENDED, pb.INSTANCE_STATE_EXITED,
+                        pb.INSTANCE_STATE_HELD, pb.INSTANCE_STATE_DESTROYING})
+
+
 def check_report(c: Cluster, txn: Txn, actor: str, host: pb.Host,
                  rep: nr.InstanceReport) -> None:
-    """A node reports only about instances on its host (or on none: a start the CM
-    forgot in a restart, or a VM it never knew); never about another host's."""
+    """What any report must be (an instance id, a state a node manager can see, a
+    sequence number not from the far future), and that a node reports only about
+    instances on its host (or on none: a start the CM forgot in a restart, or a VM
+    it never knew); never about another host's."""
+    if rep.instance_id <= 0:
+        raise invalid(f"instance_id must be positive, got {rep.instance_id}")
+    if rep.state not in REPORTABLE:
+        raise invalid(f"instance {rep.instance_id}: a node manager cannot report state "
+                      f"{instance_state_name(rep.state)}")
+    if rep.report_seq < 0 or rep.report_seq > time.time_ns() // 1000 + MAX_SEQ_AHEAD_US:
+        raise invalid(f"report_seq {rep.report_seq} is more than a day ahead of the cluster "
+                      "manager's clock")
     if not actor.startswith(NODE_PREFIX):
         return
     inst = txn.instance(rep.instance_id)
@@ -209,7 +231,18 @@ def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) 
         log.warning("host %s runs unknown instance %d named %r, a name already taken; left alone",
                     host.name, rep.instance_id, spec.name)
         return
-    inst = pb.Instance(id=rep.instance_id, name=spec.name, owner=spec.owner, spec=spec.spec)
+    try:  # what a node says it runs is checked as a user's request is
+        v.check_name("instance", spec.name)
+        asked = instances.checked_spec(c, spec.spec)
+    except ServiceError as exc:
+        log.warning("host %s runs unknown instance %d that is not valid (%s); left alone",
+                    host.name, rep.instance_id, exc.message)
+        return
+    if len(spec.status.nics) != len(asked.nics):
+        log.warning("host %s runs unknown instance %d whose NICs do not match; left alone",
+                    host.name, rep.instance_id)
+        return
+    inst = pb.Instance(id=rep.instance_id, name=spec.name, owner=spec.owner, spec=asked)
     inst.status.state = rep.state
     inst.status.host_id, inst.status.host_name = host.id, host.name
     inst.status.vm_id = rep.vm_id

@@ -39,6 +39,14 @@ class Running:
     port: int
     health: health.HealthServicer
     token_port: int = 0
+    names: tuple[str, ...] = ()
+
+    def set_serving(self, serving: bool) -> None:
+        """Health of every service here (and of the server, ""): SERVING or NOT_SERVING."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *self.names):
+            self.health.set(name, status)
 
     def stop(self, grace: float = 1.0) -> None:
         self.health.enter_graceful_shutdown()
@@ -109,7 +117,8 @@ def start(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
-    return Running(server, port, health_servicer, token_port)
+    return Running(server, port, health_servicer, token_port,
+                   tuple(svc.name for svc in services))
 
 
 def wait_for_signal(on_stop: Callable[[], None]) -> None:
