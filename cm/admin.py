@@ -184,8 +184,10 @@ def delete_network(c: Cluster, actor: str,
 
 
 def list_images(c: Cluster) -> list[pb.Image]:
+    """The image store's files; a link that leads out of the store is not one."""
     if c.images is None or not c.images.is_dir():
         return []
+    store = os.path.realpath(c.images)
     out = []
     for root, dirs, files in os.walk(c.images):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -193,6 +195,9 @@ def list_images(c: Cluster) -> list[pb.Image]:
             if name.startswith("."):
                 continue
             path = os.path.join(root, name)
+            real = os.path.realpath(path)
+            if os.path.commonpath([store, real]) != store or not os.path.isfile(real):
+                continue
             out.append(pb.Image(name=os.path.relpath(path, c.images),
                                 size_bytes=os.path.getsize(path)))
     return out

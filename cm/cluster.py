@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from tashi.cm import lifecycle
 from tashi.cm.config import CMConfig
 from tashi.cm.eventlog import EventLog
-from tashi.cm.store import Batch, Store
+from tashi.cm.store import Batch, Store, StoreError
 from tashi.cm.validation import check_request_id
 from tashi.cm.watch import stamp_hosts
 from tashi.runtime.errors import denied, invalid, not_found, unauthenticated, unavailable
@@ -161,7 +161,7 @@ class Cluster:
         loaded = store.load(recent=min(config.event_retention, 100_000))
         found = loaded.meta.get("store_format", 0)
         if found != STORE_FORMAT and (any(loaded.resources.values()) or loaded.last_seq):
-            raise RuntimeError(
+            raise StoreError(
                 f"the store {config.db} holds format {found}, this cluster manager reads format "
                 f"{STORE_FORMAT} (instances with spec and status); start from a new --db")
         self._load_resources(loaded.resources)

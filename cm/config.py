@@ -25,6 +25,12 @@ class CMConfig(TransportSettings):
     max_cores: int = field(default=8, metadata={"help": "most cores one instance may have"})
     max_memory: int = field(default=8192, metadata={"help": "most MiB one instance may have"})
     max_count: int = field(default=100_000, metadata={"help": "most instances one createMany"})
+    workers: int = field(default=128, metadata={
+        "help": "threads serving calls; each open WatchEvents holds one"})
+    watch_reserve: int = field(default=32, metadata={
+        "help": "threads no watch may take, so unary calls and heartbeats always run"})
+    watches_per_caller: int = field(default=8, metadata={
+        "help": "most WatchEvents streams one user, node or service may hold open"})
     quota_instances: int = field(default=10_000, metadata={
         "help": "most instances one user (not an admin) may hold (0: no limit)"})
     quota_cores: int = field(default=0, metadata={

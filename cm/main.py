@@ -13,7 +13,7 @@ from tashi.cm.dispatch import Dispatcher
 from tashi.cm.metrics import ClusterCollector
 from tashi.cm.nodes import LivenessMonitor
 from tashi.cm.servicer import ClusterManagerServicer, NodeRegistryServicer, PlacementServicer
-from tashi.cm.store import open_store
+from tashi.cm.store import StoreError, open_store
 from tashi.runtime import config as rc
 from tashi.runtime import server
 from tashi.runtime.metrics import ServiceMetrics
@@ -54,7 +54,9 @@ class ClusterManager:
                 pl_grpc.add_PlacementServiceServicer_to_server),
         ]
         self.metrics.serve(ClusterCollector(c))
-        self.running = server.start(self.cfg.listen, services, max_workers=128,
+        if self.cfg.workers - self.cfg.watch_reserve < 1:
+            raise ValueError("--workers must exceed --watch-reserve by at least one")
+        self.running = server.start(self.cfg.listen, services, max_workers=self.cfg.workers,
                                     interceptors=self.metrics.interceptors, tls=self.tls,
                                     insecure=self.cfg.insecure, name="tashi-cm",
                                     tokens=lambda token: tokens.resolve(c, token),
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cm = ClusterManager(cfg)
         port = cm.start()
-    except (OSError, ValueError, TlsError) as exc:
+    except (OSError, ValueError, TlsError, StoreError) as exc:
         sys.exit(f"tashi-cm: {exc}")
     host = server.split_address(cfg.listen)[0]
     print(f"tashi-cm listening on {host}:{port}", flush=True)

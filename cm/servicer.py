@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ from tashi.cm.cluster import NODE_PREFIX, Cluster
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import caller_name, principal
-from tashi.runtime.errors import invalid, out_of_range
+from tashi.runtime.errors import exhausted, invalid, out_of_range
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2 as nr
@@ -41,9 +43,39 @@ def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any]
     return wrapper
 
 
+class WatchSlots:
+    """Open watches, bounded in all and per caller: a stream holds a server
+    thread for as long as it is open, so without a bound idle watches could take
+    every thread and starve the unary calls, heartbeats among them."""
+
+    def __init__(self, total: int, per_caller: int) -> None:
+        self.total = total
+        self.per_caller = per_caller
+        self.open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> None:
+        with self._lock:
+            if self.open[who] >= self.per_caller:
+                raise exhausted(f"{who} already holds {self.per_caller} open watches; close "
+                                "one first")
+            if sum(self.open.values()) >= self.total:
+                raise exhausted(f"the cluster manager serves {self.total} watches at most; "
+                                "try again later")
+            self.open[who] += 1
+
+    def give(self, who: str) -> None:
+        with self._lock:
+            self.open[who] -= 1
+            if self.open[who] <= 0:
+                del self.open[who]
+
+
 class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     def __init__(self, cluster: Cluster) -> None:
         self.c = cluster
+        cfg = cluster.cfg
+        self.watches = WatchSlots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller)
 
     @handler
     def CreateInstance(self, req: cmpb.CreateInstanceRequest, ctx: Any, who: str) -> Any:
@@ -223,6 +255,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         since = sent = req.since
         sent_at = time.monotonic()
         limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
+        self.watches.take(who)
         log_.watchers += 1
         try:
             while context.is_active() and not log_.closed:
@@ -246,6 +279,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                 yield cmpb.WatchEventsResponse(events=chosen, seq=since)
         finally:
             log_.watchers -= 1
+            self.watches.give(who)
 
 
 class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):

@@ -21,6 +21,10 @@ from pathlib import Path
 KINDS = ("host", "instance", "network", "user", "token")
 
 
+class StoreError(Exception):
+    """A store that cannot be used at all; the message says which and why."""
+
+
 @dataclass
 class Batch:
     """Everything one mutation writes, committed atomically."""
@@ -87,10 +91,17 @@ class SqliteStore(Store):
     def __init__(self, path: str | Path, sync: str = "normal") -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            file = Path(self.path)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if file.exists() and file.stat().st_size == 0:
+                raise StoreError(f"the store {file} is an empty file (a failed copy?); move it "
+                                 "away to start a new cluster, or restore it")
         self._sync = "FULL" if sync == "full" else "NORMAL"
-        self._db = self._connect()
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = self._connect()
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the store {self.path} cannot be opened: {exc}") from None
         self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:

@@ -102,10 +102,13 @@ def start(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
-    if tls is not None:
-        port = server.add_secure_port(listen, tls.server_credentials())
-    else:
-        port = server.add_insecure_port(listen)
+    try:
+        if tls is not None:
+            port = server.add_secure_port(listen, tls.server_credentials())
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's way of saying the address is taken or not ours
+        port = 0
     token_port = 0
     if token_listen:
         # TLS without client certificates: callers bring a bearer token instead.
@@ -115,7 +118,8 @@ def start(
         if token_port == 0:
             raise OSError(f"cannot listen on {token_listen}")
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(f"cannot listen on {listen}: the port is in use or the address is "
+                      "not this machine's")
     server.start()
     return Running(server, port, health_servicer, token_port,
                    tuple(svc.name for svc in services))

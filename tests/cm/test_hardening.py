@@ -3,7 +3,9 @@ test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from tashi.runtime.client import TashiError
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import InProcCM, inproc_cm, register_host, vm
+from tests.harness import InProcCM, bin_path, inproc_cm, register_host, vm, wait_for
 
 C = grpc.StatusCode
 
@@ -148,3 +150,73 @@ def test_an_unknown_vm_is_adopted_only_if_a_user_could_have_asked_for_it(
                          spec=pb.InstanceSpec(cores=2, memory_mib=64))))
     assert root.get_instance(78).owner == "alice", "a valid one still is"
     assert root.get_host("h1").used_cores == 2
+
+
+def test_list_images_shows_no_link_out_of_the_store(cmx: InProcCM) -> None:
+    images = Path(cmx.cfg.images)
+    (images / "passwd").symlink_to("/etc/passwd")
+    (images / "inside.qcow2").symlink_to(images / "base.qcow2")
+    (images / "dangling").symlink_to(images / "nothing-here")
+    names = [i.name for i in cmx.client().list_images()]
+    assert names == ["base.qcow2", "inside.qcow2"]
+
+
+def run_cm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([bin_path("tashi-cm"), "--listen", "127.0.0.1:0", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database" * 100],
+                         ids=["empty file", "corrupt file"])
+def test_a_store_that_cannot_be_read_ends_in_one_line(tmp_path: Path, content: bytes) -> None:
+    db = tmp_path / "cm.db"
+    db.write_bytes(content)
+    res = run_cm("--db", str(db))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and str(db) in res.stderr, res.stderr
+    assert db.read_bytes() == content, "the file is left as it was"
+
+
+def test_a_port_in_use_ends_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([bin_path("tashi-cm"), "--listen", f"127.0.0.1:{port}", "--db",
+                              str(tmp_path / "cm.db")], capture_output=True, text=True,
+                             timeout=30)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    # gRPC's own C logging may say it first; ours is the one line that ends it.
+    assert res.stderr.strip().splitlines()[-1].startswith("tashi-cm: cannot listen on")
+
+
+def test_open_watches_cannot_starve_unary_calls(tmp_path: Path) -> None:
+    """Before: 128 idle WatchEvents streams took every worker; a heartbeat timed out."""
+    with inproc_cm(tmp_path, workers=12, watch_reserve=8, watches_per_caller=2,
+                   admins=["root", "ops", "sre"]) as cm:
+        root, ops, sre = cm.client(), cm.client("ops"), cm.client("sre")
+        register_host(root, "h1")
+        streams = [c.watch_events(0) for c in (root, root, ops, ops)]
+        try:
+            for s in streams:  # each is open and being served
+                next(s)
+            with pytest.raises(TashiError) as err:
+                next(root.watch_events(0))
+            assert err.value.code == C.RESOURCE_EXHAUSTED and "root already holds 2" in \
+                err.value.message
+            with pytest.raises(TashiError) as err:
+                next(sre.watch_events(0))
+            assert err.value.code == C.RESOURCE_EXHAUSTED and "4 watches at most" in \
+                err.value.message
+            for _ in range(20):  # the reserve serves everyone else at once
+                beat = root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"),
+                                 timeout=2)
+                assert beat.registered
+            assert len(root.list_hosts()) == 1
+        finally:
+            for s in streams:
+                s.cancel()
+        wait_for(lambda: not cm.cm.running or cm.cluster.events.watchers == 0,
+                 what="the watches closed")
+        with sre.watch_events(0) as again:
+            next(again)  # a closed watch frees its slot
