@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from tashi.nm.errors import FailedPrecondition
+from tashi.nm.errors import FailedPrecondition, InvalidArgument
 from tashi.nm.network.names import bridge_name
 from tashi.v1 import resources_pb2 as pb
 
@@ -25,7 +25,10 @@ def bridges_for(networks: Iterable[pb.Network], nic_networks: Iterable[int],
     by_id = {n.id: n for n in networks}
     out: dict[int, tuple[str, int]] = {}
     for nid in nic_networks:
-        bridge = lookup(nid) if lookup is not None else bridge_name(nid)
+        try:
+            bridge = lookup(nid) if lookup is not None else bridge_name(nid)
+        except ValueError as exc:  # an id no bridge can be named for
+            raise InvalidArgument(str(exc)) from None
         if not bridge:
             raise FailedPrecondition(f"network {nid} is not ready on this host")
         net = by_id.get(nid)

@@ -34,8 +34,8 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         self.bridge_lookup = bridge_lookup
 
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
-        if not inst.id:
-            raise InvalidArgument("instance.id is required")
+        if inst.id <= 0:
+            raise InvalidArgument("instance.id must be positive")
         asked, in_effect = len(inst.spec.nics), len(inst.status.nics)
         if asked != in_effect:
             raise InvalidArgument(f"instance {inst.id} asks for {asked} NICs but its status "

@@ -75,12 +75,12 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _single(method, handler.unary_unary, self.gate),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _streaming(method, handler.unary_stream, self.gate),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
@@ -93,12 +93,41 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer)
 
 
+class Undecodable:
+    """A request whose bytes are not the message the method takes."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """gRPC answers INTERNAL for bytes it cannot decode; this hands them on, so the
+    handler wrapper can answer INVALID_ARGUMENT (the caller's fault)."""
+    if decode is None:
+        return None
+
+    def run(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:  # DecodeError, and whatever a decoder may raise
+            return Undecodable(exc)
+
+    return run
+
+
+def _decoded(arg: Any) -> None:
+    if isinstance(arg, Undecodable):
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "the request is not a valid message of this method's type")
+
+
 def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavior:
     def run(arg: Any, context: grpc.ServicerContext) -> Any:
         mark = None
         try:
             if gate is not None:
                 mark = CURRENT.set(gate(method, context))
+            _decoded(arg)
             return behavior(arg, context)
         except Exception as exc:
             if _aborted(exc, context):
@@ -118,6 +147,7 @@ def _streaming(method: str, behavior: Behavior, gate: Gate | None = None
         try:
             if gate is not None:
                 mark = CURRENT.set(gate(method, context))
+            _decoded(arg)
             yield from behavior(arg, context)
         except Exception as exc:  # GeneratorExit (client left) is no Exception: passes
             if _aborted(exc, context):

@@ -220,3 +220,15 @@ def test_open_watches_cannot_starve_unary_calls(tmp_path: Path) -> None:
                  what="the watches closed")
         with sre.watch_events(0) as again:
             next(again)  # a closed watch frees its slot
+
+
+def test_bytes_that_are_no_request_are_invalid_argument(cmx: InProcCM) -> None:
+    """gRPC itself answers INTERNAL for a request it cannot decode; ours say whose fault."""
+    ch = cmx.client()._channel
+    call = ch.unary_unary("/tashi.v1.ClusterManagerService/CreateInstance",
+                          request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    seq = cmx.cluster.events.last_seq
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"\xff\xff\xff\xff", timeout=5, metadata=(("x-tashi-user", "root"),))
+    assert err.value.code() == C.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert cmx.cluster.events.last_seq == seq
