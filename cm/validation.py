@@ -17,6 +17,9 @@ MAX_NAME = 63
 MAX_HINTS = 64
 MAX_HINT_KEY = 64
 MAX_HINT_VALUE = 1024
+# All hints of one instance together: 1,000 instances (a default page) stay
+# far below the 64 MB message limit.
+MAX_HINT_BYTES = 8192
 MAX_DISKS = 32
 MAX_REQUEST_ID = 128
 SHOWN = 40  # characters of a user's value an error message repeats
@@ -73,6 +76,9 @@ def check_hints(hints: dict[str, str]) -> None:
             raise invalid(f"hint name {clip(key)} must have 1 to {MAX_HINT_KEY} characters")
         if len(value) > MAX_HINT_VALUE:
             raise invalid(f"hint {clip(key)} is longer than {MAX_HINT_VALUE} characters")
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in hints.items())
+    if total > MAX_HINT_BYTES:
+        raise invalid(f"an instance's hints may hold {MAX_HINT_BYTES} bytes in all, got {total}")
 
 
 def check_request_id(request_id: str) -> None:

@@ -89,6 +89,9 @@ BAD: list[tuple[str, Callable[[ClusterClient], object], grpc.StatusCode, str]] =
      C.INVALID_ARGUMENT, "longer than 1024"),
     ("hint name of 1 MB", lambda c: c.create_instances(inst(hints={"k" * 2**20: "v"})),
      C.INVALID_ARGUMENT, "(1048576 chars)"),
+    ("hints of 9 kB in all", lambda c: c.create_instances(
+        inst(hints={f"k{i}": "v" * 1000 for i in range(9)})),
+     C.INVALID_ARGUMENT, "8192 bytes in all"),
     ("33 disks", lambda c: c.create_instances(inst(disks=[pb.Disk(uri="base.qcow2")] * 33)),
      C.INVALID_ARGUMENT, "at most 32 disks"),
     ("request id of 129", lambda c: c.create_instances(inst(name="rid"), request_id="r" * 129),
