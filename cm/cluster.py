@@ -8,6 +8,7 @@ events never see half-made objects.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -458,6 +459,6 @@ class Cluster:
                 after = int(token)
             except ValueError:
                 raise invalid(f"page_token {token!r} is not one this server gave") from None
-        ids = sorted(i for i in items if i > after)
+        ids = heapq.nsmallest(size + 1, (i for i in items if i > after))
         chosen = ids[:size]
         return chosen, (str(chosen[-1]) if len(ids) > size else "")

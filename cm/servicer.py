@@ -100,9 +100,13 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                    and (not states or inst.status.state in states)
                    and (not req.host_id or inst.status.host_id == req.host_id))
             chosen, token = c.page(ids, req.page_size, req.page_token)
-            resp = cmpb.ListInstancesResponse(next_page_token=token, seq=c.events.last_seq)
-            resp.instances.extend(instances.view(c, who, source[i]) for i in chosen)
-            return resp
+            page = [source[i] for i in chosen]  # immutable: safe to read without the lock
+            seq = c.events.last_seq
+        # Copying a page into the answer is the costly part: done outside the lock,
+        # so writers (creates, reports) never wait for readers.
+        resp = cmpb.ListInstancesResponse(next_page_token=token, seq=seq)
+        resp.instances.extend(instances.view(c, who, inst) for inst in page)
+        return resp
 
     @handler
     def DeleteInstance(self, req: cmpb.DeleteInstanceRequest, ctx: Any, who: str) -> Any:
