@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -63,6 +64,20 @@ DEFER_SECONDS = 0.05  # an event met a call in flight on its VM: handled again a
 
 _STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
                  4: "saved to a file", 5: "the hypervisor failed"}
+
+
+MIGRATION_SCHEMES = frozenset({"qemu+tcp", "qemu+tls"})
+
+
+def check_target_uri(uri: str) -> None:
+    """Only another host's QEMU, over libvirt's TCP or TLS transport: never a local
+    file (test:///etc/shadow once answered with the file's first line), a command
+    (qemu+ssh's ?command=), nor options of libvirt's client in a query."""
+    parts = urlsplit(uri)
+    if (parts.scheme not in MIGRATION_SCHEMES or not parts.hostname or parts.query
+            or parts.fragment or parts.path not in ("/system", "/session")):
+        raise InvalidArgument("the target must be qemu+tcp://HOST/system or "
+                              "qemu+tls://HOST/system")
 
 
 class LibvirtDriver(Driver):
@@ -560,8 +575,7 @@ class LibvirtDriver(Driver):
         return rec.info()
 
     def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo:
-        if not target_uri:
-            raise InvalidArgument("no target URI given")
+        check_target_uri(target_uri)
         with self._vm_lock(instance_id):
             rec = self._managed(instance_id)
             dom = self._domain(rec)

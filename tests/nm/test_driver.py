@@ -285,8 +285,13 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
         d.prepare_source(16)
     d.start_vm(spec(16))
     assert d.prepare_source(16).state == RUNNING
-    with pytest.raises(InvalidArgument):
-        d.send_vm(16, "", cookie)
+    for uri in ("", "test:///etc/shadow", "qemu:///system", "file:///etc/shadow",
+                "qemu+ssh://h2/system?command=/bin/sh", "qemu+tcp://h2/system?pkipath=/etc",
+                "qemu+tls:///system", "qemu+tcp://h2/etc/shadow", "127.0.0.1:9883"):
+        with pytest.raises(InvalidArgument) as err:
+            d.send_vm(16, uri, cookie)
+        assert "root:" not in err.value.message, "no file's content in the answer"
+    assert d.get_vm(16).state == RUNNING, "a refused send leaves the VM where it is"
     # a migration that never arrives frees its claim
     d.destroy_vm(16)
     monkeypatch.setattr(migration, "RECEIVE_CLAIM_SECONDS", -1.0)
