@@ -2,36 +2,29 @@
 
 Domains are transient (created, never defined): a VM that exits leaves no
 definition behind, and one that runs survives an NM restart inside libvirt,
-where its `<metadata>` lets the next NM re-adopt it.  State changes come from
-libvirt's lifecycle events, handled on a worker thread that re-reads the
-domain's current state (so a stale event never reports a state the VM already
-left); RPC paths apply what they did at once, and a repeated state is never
-reported twice.
+where its `<metadata>` lets the next NM re-adopt it.  Keeping the table of
+VMs in step with libvirt (events, adoption, resync) is `sync.VmTable`'s;
+this module holds the operations, which apply what they did at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import libvirt
 
-from tashi.nm.driver import ChangeListener, Driver
+from tashi.nm.driver import Driver
 from tashi.nm.errors import (
     AlreadyExists,
     FailedPrecondition,
     HypervisorError,
     InvalidArgument,
-    NmError,
     NotFound,
-    Unavailable,
 )
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import guest, migration
@@ -40,6 +33,7 @@ from tashi.nm.libvirt.host import Host
 from tashi.nm.libvirt.plan import plan_start
 from tashi.nm.libvirt.records import Managed, is_no_domain, lv_message, spec_of
 from tashi.nm.libvirt.stats import DeviceTargets, read_stats, read_usage
+from tashi.nm.libvirt.sync import VmTable
 from tashi.nm.model import (
     EXITED,
     PAUSED,
@@ -48,7 +42,6 @@ from tashi.nm.model import (
     SUSPENDED,
     UNSPECIFIED,
     HostFacts,
-    Observation,
     VmInfo,
     VmSpec,
     VmStats,
@@ -59,30 +52,10 @@ from tashi.runtime.fit import shortfall
 
 log = logging.getLogger(__name__)
 
-RECONNECT_SECONDS = 2.0
-DEFER_SECONDS = 0.05  # an event met a call in flight on its VM: handled again after this
-
-_STOP_REASONS = {0: "the guest powered off", 1: "destroyed", 2: "the guest crashed",
-                 4: "saved to a file", 5: "the hypervisor failed"}
-
-
-MIGRATION_SCHEMES = frozenset({"qemu+tcp", "qemu+tls"})
-
-
-def check_target_uri(uri: str) -> None:
-    """Only another host's QEMU, over libvirt's TCP or TLS transport: never a local
-    file (test:///etc/shadow once answered with the file's first line), a command
-    (qemu+ssh's ?command=), nor options of libvirt's client in a query."""
-    parts = urlsplit(uri)
-    if (parts.scheme not in MIGRATION_SCHEMES or not parts.hostname or parts.query
-            or parts.fragment or parts.path not in ("/system", "/session")):
-        raise InvalidArgument("the target must be qemu+tcp://HOST/system or "
-                              "qemu+tls://HOST/system")
-
-
-class LibvirtDriver(Driver):
+class LibvirtDriver(VmTable, Driver):
     def __init__(self, uri: str, images: str | Path, state_dir: str | Path, *,
                  domain_type: str = "qemu", reserved_memory_mib: int = 0) -> None:
+        super().__init__()
         self.images = ImageStore(images)
         self.state_dir = Path(state_dir).resolve()
         self.overlay_dir = self.state_dir / "overlays"
@@ -92,17 +65,9 @@ class LibvirtDriver(Driver):
             d.mkdir(parents=True, exist_ok=True)
         self.domain_type = domain_type
         self.reserved_memory_mib = reserved_memory_mib
-        self._listener: ChangeListener = lambda _obs: None
-        self._lock = threading.Lock()  # guards _vms and _vm_locks
-        self._vms: dict[int, Managed] = {}
-        self._vm_locks: dict[int, threading.Lock] = {}
         self._claims = migration.Claims()
-        self._events: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
-        self._callback_ids: list[tuple[libvirt.virConnect, int]] = []
         self._facts: HostFacts | None = None
         self._targets = DeviceTargets()  # for vm_usage on drivers without bulk counters
-        self._resync_lock = threading.Lock()
-        self._closed = False
         self.host = Host(uri, self._on_connect, self.request_resync)
         self._worker = threading.Thread(target=self._work, name="nm-events", daemon=True)
         self._worker.start()
@@ -110,21 +75,6 @@ class LibvirtDriver(Driver):
         self.resync()
 
     # -- wiring ---------------------------------------------------------------
-    def set_listener(self, listener: ChangeListener) -> None:
-        self._listener = listener
-
-    def _on_connect(self, conn: libvirt.virConnect) -> None:
-        cb_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                            self._on_lifecycle, None)
-        self._callback_ids.append((conn, cb_id))
-        if self._callback_ids[:-1]:  # a reconnect: catch up on what happened meanwhile
-            self.request_resync()
-
-    def _on_lifecycle(self, _conn: Any, dom: libvirt.virDomain, event: int, detail: int,
-                      _opaque: Any) -> None:
-        # Runs on libvirt's event thread: hand off at once, never call libvirt here.
-        self._events.put((dom.name(), event, detail))
-
     def close(self) -> None:
         self._closed = True
         self._events.put(None)
@@ -137,181 +87,6 @@ class LibvirtDriver(Driver):
         self._worker.join(timeout=5)
         self.host.close()
 
-    # -- events ---------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            item = self._events.get()
-            if item is None:
-                return
-            name, event, detail = item
-            try:
-                if event < 0:
-                    self.resync()
-                else:
-                    self._handle_event(name, event, detail)
-            except Unavailable as exc:  # libvirtd is away: try again shortly
-                log.warning("%s; retrying in %.0f s", exc.message, RECONNECT_SECONDS)
-                if not self._closed:
-                    retry = threading.Timer(RECONNECT_SECONDS, self.request_resync)
-                    retry.daemon = True
-                    retry.start()
-            except NmError as exc:
-                log.warning("handling libvirt event for %s: %s", name or "resync", exc.message)
-            except Exception:
-                log.exception("handling libvirt event for %s", name)
-
-    def _find(self, vm_id: str) -> Managed | None:
-        with self._lock:
-            for rec in self._vms.values():
-                if rec.vm_id == vm_id:
-                    return rec
-        return None
-
-    def _handle_event(self, name: str, event: int, detail: int) -> None:
-        implied = guest.state_after_event(event, detail)
-        if event == guest.EV_STOPPED:
-            if implied == UNSPECIFIED:
-                return  # migrated away: send_vm settles it
-            rec = self._find(name)
-            if rec is None or rec.state == UNSPECIFIED:
-                return
-            lock = self._vm_lock(rec.meta.instance_id)
-            if not lock.acquire(blocking=False):
-                # A call on this VM is in flight (a shutdown that ends it, a resume that
-                # revives it ...): look again once it is done, so a stale stop never
-                # ends a VM the call just settled, nor a real one goes unreported.
-                self._defer(name, event, detail)
-                return
-            try:
-                if self._running_again(name):
-                    return  # a stop that is already history (restored, restarted): stale
-                self._transition(rec, implied, _STOP_REASONS.get(detail, "stopped"))
-            finally:
-                lock.release()
-            return
-        if implied == UNSPECIFIED:
-            return
-        rec = self._find(name)
-        if rec is None:
-            try:
-                dom = self.host.conn().lookupByName(name)
-                state = guest.state_of(dom.state()[0])
-            except libvirt.libvirtError:
-                return  # gone again; its STOPPED event follows
-            if state in (RUNNING, PAUSED):
-                self._adopt(dom)  # started behind our back, or arrived by migration
-            return
-        self._settle(rec)
-
-    def _settle(self, rec: Managed) -> Observation | None:
-        """Record the state libvirt now gives a VM, unless a call on it is in flight
-        (the call reports its own outcome).  The state is read under the VM's lock:
-        read outside it, a pause seen just before an unpause completed was reported
-        after it, out of order."""
-        lock = self._vm_lock(rec.meta.instance_id)
-        if not lock.acquire(blocking=False):
-            return None
-        try:
-            if rec.state == UNSPECIFIED:
-                return None  # a start still in progress
-            try:
-                state = guest.state_of(self.host.conn().lookupByName(rec.vm_id).state()[0])
-            except libvirt.libvirtError:
-                return None  # gone: its STOPPED event, or the resync's vanished check, says so
-            return self._transition(rec, state)
-        finally:
-            lock.release()
-
-    def _defer(self, name: str, event: int, detail: int) -> None:
-        if self._closed:
-            return
-        later = threading.Timer(DEFER_SECONDS, self._events.put, [(name, event, detail)])
-        later.daemon = True
-        later.start()
-
-    def _running_again(self, name: str) -> bool:
-        try:
-            return bool(self.host.conn().lookupByName(name).isActive())
-        except libvirt.libvirtError:
-            return False
-
-    def _transition(self, rec: Managed, state: int, message: str = "",
-                    suspend_file: str = "") -> Observation | None:
-        """Record a state the VM is now in and tell the listener, once per change."""
-        with self._lock:
-            if rec.state == state or self._vms.get(rec.meta.instance_id) is not rec:
-                return None
-            rec.state = state
-            gone = state in (EXITED, SUSPENDED)
-            if gone:
-                del self._vms[rec.meta.instance_id]
-            suspend_file = suspend_file or rec.suspend_file
-        if state == EXITED:
-            remove_files(rec.overlays)
-        obs = Observation(vm=rec.info(), message=message,
-                          suspend_file=suspend_file if state == SUSPENDED else "",
-                          spec=spec_of(rec.meta))
-        self._listener(obs)
-        return obs
-
-    # -- adoption and resync ----------------------------------------------------
-    def _metadata(self, dom: libvirt.virDomain) -> dx.TashiMetadata | None:
-        try:
-            xml = dom.XMLDesc(0)
-        except libvirt.libvirtError:
-            return None
-        try:
-            return dx.parse_metadata(xml)
-        except (ValueError, ET.ParseError):
-            return None  # not Tashi's: never touched
-
-    def _adopt(self, dom: libvirt.virDomain) -> tuple[Managed | None, Observation | None]:
-        meta = self._metadata(dom)
-        if meta is None:
-            return None, None
-        try:
-            state = guest.state_of(dom.state()[0])
-        except libvirt.libvirtError:
-            return None, None
-        if state not in (RUNNING, PAUSED):
-            return None, None
-        rec = Managed(meta=meta, vm_id=dom.name(),
-                      overlays=[d.path for d in meta.disks if not d.persistent])
-        with self._lock:
-            if meta.instance_id in self._vms:
-                return self._vms[meta.instance_id], None
-            self._vms[meta.instance_id] = rec
-        log.info("adopted %s (instance %d of %s)", rec.vm_id, meta.instance_id, meta.owner)
-        return rec, self._transition(rec, state, "adopted by the node manager")
-
-    def resync(self) -> list[Observation]:
-        """Compare libvirt with what we believe; adopt, update and drop accordingly."""
-        seen: list[Observation | None] = []
-        with self._resync_lock:
-            conn = self.host.conn()
-            live: set[str] = set()
-            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                name = dom.name()
-                rec = self._find(name)
-                if rec is None:
-                    adopted, obs = self._adopt(dom)
-                    seen.append(obs)
-                    if adopted is not None:
-                        live.add(adopted.vm_id)
-                    continue
-                live.add(name)
-                seen.append(self._settle(rec))
-            with self._lock:
-                vanished = [r for r in self._vms.values()
-                            if r.vm_id not in live and r.state != UNSPECIFIED]
-            for rec in vanished:
-                seen.append(self._transition(rec, EXITED, "no longer known to libvirt"))
-        return [o for o in seen if o is not None]
-
-    def request_resync(self) -> None:
-        """Resync on the event thread, in order with the events."""
-        self._events.put(("", -1, 0))
-
     # -- host -------------------------------------------------------------------
     def host_facts(self) -> HostFacts:
         if self._facts is None:
@@ -320,10 +95,6 @@ class LibvirtDriver(Driver):
 
     def capacity_mib(self) -> int:
         return max(0, self.host_facts().memory_mib - self.reserved_memory_mib)
-
-    def _vm_lock(self, instance_id: int) -> threading.Lock:
-        with self._lock:
-            return self._vm_locks.setdefault(instance_id, threading.Lock())
 
     def _managed(self, instance_id: int) -> Managed:
         with self._lock:
@@ -575,7 +346,7 @@ class LibvirtDriver(Driver):
         return rec.info()
 
     def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo:
-        check_target_uri(target_uri)
+        migration.check_target_uri(target_uri)
         with self._vm_lock(instance_id):
             rec = self._managed(instance_id)
             dom = self._domain(rec)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -66,3 +67,17 @@ def send(dom: libvirt.virDomain, target_uri: str, copy_disks: bool, instance_id:
                               f"{exc.get_error_message() or exc}") from None
     finally:
         dconn.close()
+
+
+MIGRATION_SCHEMES = frozenset({"qemu+tcp", "qemu+tls"})
+
+
+def check_target_uri(uri: str) -> None:
+    """Only another host's QEMU, over libvirt's TCP or TLS transport: never a local
+    file (test:///etc/shadow once answered with the file's first line), a command
+    (qemu+ssh's ?command=), nor options of libvirt's client in a query."""
+    parts = urlsplit(uri)
+    if (parts.scheme not in MIGRATION_SCHEMES or not parts.hostname or parts.query
+            or parts.fragment or parts.path not in ("/system", "/session")):
+        raise InvalidArgument("the target must be qemu+tcp://HOST/system or "
+                              "qemu+tls://HOST/system")
