@@ -208,10 +208,7 @@ def parse_metadata(xml: str) -> TashiMetadata:
                      for n in inst.iterfind(f"{path}/{ns}nic"))
 
     asked = inst.find(ns + "asked-nics")
-    # Domains started before instances had a spec and a status may carry the
-    # CM's own bookkeeping ("__suspend_file" ...) among the hints: not the user's.
-    hints = {h.get("key", ""): h.text or "" for h in inst.iterfind(f"{ns}hints/{ns}hint")
-             if not h.get("key", "").startswith("__")}
+    hints = {h.get("key", ""): h.text or "" for h in inst.iterfind(f"{ns}hints/{ns}hint")}
     return TashiMetadata(
         instance_id=_int(inst.find(ns + "id"), "id"),
         owner=inst.findtext(ns + "owner") or "",
