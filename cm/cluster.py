@@ -25,6 +25,7 @@ from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store, StoreError
 from tashi.cm.validation import check_request_id
 from tashi.cm.watch import stamp_hosts
+from tashi.runtime.auth import SERVICE_PREFIX, is_system
 from tashi.runtime.errors import denied, invalid, not_found, unauthenticated, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -39,15 +40,6 @@ E = pb  # event types live in resources_pb2
 STORE_FORMAT = 2
 
 KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
-
-
-SERVICE_PREFIX = "service:"
-NODE_PREFIX = "node:"
-
-
-def is_system(actor: str) -> bool:
-    """A node or a service (`tashi.runtime.auth.Principal`), not a user."""
-    return actor.startswith((SERVICE_PREFIX, NODE_PREFIX))
 
 
 def copy_of(msg: R) -> R:

@@ -9,9 +9,10 @@ import time
 
 from tashi.cm import instances
 from tashi.cm import validation as v
-from tashi.cm.cluster import NODE_PREFIX, Cluster, Txn, copy_of, move
+from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
+from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import ServiceError, denied, invalid, not_found
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
@@ -95,31 +96,25 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
 
 
 def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatResponse:
-    if not req.networks_changed:
-        # The common beat only notes the time: no lock, so no reader or writer of
-        # the cluster can delay it into a host's expiry.
-        speak_for(c, actor, req.name, "send heartbeats")
-        hid = c.host_ids.get(req.name)
-        host = c.hosts.get(hid) if hid is not None else None
-        if host is None or not host.up:
-            return nr.HeartbeatResponse(registered=False)
-        c.heartbeats[host.id] = time.monotonic()
-        return nr.HeartbeatResponse(registered=True)
-    with c.lock:
-        speak_for(c, actor, req.name, "send heartbeats")
-        hid = c.host_ids.get(req.name)
-        if hid is None or not c.hosts[hid].up:
-            return nr.HeartbeatResponse(registered=False)
-        c.heartbeats[hid] = time.monotonic()
-        host = c.hosts[hid]
-        if req.networks_changed and list(req.networks) != list(host.networks):
-            def body(txn: Txn) -> None:
-                new = copy_of(host)
-                del new.networks[:]
-                new.networks.extend(req.networks)
-                txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, "network status changed")
-            c.write(actor, body)
-        return nr.HeartbeatResponse(registered=True)
+    """Note the time, without the lock, so no reader or writer of the cluster can
+    delay a beat into the host's expiry; only a change of network status writes."""
+    speak_for(c, actor, req.name, "send heartbeats")
+    hid = c.host_ids.get(req.name)
+    host = c.hosts.get(hid) if hid is not None else None
+    if host is None or not host.up:
+        return nr.HeartbeatResponse(registered=False)
+    c.heartbeats[host.id] = time.monotonic()
+    if req.networks_changed:
+        def body(txn: Txn) -> None:
+            current = c.hosts.get(host.id)
+            if current is None or list(req.networks) == list(current.networks):
+                return
+            new = copy_of(current)
+            del new.networks[:]
+            new.networks.extend(req.networks)
+            txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, "network status changed")
+        c.write(actor, body)
+    return nr.HeartbeatResponse(registered=True)
 
 
 def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportInstancesResponse:

@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 
 from tashi.cm import admin, instances, nodes, placement, tokens
-from tashi.cm.cluster import NODE_PREFIX, Cluster
+from tashi.cm.cluster import Cluster
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import own_host, watch_filter
-from tashi.runtime.auth import caller_name, principal
+from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
 from tashi.runtime.errors import exhausted, invalid, out_of_range
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc

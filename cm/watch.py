@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from tashi.cm.eventlog import HOST_SCOPED
+from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import denied, invalid
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -114,7 +115,7 @@ NODE_KINDS = frozenset({"host", "instance", "network"})
 
 def own_host(host_ids: dict[str, int], who: str, flt: WatchFilter) -> None:
     """Narrow a node's watch to its own host (the one its certificate names)."""
-    name = who.split(":", 1)[1]
+    name = who.removeprefix(NODE_PREFIX)
     host_id = host_ids.get(name, 0)
     if (flt.host_id and flt.host_id != host_id) or (flt.host_name and flt.host_name != name):
         raise denied(f"node {name!r} may watch its own host only")

@@ -33,6 +33,17 @@ TOKEN_METADATA_KEY = "authorization"
 TokenResolver = Callable[[str], "str | None"]
 
 
+# How nodes and services are written as actors (users by their bare name,
+# which cannot hold ':'), so the services need only the string.
+NODE_PREFIX = "node:"
+SERVICE_PREFIX = "service:"
+
+
+def is_system(actor: str) -> bool:
+    """A node or a service, not a user."""
+    return actor.startswith((SERVICE_PREFIX, NODE_PREFIX))
+
+
 @dataclass(frozen=True)
 class Principal:
     kind: str  # "user", "node" or "service"
@@ -45,7 +56,8 @@ class Principal:
     def __str__(self) -> str:
         """The actor as the services record it: users by name, others by kind:name
         (user names cannot hold ':', so the two never collide)."""
-        return self.name if self.kind == "user" else f"{self.kind}:{self.name}"
+        prefix = {"node": NODE_PREFIX, "service": SERVICE_PREFIX}.get(self.kind, "")
+        return prefix + self.name
 
 
 # The caller of the call this thread serves, set by the server's gate.

@@ -8,6 +8,8 @@ client reads.  Anything else a handler raises is a bug and answers INTERNAL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 
@@ -23,37 +25,19 @@ class ServiceError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-def invalid(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _status(code: grpc.StatusCode) -> Callable[[str], ServiceError]:
+    def make(message: str) -> ServiceError:
+        return ServiceError(code, message)
+    make.__name__ = code.name.lower()
+    return make
 
 
-def not_found(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, message)
-
-
-def precondition(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-
-def denied(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, message)
-
-
-def exists(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, message)
-
-
-def unauthenticated(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, message)
-
-
-def out_of_range(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.OUT_OF_RANGE, message)
-
-
-def exhausted(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-
-
-def unavailable(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAVAILABLE, message)
+invalid = _status(grpc.StatusCode.INVALID_ARGUMENT)
+not_found = _status(grpc.StatusCode.NOT_FOUND)
+precondition = _status(grpc.StatusCode.FAILED_PRECONDITION)
+denied = _status(grpc.StatusCode.PERMISSION_DENIED)
+exists = _status(grpc.StatusCode.ALREADY_EXISTS)
+unauthenticated = _status(grpc.StatusCode.UNAUTHENTICATED)
+out_of_range = _status(grpc.StatusCode.OUT_OF_RANGE)
+exhausted = _status(grpc.StatusCode.RESOURCE_EXHAUSTED)
+unavailable = _status(grpc.StatusCode.UNAVAILABLE)
