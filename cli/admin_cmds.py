@@ -13,7 +13,8 @@ HOST_COLUMNS = ["id", "name", "up", "state", "cores", "memory_mib", "used_cores"
                 "used_memory_mib", "instance_count", "version", "notes", "reserved_for"]
 USER_COLUMNS = ["id", "name", "admin"]
 NETWORK_COLUMNS = ["id", "name", "kind", "default", "vlan_id", "vni", "mtu", "cidr"]
-IMAGE_COLUMNS = ["name", "size_bytes"]
+IMAGE_COLUMNS = ["name", "format", "virtual_size_bytes", "size_bytes", "backing", "owner",
+                 "in_use"]
 RESERVATION_COLUMNS = ["host_id", "host_name", "users"]
 KINDS = {"vlan": pb.NETWORK_KIND_VLAN, "vxlan": pb.NETWORK_KIND_VXLAN,
          "flat": pb.NETWORK_KIND_FLAT}
@@ -49,6 +50,11 @@ def get_networks(ctx: Context) -> int:
 
 def get_images(ctx: Context) -> int:
     ctx.output(ctx.client().list_images(), IMAGE_COLUMNS)
+    return 0
+
+
+def add_image(ctx: Context) -> int:
+    ctx.output([ctx.client().add_image(ctx.args.name, ctx.args.owner or "")], IMAGE_COLUMNS)
     return 0
 
 
@@ -152,6 +158,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                             ("getNetworks", get_networks, "list networks, with per-host status"),
                             ("getImages", get_images, "list the image store")):
         sub.add_parser(cmd, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("addImage", help="admin: record a file placed in the image store "
+                       "(format detected now) and its owner")
+    p.add_argument("--name", required=True, help="path inside the image store")
+    p.add_argument("--owner", help="user who may use it as a persistent disk")
+    p.set_defaults(func=add_image)
 
     p = sub.add_parser("addUser", help="admin: add a user")
     p.add_argument("--name", required=True)

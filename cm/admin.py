@@ -1,8 +1,6 @@
-"""Admin operations: hosts, reservations, users, networks; and the image store listing."""
+"""Admin operations: hosts, reservations, users, networks."""
 
 from __future__ import annotations
-
-import os
 
 from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, copy_of
@@ -181,23 +179,3 @@ def delete_network(c: Cluster, actor: str,
         return cmpb.DeleteNetworkResponse(network=net)
 
     return c.mutate(actor, req.request_id, "DeleteNetwork", cmpb.DeleteNetworkResponse, body)
-
-
-def list_images(c: Cluster) -> list[pb.Image]:
-    """The image store's files; a link that leads out of the store is not one."""
-    if c.images is None or not c.images.is_dir():
-        return []
-    store = os.path.realpath(c.images)
-    out = []
-    for root, dirs, files in os.walk(c.images):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            real = os.path.realpath(path)
-            if os.path.commonpath([store, real]) != store or not os.path.isfile(real):
-                continue
-            out.append(pb.Image(name=os.path.relpath(path, c.images),
-                                size_bytes=os.path.getsize(path)))
-    return out

@@ -160,7 +160,8 @@ class Cluster:
         self._load_resources(loaded.resources)
         self.meta = dict(loaded.meta)
         for kind, table in (("host", self.hosts), ("instance", self.instances),
-                            ("user", self.users), ("token", self.tokens)):
+                            ("user", self.users), ("token", self.tokens),
+                            ("image", self.image_records)):
             key = f"next_{kind}_id"
             self.meta[key] = max(self.meta.get(key, 1), max(table, default=0) + 1)
         self.events = EventLog(store, loaded.first_seq, loaded.last_seq, loaded.recent_events,
@@ -183,6 +184,9 @@ class Cluster:
         self.networks: dict[int, pb.Network] = {}
         self.users: dict[int, pb.User] = {}
         self.tokens: dict[int, pb.StoredToken] = {}
+        # The image catalogue (cm/images.py), by id and by store-relative name.
+        self.image_records: dict[int, pb.Image] = {}
+        self.image_ids: dict[str, int] = {}
         self.host_ids: dict[str, int] = {}
         self.instance_ids: dict[str, int] = {}
         self.user_ids: dict[str, int] = {}
@@ -193,7 +197,7 @@ class Cluster:
         self.addresses: dict[tuple[int, str], int] = {}
         for kind, cls in (("host", pb.Host), ("instance", pb.Instance),
                           ("network", pb.Network), ("user", pb.User),
-                          ("token", pb.StoredToken)):
+                          ("token", pb.StoredToken), ("image", pb.Image)):
             for body in resources.get(kind, []):
                 self._apply(kind, cls.FromString(body))
 
@@ -319,6 +323,15 @@ class Cluster:
         elif kind == "token":
             assert isinstance(obj, pb.StoredToken)
             self.tokens[obj.id] = obj
+        elif kind == "image":
+            if obj is None:
+                gone = self.image_records.pop(oid, None)
+                if gone is not None:
+                    self.image_ids.pop(gone.name, None)
+                return
+            assert isinstance(obj, pb.Image)
+            self.image_records[obj.id] = obj
+            self.image_ids[obj.name] = obj.id
         elif kind == "user":
             if obj is None:
                 old_u = self.users.pop(oid, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from tashi.cm import images
 from tashi.cm import validation as v
 from tashi.cm.cluster import Cluster, Txn, Usage, copy_of, move
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, not_allowed
@@ -14,15 +15,15 @@ from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
 
-def checked_spec(c: Cluster, asked: pb.InstanceSpec) -> pb.InstanceSpec:
-    """Validate what a user asked for and return a clean spec (network 0 named)."""
+def checked_spec(c: Cluster, txn: Txn, owner: str, asked: pb.InstanceSpec) -> pb.InstanceSpec:
+    """Validate what `owner` asked for and return a clean spec (network 0 named,
+    disks by canonical name with the format the image catalogue recorded)."""
     v.check_size(asked.cores, asked.memory_mib, c.cfg.max_cores, c.cfg.max_memory)
     v.check_disk_count(len(asked.disks))
     v.check_hints(dict(asked.hints))
     spec = pb.InstanceSpec(cores=asked.cores, memory_mib=asked.memory_mib)
     for disk in asked.disks:
-        v.check_disk(disk.uri, c.images)
-        spec.disks.add(uri=disk.uri, persistent=disk.persistent)
+        spec.disks.append(images.disk(c, txn, owner, disk))
     v.check_nic_count(len(asked.nics))
     default_net = next((n.id for n in c.networks.values() if n.default), 0)
     for nic in asked.nics:
@@ -55,7 +56,7 @@ def create(c: Cluster, actor: str, req: cmpb.CreateInstanceRequest) -> cmpb.Crea
 
     def body(txn: Txn) -> cmpb.CreateInstanceResponse:
         c.user(actor)
-        spec = checked_spec(c, asked.spec)
+        spec = checked_spec(c, txn, actor, asked.spec)
         for name in names:
             if name in c.instance_ids:
                 raise exists(f"an instance named {name!r} already exists")

@@ -238,7 +238,7 @@ def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) 
         return
     try:  # what a node says it runs is checked as a user's request is
         v.check_name("instance", spec.name)
-        asked = instances.checked_spec(c, spec.spec)
+        asked = instances.checked_spec(c, txn, spec.owner, spec.spec)
     except ServiceError as exc:
         log.warning("host %s runs unknown instance %d that is not valid (%s); left alone",
                     host.name, rep.instance_id, exc.message)

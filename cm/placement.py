@@ -15,21 +15,28 @@ from tashi.v1 import resources_pb2 as pb
 PLACEABLE = frozenset({pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_HELD})
 
 
-def _persistent_in_use(c: Cluster, inst: pb.Instance, claimed: set[str]) -> str:
-    mine = {d.uri for d in inst.spec.disks if d.persistent}
+def _disk_clash(c: Cluster, inst: pb.Instance, claimed: dict[str, bool]) -> str:
+    """Why `inst`'s disks cannot run now: an image is used in place by another
+    placed instance while this one uses it at all, or the other way round
+    (an overlay's base must not change under it).  `claimed` holds the images
+    earlier placements of this batch use (True: in place)."""
+    mine = {d.uri: d.persistent for d in inst.spec.disks}
     if not mine:
         return ""
     for other in c.instances.values():
         if other.id != inst.id and other.status.host_id:
             for d in other.spec.disks:
-                if d.uri in mine:
-                    return f"persistent disk {d.uri} is in use by {other.name!r}"
-    clash = mine & claimed
-    return f"persistent disk {sorted(clash)[0]} is claimed by another placement" if clash else ""
+                if d.uri in mine and (d.persistent or mine[d.uri]):
+                    how = "as its persistent disk" if d.persistent else "as a base image"
+                    return f"disk {d.uri} is in use by {other.name!r} {how}"
+    for uri, persistent in mine.items():
+        if uri in claimed and (persistent or claimed[uri]):
+            return f"disk {uri} is claimed by another placement"
+    return ""
 
 
 def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: Usage,
-            claimed: set[str]) -> str:
+            claimed: dict[str, bool]) -> str:
     """Why this placement cannot be committed now, or '' when it can."""
     if inst is None:
         return "no such instance"
@@ -52,7 +59,7 @@ def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: U
     for nic in inst.spec.nics:
         if nic.network_id not in ready and host.networks:
             return f"network {nic.network_id} is not ready on host {host.name}"
-    return _persistent_in_use(c, inst, claimed)
+    return _disk_clash(c, inst, claimed)
 
 
 def activate(c: Cluster, actor: str,
@@ -61,7 +68,7 @@ def activate(c: Cluster, actor: str,
         c.require_admin(actor, "place instances")
         resp = plpb.ActivateInstancesResponse()
         extra: dict[int, Usage] = {}
-        claimed: set[str] = set()
+        claimed: dict[str, bool] = {}
         seen: set[int] = set()
         taken: set[tuple[int, str]] = set()  # claimed by earlier placements of this batch
         for p in req.placements:
@@ -100,7 +107,8 @@ def activate(c: Cluster, actor: str,
             use.cores += inst.spec.cores
             use.memory_mib += inst.spec.memory_mib
             use.count += 1
-            claimed.update(d.uri for d in inst.spec.disks if d.persistent)
+            for d in inst.spec.disks:
+                claimed[d.uri] = claimed.get(d.uri, False) or d.persistent
             iid = inst.id
             txn.after.append(lambda iid=iid: c.dispatch("start", iid))  # type: ignore[misc]
             resp.results.add(instance_id=inst.id, accepted=True, instance=new)

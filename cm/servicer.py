@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from tashi.cm import admin, instances, nodes, placement, tokens
+from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import own_host, watch_filter
@@ -232,12 +233,16 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     def ListImages(self, req: cmpb.ListImagesRequest, ctx: Any, who: str) -> Any:
         with self.c.lock:
             self.c.user(who)
-        images = admin.list_images(self.c)
+        images = catalogue.list_images(self.c)
         start = int(req.page_token) if req.page_token.isdigit() else 0
         size = req.page_size or 1000
         page = images[start:start + size]
         token = str(start + size) if start + size < len(images) else ""
         return cmpb.ListImagesResponse(images=page, next_page_token=token)
+
+    @handler
+    def AddImage(self, req: cmpb.AddImageRequest, ctx: Any, who: str) -> Any:
+        return catalogue.add(self.c, who, req)
 
     def WatchEvents(self, req: cmpb.WatchEventsRequest,
                     context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:

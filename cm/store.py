@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Resource kinds stored as serialized protobuf blobs, keyed by id.
-KINDS = ("host", "instance", "network", "user", "token")
+KINDS = ("host", "instance", "network", "user", "token", "image")
 
 
 class StoreError(Exception):

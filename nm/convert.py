@@ -21,7 +21,7 @@ def spec_from_instance(inst: pb.Instance, bridges: dict[int, tuple[str, int]] | 
     return VmSpec(
         instance_id=inst.id, name=inst.name, owner=inst.owner, cores=spec.cores,
         memory_mib=spec.memory_mib,
-        disks=tuple(DiskSpec(d.uri, d.persistent) for d in spec.disks),
+        disks=tuple(DiskSpec(d.uri, d.persistent, d.format) for d in spec.disks),
         nics=tuple(NicSpec(network_id=n.network_id, mac=n.mac, ip=n.ip,
                            bridge=bridges.get(n.network_id, ("", 0))[0],
                            mtu=bridges.get(n.network_id, ("", 0))[1]) for n in status.nics),

@@ -23,6 +23,7 @@ UNSPECIFIED = pb.INSTANCE_STATE_UNSPECIFIED
 class DiskSpec:
     uri: str  # relative to the image store
     persistent: bool = False
+    fmt: str = ""  # as the CM recorded it when the image entered the store
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,10 @@ class ClusterClient(RpcClient):
         return self._all_pages(self.cm.ListImages, "images", lambda token: cm.ListImagesRequest(
             page_size=MAX_PAGE, page_token=token))[0]
 
+    def add_image(self, name: str, owner: str = "") -> pb.Image:
+        req = cm.AddImageRequest(request_id=new_request_id(), name=name, owner=owner)
+        return self.call(self.cm.AddImage, req).image
+
     # -- events and placement -------------------------------------------------
     def watch_events(self, since: int, max_batch: int = 1000,
                      kinds: Iterable[int] = (), host: str | int | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CMProcess, InProcCM, start_cm
+from tests.harness import CMProcess, InProcCM, image_store, start_cm
 
 
 @pytest.fixture
@@ -22,12 +22,7 @@ def cm(tmp_path: Path) -> Iterator[CMProcess]:
 
 
 def _images(tmp_path: Path) -> Path:
-    images = tmp_path / "images"
-    images.mkdir(exist_ok=True)
-    (images / "base.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 60)
-    (images / "sub").mkdir(exist_ok=True)
-    (images / "sub" / "data.img").write_bytes(b"\0" * 1024)
-    return images
+    return image_store(tmp_path / "images")
 
 
 @pytest.fixture

@@ -213,14 +213,21 @@ def start_cm_at(tmp_path: Path, port: int, **flags: object) -> CMProcess:
     return CMProcess(tmp_path, listen=f"127.0.0.1:{port}", **flags)
 
 
+def image_store(images: Path) -> Path:
+    """An image store with a real 16 MiB qcow2 base.qcow2 and a raw sub/data.img."""
+    (images / "sub").mkdir(parents=True, exist_ok=True)
+    if not (images / "base.qcow2").exists():
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "base.qcow2"),
+                        "16M"], check=True)
+    (images / "sub" / "data.img").write_bytes(b"\0" * 1024)
+    return images
+
+
 class InProcCM:
     """An in-process cluster manager on a loopback port, for fast RPC tests."""
 
     def __init__(self, tmp_path: Path, **settings: object) -> None:
-        images = tmp_path / "images"
-        images.mkdir(exist_ok=True)
-        (images / "base.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 60)
-        settings.setdefault("images", str(images))
+        settings.setdefault("images", str(image_store(tmp_path / "images")))
         self.cfg = CMConfig(listen="127.0.0.1:0", db=str(tmp_path / "cm.db"), **settings)  # type: ignore[arg-type]
         self.cm = ClusterManager(self.cfg)
         self.port = self.cm.start()

@@ -8,22 +8,18 @@ image store only: no `..`, no absolute path elsewhere, no symlink out.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
 from tashi.nm.errors import HypervisorError, InvalidArgument, NotFound
-
-QEMU_IMG = "qemu-img"
-QEMU_IMG_TIMEOUT = 60.0
+from tashi.runtime import qemu_img
 
 
 class ImageStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self._formats: dict[tuple[str, int, int], str] = {}
+        self._formats: dict[tuple[str, int, int, str], str] = {}
         self._lock = threading.Lock()
 
     def resolve(self, uri: str, what: str = "disk") -> Path:
@@ -41,43 +37,38 @@ class ImageStore:
             raise NotFound(f"{what} image {uri!r} does not exist in the image store {self.root}")
         return real
 
-    def image_format(self, path: Path) -> str:
-        """qcow2, raw ... as qemu-img sees it (cached per file version)."""
+    def checked_format(self, path: Path, fmt: str = "") -> str:
+        """The format to open `path` with: `fmt` as the CM recorded it when the
+        image entered the store (never probed then), else what qemu-img detects
+        (a CM without an image store); either way the image and its backing
+        chain are checked (tashi.runtime.qemu_img) before any guest gets it.
+        Cached per file version."""
         st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
+        key = (str(path), st.st_mtime_ns, st.st_size, fmt)
         with self._lock:
             cached = self._formats.get(key)
         if cached:
             return cached
-        out = run_qemu_img(["info", "--output=json", str(path)])
         try:
-            fmt = str(json.loads(out)["format"])
-        except (ValueError, KeyError) as exc:
-            raise HypervisorError(f"qemu-img info {path}: unreadable answer: {exc}") from None
+            found = qemu_img.inspect(path, self.root, fmt).format
+        except qemu_img.QemuImgError as exc:
+            raise HypervisorError(str(exc)) from None
+        except qemu_img.ImageRefused as exc:
+            raise InvalidArgument(str(exc)) from None
         with self._lock:
-            self._formats[key] = fmt
-        return fmt
-
-
-def run_qemu_img(args: list[str]) -> str:
-    try:
-        proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True,
-                              timeout=QEMU_IMG_TIMEOUT, check=False)
-    except FileNotFoundError:
-        raise HypervisorError("qemu-img is not installed (package qemu-utils)") from None
-    except subprocess.TimeoutExpired:
-        raise HypervisorError(f"qemu-img {args[0]} took over {QEMU_IMG_TIMEOUT:.0f}s") from None
-    if proc.returncode != 0:
-        raise HypervisorError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
-    return proc.stdout
+            self._formats[key] = found
+        return found
 
 
 def create_overlay(base: Path, base_format: str, overlay: Path) -> None:
     overlay.parent.mkdir(parents=True, exist_ok=True)
     if overlay.exists():  # left by a start that died half-way; nothing runs on it
         overlay.unlink()
-    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(base), "-F", base_format,
-                  str(overlay)])
+    try:
+        qemu_img.run(["create", "-q", "-f", "qcow2", "-b", str(base), "-F", base_format,
+                      str(overlay)])
+    except qemu_img.QemuImgError as exc:
+        raise HypervisorError(str(exc)) from None
 
 
 def remove_files(paths: list[str]) -> None:

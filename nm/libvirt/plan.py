@@ -38,7 +38,7 @@ def plan_start(spec: VmSpec, name: str, images: ImageStore, overlay_dir: Path,
     devices: list[dx.DiskDevice] = []
     for i, disk in enumerate(spec.disks):
         base = images.resolve(disk.uri)
-        fmt = images.image_format(base)
+        fmt = images.checked_format(base, disk.fmt)
         if disk.persistent:
             path, dev_fmt = base, fmt
         else:

@@ -28,6 +28,7 @@ def ok(cm: CMProcess, *args: str, user: str = "root") -> str:
 
 def test_walkthrough_and_formats(cm: CMProcess) -> None:
     ok(cm, "addUser", "--name", "alice")
+    ok(cm, "addImage", "--name", "base.qcow2", "--owner", "alice")
     ok(cm, "addHost", "--name", "node1", "--notes", "rack 1")
     ok(cm, "addNetwork", "--id", "11", "--name", "jumbo", "--vxlan", "11", "--group",
        "239.1.1.11", "--mtu", "9000", "--default")
@@ -42,7 +43,7 @@ def test_walkthrough_and_formats(cm: CMProcess) -> None:
     # JSON keeps what was asked (spec) apart from what the system decided (status).
     assert db["status"]["state"] == "Pending"
     assert db["spec"]["cores"] == 2 and db["spec"]["memory_mib"] == 1024
-    assert db["spec"]["disks"] == [{"uri": "base.qcow2", "persistent": True}]
+    assert db["spec"]["disks"] == [{"uri": "base.qcow2", "persistent": True, "format": "qcow2"}]
     assert db["spec"]["nics"][0]["network_id"] == 11
     assert db["spec"]["hints"] == {"densePack": "True"}
     assert db["status"]["nics"][0]["network_id"] == 11 and db["status"]["nics"][0]["mac"]
@@ -63,7 +64,10 @@ def test_walkthrough_and_formats(cm: CMProcess) -> None:
     ok(cm, "delReservation", "--host", "node1", "--user", "alice")
     nets = json.loads(ok(cm, "getNetworks", "-o", "json"))
     assert nets[0]["kind"] == "vxlan" and nets[0]["mtu"] == 9000
-    assert json.loads(ok(cm, "getImages", "-o", "json"))[0]["name"] == "base.qcow2"
+    image = json.loads(ok(cm, "getImages", "-o", "json"))[0]
+    assert image["name"] == "base.qcow2" and image["format"] == "qcow2"
+    assert image["owner"] == "alice" and image["in_use"] == 1
+    assert image["virtual_size_bytes"] == 16 << 20
     users = json.loads(ok(cm, "getUsers", "-o", "json"))
     assert {u["name"]: u["admin"] for u in users} == {"root": True, "alice": False}
     ok(cm, "destroyMany", "--basename", "web", user="alice")

@@ -158,7 +158,7 @@ def test_list_images_shows_no_link_out_of_the_store(cmx: InProcCM) -> None:
     (images / "inside.qcow2").symlink_to(images / "base.qcow2")
     (images / "dangling").symlink_to(images / "nothing-here")
     names = [i.name for i in cmx.client().list_images()]
-    assert names == ["base.qcow2", "inside.qcow2"]
+    assert names == ["base.qcow2", "inside.qcow2", "sub/data.img"]
 
 
 def run_cm(*args: str) -> subprocess.CompletedProcess[str]:

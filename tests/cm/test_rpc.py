@@ -144,7 +144,7 @@ def test_users_networks_images(icm: InProcCM) -> None:
         root.delete_network(12)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     root.delete_network(11)
-    assert [i.name for i in root.list_images()] == ["base.qcow2"]
+    assert [i.name for i in root.list_images()] == ["base.qcow2", "sub/data.img"]
 
 
 def test_register_activate_hold(icm: InProcCM) -> None:

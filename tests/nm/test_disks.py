@@ -11,6 +11,8 @@ import pytest
 
 from tashi.nm.errors import InvalidArgument, NotFound
 from tashi.nm.libvirt.disks import ImageStore, create_overlay
+from tashi.nm.libvirt.plan import plan_start
+from tashi.nm.model import DiskSpec, VmSpec
 
 
 @pytest.fixture
@@ -46,8 +48,8 @@ def test_missing_image_is_not_found(store: ImageStore) -> None:
 
 def test_formats_and_overlay(store: ImageStore, tmp_path: Path) -> None:
     base = store.resolve("base.qcow2")
-    assert store.image_format(base) == "qcow2"
-    assert store.image_format(store.resolve("sub/raw.img")) == "raw"
+    assert store.checked_format(base) == "qcow2"
+    assert store.checked_format(store.resolve("sub/raw.img")) == "raw"
     overlay = tmp_path / "state" / "overlays" / "o.qcow2"
     create_overlay(base, "qcow2", overlay)
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(overlay)],
@@ -55,3 +57,38 @@ def test_formats_and_overlay(store: ImageStore, tmp_path: Path) -> None:
     assert info["format"] == "qcow2"
     assert info["backing-filename"] == str(base)
     assert info["backing-filename-format"] == "qcow2"
+
+
+def test_a_recorded_format_is_never_probed(store: ImageStore, tmp_path: Path) -> None:
+    """A raw disk whose guest wrote a qcow2 header naming a file outside the store:
+    opened as raw (the CM's record), it is only data; probed, it is refused."""
+    disk = store.resolve("sub/raw.img")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(tmp_path / "secret"),
+                    "-F", "raw", str(disk)], check=True)
+    assert store.checked_format(disk, "raw") == "raw"
+    with pytest.raises(InvalidArgument, match="outside the image store"):
+        store.checked_format(disk)
+
+
+def test_chains_stay_inside_and_only_raw_or_qcow2(store: ImageStore) -> None:
+    child = store.root / "child.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2",
+                    str(child)], check=True)
+    assert store.checked_format(child, "qcow2") == "qcow2"
+    vmdk = store.root / "d.vmdk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(vmdk), "1M"], check=True)
+    with pytest.raises(InvalidArgument, match="only raw and qcow2"):
+        store.checked_format(vmdk)
+
+
+def test_the_domain_opens_disks_with_the_recorded_format(store: ImageStore,
+                                                         tmp_path: Path) -> None:
+    disk = store.resolve("sub/raw.img")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "../base.qcow2", "-F",
+                    "qcow2", str(disk)], check=True)  # looks like qcow2 now; recorded raw
+    spec = VmSpec(instance_id=7, name="p", owner="alice", cores=1, memory_mib=64,
+                  disks=(DiskSpec("sub/raw.img", persistent=True, fmt="raw"),
+                         DiskSpec("sub/raw.img", fmt="raw")))
+    plan = plan_start(spec, "tashi-7", store, tmp_path / "ov", tmp_path / "con", "qemu")
+    assert [d.fmt for d in plan.config.disks] == ["raw", "qcow2"]
+    assert plan.overlays[0].fmt == "raw", "the overlay names its base's format: -F raw"

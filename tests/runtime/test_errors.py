@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tashi.cm import admin
+from tashi.cm import images as catalogue
 from tashi.runtime import server
 from tashi.runtime.client import TashiError
 from tashi.runtime.errors import ServiceError, not_found
@@ -208,7 +208,7 @@ def test_a_crash_in_the_cluster_manager_answers_internal_with_an_id(
         calls.set()
         raise KeyError("image store index")
 
-    monkeypatch.setattr(admin, "list_images", broken)
+    monkeypatch.setattr(catalogue, "list_images", broken)
     caplog.set_level(logging.ERROR)
     cm = InProcCM(tmp_path)
     try:

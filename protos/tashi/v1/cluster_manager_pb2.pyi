@@ -472,6 +472,22 @@ class ListImagesResponse(_message.Message):
     next_page_token: str
     def __init__(self, images: _Optional[_Iterable[_Union[_resources_pb2.Image, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class AddImageRequest(_message.Message):
+    __slots__ = ("request_id", "name", "owner")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    owner: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class AddImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
 class WatchEventsRequest(_message.Message):
     __slots__ = ("since", "max_batch", "kinds", "host")
     SINCE_FIELD_NUMBER: _ClassVar[int]

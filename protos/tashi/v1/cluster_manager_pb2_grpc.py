@@ -178,6 +178,11 @@ class ClusterManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
+        self.AddImage = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/AddImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/tashi.v1.ClusterManagerService/WatchEvents',
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.WatchEventsRequest.SerializeToString,
@@ -363,7 +368,17 @@ class ClusterManagerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Images in the store with what the catalogue recorded of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddImage(self, request, context):
+        """Records a file an admin placed in the image store (its format detected
+        now, once) and who owns it; again for a recorded image, re-detects it and
+        sets the owner (admins only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -519,6 +534,11 @@ def add_ClusterManagerServiceServicer_to_server(servicer, server):
                     servicer.ListImages,
                     request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ListImagesRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'AddImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -1286,6 +1306,33 @@ class ClusterManagerService:
             '/tashi.v1.ClusterManagerService/ListImages',
             tashi_dot_v1_dot_cluster__manager__pb2.ListImagesRequest.SerializeToString,
             tashi_dot_v1_dot_cluster__manager__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/AddImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -141,12 +141,14 @@ class Host(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., up: _Optional[bool] = ..., decayed: _Optional[bool] = ..., state: _Optional[_Union[HostState, str]] = ..., memory_mib: _Optional[int] = ..., cores: _Optional[int] = ..., version: _Optional[str] = ..., notes: _Optional[str] = ..., reserved_for: _Optional[_Iterable[str]] = ..., nm_address: _Optional[str] = ..., used_cores: _Optional[int] = ..., used_memory_mib: _Optional[int] = ..., instance_count: _Optional[int] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[HostNetworkStatus, _Mapping]]] = ...) -> None: ...
 
 class Disk(_message.Message):
-    __slots__ = ("uri", "persistent")
+    __slots__ = ("uri", "persistent", "format")
     URI_FIELD_NUMBER: _ClassVar[int]
     PERSISTENT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     uri: str
     persistent: bool
-    def __init__(self, uri: _Optional[str] = ..., persistent: _Optional[bool] = ...) -> None: ...
+    format: str
+    def __init__(self, uri: _Optional[str] = ..., persistent: _Optional[bool] = ..., format: _Optional[str] = ...) -> None: ...
 
 class Nic(_message.Message):
     __slots__ = ("network_id", "mac", "ip")
@@ -266,12 +268,26 @@ class User(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("name", "size_bytes")
+    __slots__ = ("name", "size_bytes", "id", "format", "virtual_size_bytes", "backing", "owner", "in_use", "create_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKING_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     size_bytes: int
-    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    id: int
+    format: str
+    virtual_size_bytes: int
+    backing: str
+    owner: str
+    in_use: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., id: _Optional[int] = ..., format: _Optional[str] = ..., virtual_size_bytes: _Optional[int] = ..., backing: _Optional[str] = ..., owner: _Optional[str] = ..., in_use: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StoredToken(_message.Message):
     __slots__ = ("id", "user", "secret_sha256", "create_time", "revoked")
