@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from tashi.cli.context import Context, UsageError
 from tashi.cli.render import to_dict
 from tashi.runtime.names import HOST_STATES_BY_NAME
 from tashi.v1 import resources_pb2 as pb
 
-HOST_COLUMNS = ["id", "name", "up", "state", "cores", "memory_mib", "used_cores",
+HOST_COLUMNS = ["id", "name", "up", "decayed", "state", "cores", "memory_mib", "used_cores",
                 "used_memory_mib", "instance_count", "version", "notes", "reserved_for"]
 USER_COLUMNS = ["id", "name", "admin"]
 NETWORK_COLUMNS = ["id", "name", "kind", "default", "vlan_id", "vni", "mtu", "cidr"]
@@ -107,6 +109,40 @@ def set_host_state(ctx: Context) -> int:
     return 0
 
 
+EVACUATION_COLUMNS = ["instance_id", "instance_name", "target_host_name", "reason"]
+MIGRATING = (pb.INSTANCE_STATE_MIGRATE_PREP, pb.INSTANCE_STATE_MIGRATE_TRANS)
+
+
+def evacuate_host(ctx: Context) -> int:
+    """Drain the host and move its running VMs off; show the plan, then progress
+    until no migration from it is under way, then what is left on it and why."""
+    client = ctx.client()
+    resp = client.evacuate_host(ctx.args.host, ctx.args.parallel or 0)
+    ctx.output(list(resp.evacuations), EVACUATION_COLUMNS)
+    if ctx.args.no_wait or not resp.evacuations:
+        return 0
+    host = resp.host
+    deadline = time.monotonic() + ctx.args.wait
+    idle, last = 0, ""
+    while time.monotonic() < deadline and idle < 3:
+        time.sleep(1.0)
+        insts = client.list_instances()
+        moving = [i for i in insts if i.status.state in MIGRATING
+                  and i.status.migration_source_host_id == host.id]
+        left = [i for i in insts if i.status.host_id == host.id and i not in moving]
+        line = f"evacuating {host.name}: {len(moving)} migrating, {len(left)} on it"
+        if line != last:
+            sys.stderr.write(line + "\n")
+            last = line
+        idle = idle + 1 if not moving else 0
+    left = [i for i in client.list_instances()
+            if i.status.host_id == host.id or i.status.suspend_host_id == host.id]
+    if left:
+        sys.stderr.write(f"left on {host.name} ({len(left)}):\n")
+        ctx.output(left, ["id", "name", "state", "state_reason"])
+    return 1 if any(i.status.state in MIGRATING for i in left) else 0
+
+
 def set_host_notes(ctx: Context) -> int:
     ctx.output([ctx.client().set_host_notes(ctx.args.host, ctx.args.notes)], HOST_COLUMNS)
     return 0
@@ -194,6 +230,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--host", required=True, help="NAME or ID")
     p.add_argument("--state", required=True, help="normal or drained")
     p.set_defaults(func=set_host_state)
+
+    p = sub.add_parser("evacuateHost", help="admin: drain a host and live-migrate its running "
+                       "VMs to other hosts, showing progress")
+    p.add_argument("--host", required=True, help="NAME or ID")
+    p.add_argument("--parallel", type=int, help="migrations at a time (CM default: 4)")
+    p.add_argument("--no-wait", action="store_true", help="print the plan and return")
+    p.add_argument("--wait", type=float, default=3600.0, help="most seconds to follow it")
+    p.set_defaults(func=evacuate_host)
 
     p = sub.add_parser("setHostNotes", help="admin: set a host's notes")
     p.add_argument("--host", required=True, help="NAME or ID")

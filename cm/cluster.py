@@ -249,8 +249,18 @@ class Cluster:
         if inst.owner != actor and not self.is_admin(actor):
             raise denied(f"instance {inst.name!r} belongs to {inst.owner!r}, not to {actor!r}")
 
+    def decayed(self, host_id: int) -> bool:
+        """Tashi's decayed: the host is up but has not been heard from lately, so what
+        the CM shows of it (and of its instances) may be stale."""
+        host = self.hosts.get(host_id)
+        if host is None or not host.up:
+            return False
+        beat = self.heartbeats.get(host_id)
+        return beat is None or time.monotonic() - beat > self.cfg.decay_seconds
+
     def host_view(self, host: pb.Host) -> pb.Host:
         view = copy_of(host)
+        view.decayed = self.decayed(host.id)
         use = self.usage.get(host.id)
         if use:
             view.used_cores = use.cores

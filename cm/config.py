@@ -39,6 +39,12 @@ class CMConfig(TransportSettings):
         "help": "most MiB one user's instances may ask for in all (0: no limit)"})
     expire_host_seconds: float = field(
         default=10.0, metadata={"help": "a host not heard from this long is down"})
+    decay_seconds: float = field(default=5.0, metadata={
+        "help": "a host not heard from this long (and its instances) shows decayed"})
+    migration_seconds: float = field(default=1800.0, metadata={
+        "help": "longest a live migration may take before it counts as failed"})
+    evacuate_parallel: int = field(default=4, metadata={
+        "help": "migrations at a time when evacuating a host (default of evacuateHost)"})
     event_retention: int = field(default=1_000_000, metadata={"help": "events kept for watchers"})
     request_retention_seconds: float = field(
         default=86_400.0, metadata={"help": "how long request_id answers are kept for retries"})

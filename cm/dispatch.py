@@ -183,6 +183,9 @@ class Dispatcher:
                 txn, cur, call.done, f"{action} done on {host.name}"))
 
     def _migrate(self, iid: int) -> None:
+        """Tashi's four steps: the target claims and readies, the source checks,
+        the source's hypervisor sends (MigrateTrans), the target adopts.  Any
+        failure ends in `_migration_failed`, which finds where the VM really is."""
         c = self.cluster
         snap = self._snapshot(iid, S.INSTANCE_STATE_MIGRATE_PREP)
         if snap is None:
@@ -190,39 +193,86 @@ class Dispatcher:
         inst, source = snap
         with c.lock:
             target = c.hosts.get(inst.status.migration_target_host_id)
-        step = "prepare"
-
-        def back(reason: str) -> None:
-            def change(txn: Txn, cur: pb.Instance) -> None:
-                move(txn, cur, S.INSTANCE_STATE_RUNNING, reason, reason)
-            for state in (S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS):
-                self._finish(iid, state, change)
-
-        if target is None:
-            back("migration target host is gone")
+        if target is None or not target.nm_address:
+            self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, source,
+                                   "migration target host is gone or has no node manager")
             return
         src, dst = self.nms.get(source.nm_address), self.nms.get(target.nm_address)
         rid = f"migrate-{iid}-{inst.update_time.ToNanoseconds()}"
+        step, cookie = "prepare", ""
         try:
-            cookie = dst.prepare_receive_vm(nmpb.PrepareReceiveVmRequest(
-                request_id=rid, instance=inst, networks=self._networks(inst))).cookie
+            ready = dst.prepare_receive_vm(nmpb.PrepareReceiveVmRequest(
+                request_id=rid, instance=inst, networks=self._networks(inst)))
+            cookie = ready.cookie
             src.prepare_source_vm(nmpb.PrepareSourceVmRequest(request_id=rid, instance_id=iid))
             self._finish(iid, S.INSTANCE_STATE_MIGRATE_PREP, lambda txn, cur: move(
                 txn, cur, S.INSTANCE_STATE_MIGRATE_TRANS, f"sending to {target.name}"))
             step = "send"
-            src.send_vm(nmpb.SendVmRequest(request_id=rid, instance_id=iid,
-                                           target_uri=target.nm_address, cookie=cookie))
+            src.send_vm(nmpb.SendVmRequest(
+                request_id=rid, instance_id=iid, target_uri=target.capabilities.migration_uri,
+                cookie=cookie, paths=ready.paths), timeout=c.cfg.migration_seconds)
             step = "receive"
             vm = dst.receive_vm(nmpb.ReceiveVmRequest(request_id=rid, instance_id=iid,
                                                       cookie=cookie)).vm
         except TashiError as exc:
-            back(f"migration to {target.name} failed at {step}: {exc}")
+            self._migration_failed(iid, source, target, rid, cookie, step != "prepare",
+                                   f"migration to {target.name} failed at {step}: {exc}")
             return
+        self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, target,
+                               f"migrated to {target.name}", vm_id=vm.vm_id, done=True)
 
-        def arrived(txn: Txn, cur: pb.Instance) -> None:
+    def _migration_failed(self, iid: int, source: pb.Host, target: pb.Host, rid: str,
+                          cookie: str, sent: bool, reason: str) -> None:
+        """Release the target's claim at once and settle the instance where it runs:
+        on the source if nothing was sent; else on the target if it arrived after
+        all, on the source if it is still there, Orphaned (on the host it left
+        for) when neither can say, until that host's report does.  Never removed:
+        either host may still run it."""
+        log.warning("instance %d: %s", iid, reason)
+        src, dst = self.nms.get(source.nm_address), self.nms.get(target.nm_address)
+        target_knows = True
+        if cookie:
+            try:
+                answer = dst.cancel_receive_vm(nmpb.CancelReceiveVmRequest(
+                    request_id=rid + "-cancel", instance_id=iid, cookie=cookie))
+                if answer.arrived:
+                    self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, target,
+                                           f"migrated to {target.name} ({reason}, yet it "
+                                           "arrived)", vm_id=answer.vm.vm_id, done=True)
+                    return
+            except TashiError as exc:
+                target_knows = False
+                log.warning("instance %d: could not release the claim on %s: %s", iid,
+                            target.name, exc)
+        if not sent:
+            self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, source, reason)
+            return
+        at_source: bool | None
+        try:
+            at_source = src.get_vm(iid).state in (S.INSTANCE_STATE_RUNNING,
+                                                  S.INSTANCE_STATE_PAUSED)
+        except TashiError as exc:
+            at_source = False if exc.code == grpc.StatusCode.NOT_FOUND else None
+        if at_source is False and not target_knows:
+            self._settle_migration(
+                iid, S.INSTANCE_STATE_ORPHANED, target,
+                f"{reason}; it left {source.name} and {target.name} has not said whether it "
+                "arrived: its next report settles it")
+        elif at_source is None:
+            self._settle_migration(iid, S.INSTANCE_STATE_ORPHANED, source,
+                                   f"{reason}; {source.name} does not answer either")
+        else:
+            self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, source, reason)
+
+    def _settle_migration(self, iid: int, state: pb.InstanceState, host: pb.Host,
+                          message: str, vm_id: str = "", done: bool = False) -> None:
+        """End a migration with the instance in `state` on `host`; `done`: it moved
+        (no reason kept), else `message` is the reason."""
+        def change(txn: Txn, cur: pb.Instance) -> None:
             def edit(status: pb.InstanceStatus) -> None:
-                status.host_id, status.host_name = target.id, target.name
-                status.vm_id = vm.vm_id or status.vm_id
-            move(txn, cur, S.INSTANCE_STATE_RUNNING, f"migrated to {target.name}", edit=edit)
+                status.host_id, status.host_name = host.id, host.name
+                status.vm_id = vm_id or status.vm_id
+            move(txn, cur, state, message, "" if done else message, edit=edit)
 
-        self._finish(iid, S.INSTANCE_STATE_MIGRATE_TRANS, arrived)
+        for expect in (S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS):
+            self._finish(iid, expect, change)

@@ -143,8 +143,7 @@ def act(c: Cluster, actor: str, action: str, request_id: str, ref: cmpb.Instance
                 assert target is not None
                 dest = c.find_host(target)
                 check_migration_target(c, inst, dest)
-                status.migration_source_host_id = inst.status.host_id
-                status.migration_target_host_id = dest.id
+                migrating_to(status, inst.status.host_id, dest.id)
 
         new = move(txn, inst, entering, f"{action} requested by {actor}", edit=edit)
         if action != "resume":
@@ -154,14 +153,24 @@ def act(c: Cluster, actor: str, action: str, request_id: str, ref: cmpb.Instance
     return c.mutate(actor, request_id, method, resp_cls, body)
 
 
+def migrating_to(status: pb.InstanceStatus, source: int, target: int) -> None:
+    status.migration_source_host_id = source
+    status.migration_target_host_id = target
+
+
 def view(c: Cluster, actor: str, inst: pb.Instance) -> pb.Instance:
     """What `actor` may see of an instance: all of it when it is theirs (or they are
     an admin or a service); else its id, name and state, never its spec (hints,
     disks, NICs), owner or host."""
+    host = inst.status.host_id
+    stale = bool(host) and (c.decayed(host) or inst.status.state == pb.INSTANCE_STATE_ORPHANED)
     if inst.owner == actor or c.is_admin(actor):
+        if stale:
+            inst = copy_of(inst)
+            inst.status.decayed = True
         return inst
     return pb.Instance(id=inst.id, name=inst.name,
-                       status=pb.InstanceStatus(state=inst.status.state))
+                       status=pb.InstanceStatus(state=inst.status.state, decayed=stale))
 
 
 def check_migration_target(c: Cluster, inst: pb.Instance, dest: pb.Host) -> None:
@@ -177,3 +186,13 @@ def check_migration_target(c: Cluster, inst: pb.Instance, dest: pb.Host) -> None
     short = shortfall(cores, mem, inst.spec.cores, inst.spec.memory_mib)
     if short is not None:
         raise precondition(f"host {dest.name} cannot take {inst.name!r}: it has {short}")
+    source = c.hosts.get(inst.status.host_id)
+    for end, host in (("source", source), ("target", dest)):
+        if host is None:
+            raise precondition(f"the {end} host is gone")
+        caps = host.capabilities
+        if not caps.live_migration:
+            why = caps.reason or "its node manager did not offer live migration"
+            raise precondition(f"{end} host {host.name} cannot live-migrate: {why}")
+    if not dest.capabilities.migration_uri:
+        raise precondition(f"host {dest.name} gives no migration URI")

@@ -10,6 +10,7 @@ from tashi.cm import tokens
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
+from tashi.cm.evacuate import Evacuations
 from tashi.cm.metrics import ClusterCollector
 from tashi.cm.nodes import LivenessMonitor
 from tashi.cm.servicer import ClusterManagerServicer, NodeRegistryServicer, PlacementServicer
@@ -37,6 +38,7 @@ class ClusterManager:
         self.dispatcher = Dispatcher(self.cluster, tls=self.tls)
         self.cluster.recover()
         self.liveness = LivenessMonitor(self.cluster)
+        self.evacuations = Evacuations(self.cluster)
         self.running: server.Running | None = None
         self.metrics = ServiceMetrics(cfg.metrics_listen)
 
@@ -44,7 +46,7 @@ class ClusterManager:
         c = self.cluster
         services = [
             server.Service(cluster_manager_pb2.DESCRIPTOR.services_by_name[
-                "ClusterManagerService"].full_name, ClusterManagerServicer(c),
+                "ClusterManagerService"].full_name, ClusterManagerServicer(c, self.evacuations),
                 cm_grpc.add_ClusterManagerServiceServicer_to_server),
             server.Service(node_registry_pb2.DESCRIPTOR.services_by_name[
                 "NodeRegistryService"].full_name, NodeRegistryServicer(c),
@@ -77,6 +79,7 @@ class ClusterManager:
 
     def stop(self) -> None:
         self.liveness.stop()
+        self.evacuations.stop()
         self.metrics.stop()
         self.cluster.events.close()
         if self.running:

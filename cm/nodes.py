@@ -14,6 +14,7 @@ from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
 from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import ServiceError, denied, invalid, not_found
+from tashi.runtime.migration import uri_problem
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
 from tashi.v1 import node_registry_pb2 as nr
@@ -67,6 +68,12 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
         new.memory_mib = req.memory_mib
         new.version = req.version
         new.nm_address = req.nm_address
+        caps = req.capabilities
+        if caps.migration_uri and uri_problem(caps.migration_uri):
+            raise invalid(f"capabilities: {uri_problem(caps.migration_uri)}")
+        new.capabilities.CopyFrom(pb.HostCapabilities(
+            migration_uri=caps.migration_uri, live_migration=caps.live_migration,
+            reason=caps.reason[:200]))
         del new.networks[:]
         new.networks.extend(req.networks)
         if not compatible(VERSION, req.version):

@@ -46,7 +46,12 @@ def refusal(c: Cluster, inst: pb.Instance | None, host: pb.Host | None, extra: U
         return "no such host"
     if not host.up:
         return f"host {host.name} is down"
-    if host.state != pb.HOST_STATE_NORMAL:
+    saved_on = inst.status.suspend_host_id if inst.status.suspend_image else 0
+    if saved_on and host.id != saved_on:
+        holder = c.hosts[saved_on].name if saved_on in c.hosts else str(saved_on)
+        return f"its saved state is on host {holder}, where it must resume"
+    resuming_home = saved_on == host.id and host.state == pb.HOST_STATE_DRAINED
+    if host.state != pb.HOST_STATE_NORMAL and not resuming_home:
         return f"host {host.name} is not Normal"
     if host.reserved_for and inst.owner not in host.reserved_for:
         return f"host {host.name} is reserved for other users"

@@ -18,6 +18,7 @@ import grpc
 from tashi.cm import admin, instances, nodes, placement, tokens
 from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
+from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
@@ -73,8 +74,9 @@ class WatchSlots:
 
 
 class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, evacuations: Evacuations | None = None) -> None:
         self.c = cluster
+        self.evacuations = evacuations or Evacuations(cluster)
         cfg = cluster.cfg
         self.watches = WatchSlots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller)
 
@@ -170,6 +172,10 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     @handler
     def SetHostState(self, req: cmpb.SetHostStateRequest, ctx: Any, who: str) -> Any:
         return admin.set_host_state(self.c, who, req)
+
+    @handler
+    def EvacuateHost(self, req: cmpb.EvacuateHostRequest, ctx: Any, who: str) -> Any:
+        return self.evacuations.request(who, req)
 
     @handler
     def SetHostNotes(self, req: cmpb.SetHostNotesRequest, ctx: Any, who: str) -> Any:

@@ -22,6 +22,9 @@ class NmConfig(TransportSettings):
                           metadata={"help": "name the host was added under (tashi addHost)"})
     advertise: str = field(default="", metadata={
         "help": "HOST:PORT the CM reaches this NM at (default: the listen address)"})
+    migration_uri: str = field(default="", metadata={
+        "help": "libvirt URI other hosts' hypervisors reach this one at for live migration "
+                "(default: qemu+tls://ADVERTISED-HOST/system with TLS, else qemu+tcp://...)"})
     libvirt_uri: str = field(default="qemu:///system", metadata={
         "help": "libvirt URI; test:///path/node.xml simulates a host of that size"})
     images: str = field(default="/var/lib/tashi/images",

@@ -11,7 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from tashi.nm.model import HostFacts, Observation, VmInfo, VmSpec, VmStats, VmUsage
+from tashi.nm.model import (
+    HostFacts,
+    MigrationPaths,
+    Observation,
+    VmInfo,
+    VmSpec,
+    VmStats,
+    VmUsage,
+)
 
 ChangeListener = Callable[[Observation], None]
 
@@ -47,17 +55,23 @@ class Driver(ABC):
     def resume_vm(self, spec: VmSpec, suspend_file: str) -> VmInfo: ...
 
     @abstractmethod
-    def prepare_receive(self, spec: VmSpec) -> str:
-        """Get ready to receive a migrating VM; returns the cookie the source passes on."""
+    def prepare_receive(self, spec: VmSpec) -> tuple[str, MigrationPaths]:
+        """Get ready to receive a migrating VM; returns the cookie the source passes
+        on and where this host keeps the VM's files."""
 
     @abstractmethod
     def prepare_source(self, instance_id: int) -> VmInfo: ...
 
     @abstractmethod
-    def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo: ...
+    def send_vm(self, instance_id: int, target_uri: str, cookie: str,
+                paths: MigrationPaths | None = None) -> VmInfo: ...
 
     @abstractmethod
     def receive_vm(self, instance_id: int, cookie: str) -> VmInfo: ...
+
+    @abstractmethod
+    def cancel_receive(self, instance_id: int, cookie: str) -> VmInfo | None:
+        """Drop an expected migration at once; the VM if it did arrive (kept)."""
 
     @abstractmethod
     def get_vm(self, instance_id: int) -> VmInfo: ...

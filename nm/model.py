@@ -114,6 +114,18 @@ class HostFacts:
     cores: int
     memory_mib: int  # total, before the NM's reserve
     hypervisor: str  # e.g. "QEMU 7.2.0, libvirt 9.0.0"
+    live_migration: bool = False
+    no_migration_reason: str = ""  # why not, when live_migration is False
+
+
+@dataclass(frozen=True)
+class MigrationPaths:
+    """A migrating VM's files on the target host (state dirs may differ)."""
+
+    disks: tuple[str, ...] = ()
+    kernel: str = ""
+    initrd: str = ""
+    console_log: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from tashi.runtime.metrics import ServiceMetrics
 from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
+from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger("tashi.nm")
 
@@ -33,6 +34,16 @@ def advertised_address(cfg: NmConfig, port: int) -> str:
     if host in ("", "0.0.0.0", "::"):
         host = socket.getfqdn()
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def migration_uri(cfg: NmConfig, advertised: str, tls: bool) -> str:
+    """--migration-uri, else libvirt's TLS (with TLS on) or TCP transport on the
+    advertised host."""
+    if cfg.migration_uri:
+        return cfg.migration_uri
+    host = server.split_address(advertised)[0]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'qemu+tls' if tls else 'qemu+tcp'}://{host}/system"
 
 
 class NodeManager:
@@ -64,9 +75,14 @@ class NodeManager:
                            nm_grpc.add_NodeManagerServiceServicer_to_server)],
             interceptors=self.metrics.interceptors, tls=self.tls, insecure=self.cfg.insecure,
             name="tashi-nm")
+        advertised = advertised_address(self.cfg, self.running.port)
+        facts = self.driver.host_facts()
+        capabilities = pb.HostCapabilities(
+            migration_uri=migration_uri(self.cfg, advertised, self.tls is not None),
+            live_migration=facts.live_migration, reason=facts.no_migration_reason)
         self.reporter = Reporter(
-            self.driver, self.client, self.cfg.hostname,
-            advertised_address(self.cfg, self.running.port),
+            self.driver, self.client, self.cfg.hostname, advertised,
+            capabilities=capabilities,
             reserved_memory_mib=self.cfg.reserved_memory,
             heartbeat_seconds=self.cfg.heartbeat_seconds,
             resync_seconds=self.cfg.resync_seconds, network_status=self.network_status)

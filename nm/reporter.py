@@ -37,13 +37,15 @@ NetworkStatus = Callable[[], list[pb.HostNetworkStatus]]
 
 class Reporter:
     def __init__(self, driver: Driver, client: ClusterClient, hostname: str, nm_address: str,
-                 *, reserved_memory_mib: int = 0, heartbeat_seconds: float = 2.0,
+                 *, capabilities: pb.HostCapabilities | None = None,
+                 reserved_memory_mib: int = 0, heartbeat_seconds: float = 2.0,
                  resync_seconds: float = 60.0, network_status: NetworkStatus | None = None
                  ) -> None:
         self.driver = driver
         self.client = client
         self.hostname = hostname
         self.nm_address = nm_address
+        self.capabilities = capabilities or pb.HostCapabilities()
         self.reserved_memory_mib = reserved_memory_mib
         self.heartbeat_seconds = heartbeat_seconds
         self.resync_seconds = resync_seconds
@@ -154,7 +156,8 @@ class Reporter:
         req = reg.RegisterHostRequest(
             name=self.hostname, cores=facts.cores,
             memory_mib=max(0, facts.memory_mib - self.reserved_memory_mib),
-            version=VERSION, nm_address=self.nm_address, instances=snapshot, networks=networks)
+            version=VERSION, nm_address=self.nm_address, instances=snapshot, networks=networks,
+            capabilities=self.capabilities)
         self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
         self._sent_networks = networks
         self.registered = True

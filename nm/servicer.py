@@ -11,7 +11,7 @@ from typing import Any
 from tashi.nm.convert import spec_from_instance, vm_info_pb, vm_stats_pb
 from tashi.nm.driver import Driver
 from tashi.nm.errors import InvalidArgument
-from tashi.nm.model import VmSpec
+from tashi.nm.model import MigrationPaths, VmSpec
 from tashi.nm.plumbing import BridgeLookup, bridges_for
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
@@ -76,8 +76,11 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
 
     def PrepareReceiveVm(self, request: nm.PrepareReceiveVmRequest,
                          context: Any) -> nm.PrepareReceiveVmResponse:
-        cookie = self.driver.prepare_receive(self._spec(request.instance, request.networks))
-        return nm.PrepareReceiveVmResponse(cookie=cookie)
+        cookie, paths = self.driver.prepare_receive(self._spec(request.instance,
+                                                               request.networks))
+        return nm.PrepareReceiveVmResponse(cookie=cookie, paths=nm.MigrationPaths(
+            disks=paths.disks, kernel=paths.kernel, initrd=paths.initrd,
+            console_log=paths.console_log))
 
     def PrepareSourceVm(self, request: nm.PrepareSourceVmRequest,
                         context: Any) -> nm.PrepareSourceVmResponse:
@@ -85,13 +88,23 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         return nm.PrepareSourceVmResponse(vm=vm_info_pb(vm))
 
     def SendVm(self, request: nm.SendVmRequest, context: Any) -> nm.SendVmResponse:
+        p = request.paths
+        paths = MigrationPaths(disks=tuple(p.disks), kernel=p.kernel, initrd=p.initrd,
+                               console_log=p.console_log) if request.HasField("paths") else None
         vm = self.driver.send_vm(_instance_id(request.instance_id), request.target_uri,
-                                 request.cookie)
+                                 request.cookie, paths)
         return nm.SendVmResponse(vm=vm_info_pb(vm))
 
     def ReceiveVm(self, request: nm.ReceiveVmRequest, context: Any) -> nm.ReceiveVmResponse:
         vm = self.driver.receive_vm(_instance_id(request.instance_id), request.cookie)
         return nm.ReceiveVmResponse(vm=vm_info_pb(vm))
+
+    def CancelReceiveVm(self, request: nm.CancelReceiveVmRequest,
+                        context: Any) -> nm.CancelReceiveVmResponse:
+        vm = self.driver.cancel_receive(_instance_id(request.instance_id), request.cookie)
+        if vm is None:
+            return nm.CancelReceiveVmResponse()
+        return nm.CancelReceiveVmResponse(arrived=True, vm=vm_info_pb(vm))
 
     def GetVm(self, request: nm.GetVmRequest, context: Any) -> nm.GetVmResponse:
         vm = self.driver.get_vm(_instance_id(request.instance_id))

@@ -226,6 +226,11 @@ class ClusterClient(RpcClient):
         return self._all_pages(self.cm.ListImages, "images", lambda token: cm.ListImagesRequest(
             page_size=MAX_PAGE, page_token=token))[0]
 
+    def evacuate_host(self, host: str | int, parallel: int = 0) -> cm.EvacuateHostResponse:
+        req = cm.EvacuateHostRequest(request_id=new_request_id(), host=host_ref(host),
+                                     parallel=parallel)
+        return self.call(self.cm.EvacuateHost, req)
+
     def add_image(self, name: str, owner: str = "") -> pb.Image:
         req = cm.AddImageRequest(request_id=new_request_id(), name=name, owner=owner)
         return self.call(self.cm.AddImage, req).image

@@ -77,11 +77,17 @@ class NodeManagerClient(RpcClient):
                           ) -> nm.PrepareSourceVmResponse:
         return self.call(self.stub.PrepareSourceVm, request)
 
-    def send_vm(self, request: nm.SendVmRequest) -> nm.SendVmResponse:
-        return self.call(self.stub.SendVm, request)
+    def send_vm(self, request: nm.SendVmRequest, timeout: float | None = None
+                ) -> nm.SendVmResponse:
+        """The whole migration runs in this call: give it a migration's time."""
+        return self.call(self.stub.SendVm, request, timeout)
 
     def receive_vm(self, request: nm.ReceiveVmRequest) -> nm.ReceiveVmResponse:
         return self.call(self.stub.ReceiveVm, request)
+
+    def cancel_receive_vm(self, request: nm.CancelReceiveVmRequest
+                          ) -> nm.CancelReceiveVmResponse:
+        return self.call(self.stub.CancelReceiveVm, request)
 
     # -- reading ----------------------------------------------------------------------
     def get_vm(self, instance_id: int) -> nm.VmInfo:

@@ -60,4 +60,5 @@ def vm_spec(inst: pb.Instance) -> VmSpec:
         group_name=spec.group_name,
         hints=parse_hints(dict(spec.hints), spec.group_name),
         state_reason=status.reason,
+        resume_host_id=status.suspend_host_id if status.suspend_image else 0,
     )

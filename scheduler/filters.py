@@ -49,8 +49,13 @@ class HostUp:
 
 
 class HostNormal:
+    """Normal hosts take VMs; a drained one still takes back the VMs whose saved
+    state it holds (a resume is not a new placement: the state cannot go elsewhere)."""
+
     def check(self, host: HostView, vm: VmSpec, ctx: PlacementContext) -> Failure | None:
         if host.state is HostState.NORMAL:
+            return None
+        if host.state is HostState.DRAINED and vm.resume_host_id == host.id:
             return None
         key = f"in state {host.state.value}"
         return Failure(key, f"host is {key}")

@@ -113,6 +113,9 @@ class VmSpec:
     hints: Hints = field(default_factory=Hints)
     # Why the instance is in its state (the CM's text), e.g. a failed start.
     state_reason: str = ""
+    # A suspended VM being resumed: the host holding its saved state, where it
+    # must resume (0: none).
+    resume_host_id: int = 0
 
     @property
     def anti_affinity_key(self) -> tuple[str, str] | None:

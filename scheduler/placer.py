@@ -32,11 +32,25 @@ class Placer:
         why = vm_failure(vm, self.view)
         if why is not None:
             return Refused(vm.id, why)
+        if vm.resume_host_id:
+            return self._on_resume_host(vm)
         if vm.hints.target_host:
             decision = self._on_target(vm)
             if isinstance(decision, Chosen) or not vm.hints.allow_elsewhere:
                 return decision
         return self._anywhere(vm)
+
+    def _on_resume_host(self, vm: VmSpec) -> Decision:
+        """A suspended VM resumes where its saved state (and its local disks) are."""
+        host = self.view.host(vm.resume_host_id)
+        if host is None:
+            return Refused(vm.id, f"its saved state is on host {vm.resume_host_id}, which is "
+                                  "no longer registered")
+        failure = first_failure(host, vm, self.view)
+        if failure is None:
+            return Chosen(vm.id, host.id, host.name)
+        return Refused(vm.id, f"its saved state is on host {host.name}, which cannot take it "
+                              f"now: {failure.detail}")
 
     def _on_target(self, vm: VmSpec) -> Decision:
         ref = vm.hints.target_host
@@ -99,6 +113,8 @@ class Placer:
         why = vm_failure(vm, self.view)
         if why is not None:
             return Refused(vm.id, why)
+        if vm.resume_host_id:
+            return self._on_resume_host(vm)
         if vm.hints.target_host:
             decision = self._on_target(vm)
             if isinstance(decision, Chosen) or not vm.hints.allow_elsewhere:

@@ -370,7 +370,8 @@ def register_host(client: ClusterClient, name: str, cores: int = 8, memory_mib: 
         client.create_host(name)
     return client.call(client.registry.RegisterHost, nr.RegisterHostRequest(
         name=name, cores=cores, memory_mib=memory_mib, version="0.1.0", nm_address=nm_address,
-        instances=instances or []))
+        instances=instances or [], capabilities=pb.HostCapabilities(
+            migration_uri=f"qemu+tcp://{name}/system", live_migration=True)))
 
 
 def activate(client: ClusterClient, iid: int, host_id: int) -> None:

@@ -218,3 +218,34 @@ def parse_metadata(xml: str) -> TashiMetadata:
         disks=disks, nics=nic_list(ns + "nics"), hints=hints,
         asked_nics=nic_list(ns + "asked-nics") if asked is not None else None,
         group_name=inst.findtext(ns + "group") or "")
+
+
+def retarget(xml: str, disks: tuple[str, ...], kernel: str, initrd: str,
+             console_log: str) -> str:
+    """A running domain's XML with its files moved to where the target host keeps
+    them (disk i by its target dev, the kernel and initrd, the serial log, and the
+    paths our metadata records), for a migration's destination XML."""
+    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+    dom = ET.fromstring(xml)
+    by_dev = {d.find("target").get("dev"): d  # type: ignore[union-attr]
+              for d in dom.findall("./devices/disk") if d.find("target") is not None}
+    for i, path in enumerate(disks):
+        disk = by_dev.get(disk_target(i))
+        source = disk.find("source") if disk is not None else None
+        if source is None:
+            raise ValueError(f"the domain has no disk {disk_target(i)}")
+        source.set("file", path)
+    for tag, path in (("kernel", kernel), ("initrd", initrd)):
+        el = dom.find(f"./os/{tag}")
+        if el is not None and path:
+            el.text = path
+    if console_log:
+        for chardev in dom.findall("./devices/serial") + dom.findall("./devices/console"):
+            source = chardev.find("source")
+            if source is not None and chardev.get("type") == "file":
+                source.set("path", console_log)
+    ns = "{" + METADATA_NS + "}"
+    recorded = dom.findall(f"./metadata/{ns}instance/{ns}disks/{ns}disk")
+    for el, path in zip(recorded, disks, strict=False):
+        el.set("path", path)
+    return ET.tostring(dom, encoding="unicode")

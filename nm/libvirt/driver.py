@@ -42,6 +42,7 @@ from tashi.nm.model import (
     SUSPENDED,
     UNSPECIFIED,
     HostFacts,
+    MigrationPaths,
     VmInfo,
     VmSpec,
     VmStats,
@@ -323,21 +324,45 @@ class LibvirtDriver(VmTable, Driver):
             return self._current(rec, dom)
 
     # -- migration hooks ---------------------------------------------------------
-    def prepare_receive(self, spec: VmSpec) -> str:
-        """Check the VM fits and claim its memory; the cookie names the claim."""
+    def prepare_receive(self, spec: VmSpec) -> tuple[str, MigrationPaths]:
+        """Check the VM fits, claim it and make its overlays ready here (over the
+        same bases, in this host's state dir).  The cookie names the claim; the
+        paths tell the source where this host keeps the VM's files.  A retry
+        replaces a claim an earlier attempt left."""
         check_spec(spec)
-        meta = dx.TashiMetadata(instance_id=spec.instance_id, owner=spec.owner, name=spec.name,
-                                cores=spec.cores, memory_mib=spec.memory_mib)
-        self._reserve(meta, dx.vm_name(spec.instance_id))
-        return self._claims.make(spec.instance_id)
+        name = dx.vm_name(spec.instance_id)
+        with self._vm_lock(spec.instance_id):
+            self._drop_claim(spec.instance_id)
+            plan = plan_start(spec, name, self.images, self.overlay_dir, self.console_dir,
+                              self.domain_type)
+            rec = self._reserve(plan.config.metadata, name)
+            rec.overlays = [str(o.path) for o in plan.overlays]
+            try:
+                for o in plan.overlays:
+                    create_overlay(o.base, o.fmt, o.path)
+            except BaseException:
+                self._release(rec)
+                remove_files(rec.overlays)
+                raise
+            cookie = self._claims.make(spec.instance_id)
+        cfg = plan.config
+        return cookie, MigrationPaths(disks=tuple(d.path for d in cfg.disks), kernel=cfg.kernel,
+                                      initrd=cfg.initrd, console_log=cfg.console_log)
+
+    def _drop_claim(self, instance_id: int) -> None:
+        """Forget an expected migration of `instance_id` and what it made ready."""
+        self._claims.forget(instance_id)
+        with self._lock:
+            rec = self._vms.get(instance_id)
+            if rec is None or rec.state != UNSPECIFIED:
+                return
+            del self._vms[instance_id]
+        remove_files(rec.overlays)
 
     def _drop_lapsed_claims(self) -> None:
-        lapsed = self._claims.lapsed()
-        with self._lock:
-            for iid in lapsed:
-                rec = self._vms.get(iid)
-                if rec is not None and rec.state == UNSPECIFIED:
-                    del self._vms[iid]
+        for iid in self._claims.lapsed():
+            with self._vm_lock(iid):
+                self._drop_claim(iid)
 
     def prepare_source(self, instance_id: int) -> VmInfo:
         rec = self._managed(instance_id)
@@ -345,18 +370,35 @@ class LibvirtDriver(VmTable, Driver):
             raise FailedPrecondition(f"instance {instance_id} is not running")
         return rec.info()
 
-    def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo:
+    def send_vm(self, instance_id: int, target_uri: str, cookie: str,
+                paths: MigrationPaths | None = None) -> VmInfo:
         migration.check_target_uri(target_uri)
         with self._vm_lock(instance_id):
             rec = self._managed(instance_id)
             dom = self._domain(rec)
-            migration.send(dom, target_uri, any(not d.persistent for d in rec.meta.disks),
-                           instance_id)
+            copy = tuple(dx.disk_target(i) for i, d in enumerate(rec.meta.disks)
+                         if not d.persistent)
+            migration.send(dom, target_uri, copy, instance_id, paths)
             with self._lock:
                 if self._vms.get(instance_id) is rec:
                     del self._vms[instance_id]
             remove_files(rec.overlays)
             return rec.info(RUNNING)
+
+    def _arrived(self, instance_id: int) -> Managed | None:
+        """The migrated VM, adopted, if it runs here now."""
+        try:
+            dom = self.host.conn().lookupByName(dx.vm_name(instance_id))
+        except libvirt.libvirtError:
+            return None
+        with self._lock:
+            claim = self._vms.pop(instance_id, None)
+        rec, _obs = self._adopt(dom)
+        if rec is None:
+            with self._lock:
+                if claim is not None:
+                    self._vms.setdefault(instance_id, claim)
+        return rec
 
     def receive_vm(self, instance_id: int, cookie: str) -> VmInfo:
         self._drop_lapsed_claims()
@@ -364,20 +406,24 @@ class LibvirtDriver(VmTable, Driver):
         if claimed != instance_id:
             raise NotFound(f"no migration of instance {instance_id} is expected here")
         with self._vm_lock(instance_id):
-            try:
-                dom = self.host.conn().lookupByName(dx.vm_name(instance_id))
-            except libvirt.libvirtError:
-                raise FailedPrecondition(f"instance {instance_id} has not arrived") from None
-            self._claims.take(token)
-            with self._lock:
-                claim = self._vms.pop(instance_id, None)
-            rec, _obs = self._adopt(dom)
+            rec = self._arrived(instance_id)
             if rec is None:
-                with self._lock:
-                    if claim is not None:
-                        self._vms.setdefault(instance_id, claim)
-                raise FailedPrecondition(f"instance {instance_id} arrived but is not running")
+                raise FailedPrecondition(f"instance {instance_id} has not arrived or is not "
+                                         "running")
+            self._claims.take(token)
             return rec.info()
+
+    def cancel_receive(self, instance_id: int, cookie: str) -> VmInfo | None:
+        """End an expected migration that failed: the claim and its overlays go at
+        once, unless the VM did arrive (then it is kept and returned)."""
+        self._claims.expected(cookie)  # only a cookie this NM made
+        with self._vm_lock(instance_id):
+            rec = self._arrived(instance_id)
+            if rec is not None:
+                self._claims.forget(instance_id)
+                return rec.info()
+            self._drop_claim(instance_id)
+            return None
 
     # -- queries ------------------------------------------------------------------
     def get_vm(self, instance_id: int) -> VmInfo:

@@ -76,8 +76,12 @@ class Host:
             hv = f"{conn.getType()} {version_text(conn.getVersion())}"
         except libvirt.libvirtError:
             hv = conn.getType()
+        live = conn.getType() != "Test"
         return HostFacts(cores=int(info[2]), memory_mib=int(info[1]),
-                         hypervisor=f"{hv}, libvirt {version_text(conn.getLibVersion())}")
+                         hypervisor=f"{hv}, libvirt {version_text(conn.getLibVersion())}",
+                         live_migration=live,
+                         no_migration_reason="" if live else "libvirt's test driver cannot "
+                                                             "migrate")
 
     def close(self) -> None:
         with self._lock:

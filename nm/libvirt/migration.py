@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 import libvirt
 
 from tashi.nm.errors import HypervisorError, InvalidArgument
+from tashi.nm.libvirt import domain_xml as dx
+from tashi.nm.model import MigrationPaths
+from tashi.runtime.migration import uri_problem
 
 RECEIVE_CLAIM_SECONDS = 600.0  # a migration that never arrives frees its memory after this
 
@@ -49,35 +52,48 @@ class Claims:
         with self._lock:
             self._claims.pop(token, None)
 
+    def forget(self, instance_id: int) -> None:
+        """Drop every claim of `instance_id` (a failed or retried migration)."""
+        with self._lock:
+            for token in [t for t, (iid, _u) in self._claims.items() if iid == instance_id]:
+                del self._claims[token]
 
-def send(dom: libvirt.virDomain, target_uri: str, copy_disks: bool, instance_id: int) -> None:
-    """Live-migrate `dom` to the hypervisor at `target_uri` (disk copies when not shared)."""
-    flags = libvirt.VIR_MIGRATE_LIVE
+
+def flags_for(target_uri: str, copy_disks: bool) -> int:
+    """Live and peer to peer (this host's libvirtd opens the target's, with its own
+    certificate: the NM holds no connection to other hosts); over qemu+tls:// the
+    memory and disk streams run over TLS too; local overlays are copied
+    incrementally (their bases are in the image store both hosts see)."""
+    flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+    if urlsplit(target_uri).scheme == "qemu+tls":
+        flags |= libvirt.VIR_MIGRATE_TLS
     if copy_disks:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
-    try:
-        dconn = libvirt.open(target_uri)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(f"cannot reach target hypervisor {target_uri}: "
-                              f"{exc.get_error_message() or exc}") from None
-    try:
-        dom.migrate3(dconn, {}, flags)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(f"migration of instance {instance_id} failed: "
-                              f"{exc.get_error_message() or exc}") from None
-    finally:
-        dconn.close()
+    return flags
 
 
-MIGRATION_SCHEMES = frozenset({"qemu+tcp", "qemu+tls"})
+def send(dom: libvirt.virDomain, target_uri: str, copy_disks: tuple[str, ...], instance_id: int,
+         paths: MigrationPaths | None) -> None:
+    """Live-migrate `dom` to the hypervisor at `target_uri`, its files pointed at
+    `paths` (where the target keeps them); `copy_disks` are the target devs of
+    the disks to copy (local overlays; persistent disks are in the shared store)."""
+    params: dict[str, object] = {}
+    try:
+        if paths is not None:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dx.retarget(
+                xml, paths.disks, paths.kernel, paths.initrd, paths.console_log)
+        if copy_disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
+        dom.migrateToURI3(target_uri, params, flags_for(target_uri, bool(copy_disks)))
+    except ValueError as exc:
+        raise InvalidArgument(f"migration paths do not fit the domain: {exc}") from None
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(f"migration of instance {instance_id} to {target_uri} failed: "
+                              f"{exc.get_error_message() or exc}") from None
 
 
 def check_target_uri(uri: str) -> None:
-    """Only another host's QEMU, over libvirt's TCP or TLS transport: never a local
-    file (test:///etc/shadow once answered with the file's first line), a command
-    (qemu+ssh's ?command=), nor options of libvirt's client in a query."""
-    parts = urlsplit(uri)
-    if (parts.scheme not in MIGRATION_SCHEMES or not parts.hostname or parts.query
-            or parts.fragment or parts.path not in ("/system", "/session")):
-        raise InvalidArgument("the target must be qemu+tcp://HOST/system or "
-                              "qemu+tls://HOST/system")
+    problem = uri_problem(uri)
+    if problem:
+        raise InvalidArgument(problem)

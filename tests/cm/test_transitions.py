@@ -36,6 +36,9 @@ ALL_STATES = [s for s in pb.InstanceState.values()
               if s not in (pb.INSTANCE_STATE_UNSPECIFIED, pb.INSTANCE_STATE_EXITED)]
 
 
+CAPABLE = pb.HostCapabilities(migration_uri="qemu+tcp://h/system", live_migration=True)
+
+
 class ScriptedNM(nm_grpc.NodeManagerServiceServicer):
     """A node manager that answers every call with success, or fails them all."""
 
@@ -82,6 +85,13 @@ class ScriptedNM(nm_grpc.NodeManagerServiceServicer):
     def ReceiveVm(self, request: Any, context: Any) -> Any:
         return self._answer(context, nmpb.ReceiveVmResponse(vm=nmpb.VmInfo(vm_id="tashi-y")))
 
+    def CancelReceiveVm(self, request: Any, context: Any) -> Any:
+        return self._answer(context, nmpb.CancelReceiveVmResponse())
+
+    def GetVm(self, request: Any, context: Any) -> Any:
+        return self._answer(context, nmpb.GetVmResponse(vm=nmpb.VmInfo(
+            vm_id="tashi-x", state=S.INSTANCE_STATE_RUNNING)))
+
 
 @pytest.fixture(scope="module")
 def nm() -> Iterator[tuple[ScriptedNM, str]]:
@@ -106,7 +116,8 @@ class World:
         for name in ("h1", "h2"):
             admin.create_host(self.c, "root", cmpb.CreateHostRequest(name=name))
             nodes.register(self.c, "root", nr.RegisterHostRequest(
-                name=name, cores=64, memory_mib=65536, version="0.1.0", nm_address=nm_address))
+                name=name, cores=64, memory_mib=65536, version="0.1.0", nm_address=nm_address,
+                capabilities=CAPABLE))
         self.h1, self.h2 = self.c.host_ids["h1"], self.c.host_ids["h2"]
 
     def close(self) -> None:
@@ -182,7 +193,7 @@ def _restart(w: World, inst: pb.Instance) -> object:
 def _register_without(w: World, inst: pb.Instance) -> object:
     return nodes.register(w.c, "root", nr.RegisterHostRequest(
         name="h1", cores=64, memory_mib=65536, version="0.1.0",
-        nm_address=w.c.hosts[w.h1].nm_address))
+        nm_address=w.c.hosts[w.h1].nm_address, capabilities=CAPABLE))
 
 
 CAUSES: dict[str, Callable[[World, pb.Instance], object]] = {

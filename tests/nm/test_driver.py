@@ -274,7 +274,7 @@ def test_resume_checks_its_file(drv: tuple[LibvirtDriver, Seen], tmp_path: Path)
 def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     d, _seen = drv
-    cookie = d.prepare_receive(spec(14, memory=2000))
+    cookie, _paths = d.prepare_receive(spec(14, memory=2000))
     with pytest.raises(FailedPrecondition, match="MiB free"):  # the claim holds the memory
         d.start_vm(spec(15, memory=2000))
     with pytest.raises(NotFound):
@@ -295,10 +295,27 @@ def test_migration_hooks_validate(drv: tuple[LibvirtDriver, Seen],
     # a migration that never arrives frees its claim
     d.destroy_vm(16)
     monkeypatch.setattr(migration, "RECEIVE_CLAIM_SECONDS", -1.0)
-    cookie = d.prepare_receive(spec(17, memory=1000))
+    cookie, _paths = d.prepare_receive(spec(17, memory=1000))
     assert d.start_vm(spec(18, memory=1000)).state == RUNNING
     with pytest.raises(NotFound):
         d.receive_vm(17, cookie)
+
+
+def test_a_failed_migration_releases_its_claim_at_once(drv: tuple[LibvirtDriver, Seen]) -> None:
+    """Issue 13: a failed migration's claim held the memory for 600 s and a retry
+    failed ALREADY_EXISTS; now a retry replaces it and a cancel frees it at once."""
+    d, _seen = drv
+    first, _ = d.prepare_receive(spec(20, memory=2000))
+    again, paths = d.prepare_receive(spec(20, memory=2000))  # the retry
+    assert paths.console_log.endswith("tashi-20.log")
+    with pytest.raises(NotFound):
+        d.receive_vm(20, first)  # the first attempt's claim is gone
+    with pytest.raises(FailedPrecondition, match="MiB free"):
+        d.start_vm(spec(21, memory=2000))
+    assert d.cancel_receive(20, again) is None, "nothing arrived"
+    assert d.start_vm(spec(21, memory=2000)).state == RUNNING, "the memory is free at once"
+    with pytest.raises(InvalidArgument):
+        d.cancel_receive(20, "forged")
 
 
 def test_a_stale_stop_event_does_not_end_a_restored_vm(drv: tuple[LibvirtDriver, Seen]) -> None:

@@ -18,6 +18,7 @@ from tashi.nm.model import (
     RUNNING,
     DeviceIO,
     HostFacts,
+    MigrationPaths,
     Observation,
     VmInfo,
     VmSpec,
@@ -83,16 +84,20 @@ class FixedDriver(Driver):
     def resume_vm(self, spec: VmSpec, suspend_file: str) -> VmInfo:
         raise NotImplementedError
 
-    def prepare_receive(self, spec: VmSpec) -> str:
+    def prepare_receive(self, spec: VmSpec) -> tuple[str, MigrationPaths]:
         raise NotImplementedError
 
     def prepare_source(self, instance_id: int) -> VmInfo:
         raise NotImplementedError
 
-    def send_vm(self, instance_id: int, target_uri: str, cookie: str) -> VmInfo:
+    def send_vm(self, instance_id: int, target_uri: str, cookie: str,
+                paths: MigrationPaths | None = None) -> VmInfo:
         raise NotImplementedError
 
     def receive_vm(self, instance_id: int, cookie: str) -> VmInfo:
+        raise NotImplementedError
+
+    def cancel_receive(self, instance_id: int, cookie: str) -> VmInfo | None:
         raise NotImplementedError
 
     def get_vm(self, instance_id: int) -> VmInfo:

@@ -268,6 +268,38 @@ class SetHostStateResponse(_message.Message):
     host: _resources_pb2.Host
     def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ...) -> None: ...
 
+class EvacuateHostRequest(_message.Message):
+    __slots__ = ("request_id", "host", "parallel")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    host: HostRef
+    parallel: int
+    def __init__(self, request_id: _Optional[str] = ..., host: _Optional[_Union[HostRef, _Mapping]] = ..., parallel: _Optional[int] = ...) -> None: ...
+
+class Evacuation(_message.Message):
+    __slots__ = ("instance_id", "instance_name", "target_host_id", "target_host_name", "reason")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    instance_id: int
+    instance_name: str
+    target_host_id: int
+    target_host_name: str
+    reason: str
+    def __init__(self, instance_id: _Optional[int] = ..., instance_name: _Optional[str] = ..., target_host_id: _Optional[int] = ..., target_host_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EvacuateHostResponse(_message.Message):
+    __slots__ = ("host", "evacuations")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    EVACUATIONS_FIELD_NUMBER: _ClassVar[int]
+    host: _resources_pb2.Host
+    evacuations: _containers.RepeatedCompositeFieldContainer[Evacuation]
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ..., evacuations: _Optional[_Iterable[_Union[Evacuation, _Mapping]]] = ...) -> None: ...
+
 class SetHostNotesRequest(_message.Message):
     __slots__ = ("request_id", "host", "notes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -113,6 +113,11 @@ class ClusterManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateResponse.FromString,
                 _registered_method=True)
+        self.EvacuateHost = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/EvacuateHost',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostResponse.FromString,
+                _registered_method=True)
         self.SetHostNotes = channel.unary_unary(
                 '/tashi.v1.ClusterManagerService/SetHostNotes',
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.SetHostNotesRequest.SerializeToString,
@@ -286,6 +291,16 @@ class ClusterManagerServiceServicer:
 
     def SetHostState(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvacuateHost(self, request, context):
+        """Drains the host and live-migrates every running instance off it, up to
+        `parallel` at a time, each to a host it fits on; answers at once with
+        the plan.  Instances that cannot move keep running where they are, with
+        the reason in their status; GetHost/ListInstances show the progress.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -469,6 +484,11 @@ def add_ClusterManagerServiceServicer_to_server(servicer, server):
                     servicer.SetHostState,
                     request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateResponse.SerializeToString,
+            ),
+            'EvacuateHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvacuateHost,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostResponse.SerializeToString,
             ),
             'SetHostNotes': grpc.unary_unary_rpc_method_handler(
                     servicer.SetHostNotes,
@@ -955,6 +975,33 @@ class ClusterManagerService:
             '/tashi.v1.ClusterManagerService/SetHostState',
             tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateRequest.SerializeToString,
             tashi_dot_v1_dot_cluster__manager__pb2.SetHostStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvacuateHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/EvacuateHost',
+            tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.EvacuateHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -168,10 +168,24 @@ class PrepareReceiveVmRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., instance: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.Network, _Mapping]]] = ...) -> None: ...
 
 class PrepareReceiveVmResponse(_message.Message):
-    __slots__ = ("cookie",)
+    __slots__ = ("cookie", "paths")
     COOKIE_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
     cookie: str
-    def __init__(self, cookie: _Optional[str] = ...) -> None: ...
+    paths: MigrationPaths
+    def __init__(self, cookie: _Optional[str] = ..., paths: _Optional[_Union[MigrationPaths, _Mapping]] = ...) -> None: ...
+
+class MigrationPaths(_message.Message):
+    __slots__ = ("disks", "kernel", "initrd", "console_log")
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    INITRD_FIELD_NUMBER: _ClassVar[int]
+    CONSOLE_LOG_FIELD_NUMBER: _ClassVar[int]
+    disks: _containers.RepeatedScalarFieldContainer[str]
+    kernel: str
+    initrd: str
+    console_log: str
+    def __init__(self, disks: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., initrd: _Optional[str] = ..., console_log: _Optional[str] = ...) -> None: ...
 
 class PrepareSourceVmRequest(_message.Message):
     __slots__ = ("request_id", "instance_id")
@@ -188,16 +202,18 @@ class PrepareSourceVmResponse(_message.Message):
     def __init__(self, vm: _Optional[_Union[VmInfo, _Mapping]] = ...) -> None: ...
 
 class SendVmRequest(_message.Message):
-    __slots__ = ("request_id", "instance_id", "target_uri", "cookie")
+    __slots__ = ("request_id", "instance_id", "target_uri", "cookie", "paths")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_URI_FIELD_NUMBER: _ClassVar[int]
     COOKIE_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     instance_id: int
     target_uri: str
     cookie: str
-    def __init__(self, request_id: _Optional[str] = ..., instance_id: _Optional[int] = ..., target_uri: _Optional[str] = ..., cookie: _Optional[str] = ...) -> None: ...
+    paths: MigrationPaths
+    def __init__(self, request_id: _Optional[str] = ..., instance_id: _Optional[int] = ..., target_uri: _Optional[str] = ..., cookie: _Optional[str] = ..., paths: _Optional[_Union[MigrationPaths, _Mapping]] = ...) -> None: ...
 
 class SendVmResponse(_message.Message):
     __slots__ = ("vm",)
@@ -220,6 +236,24 @@ class ReceiveVmResponse(_message.Message):
     VM_FIELD_NUMBER: _ClassVar[int]
     vm: VmInfo
     def __init__(self, vm: _Optional[_Union[VmInfo, _Mapping]] = ...) -> None: ...
+
+class CancelReceiveVmRequest(_message.Message):
+    __slots__ = ("request_id", "instance_id", "cookie")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    instance_id: int
+    cookie: str
+    def __init__(self, request_id: _Optional[str] = ..., instance_id: _Optional[int] = ..., cookie: _Optional[str] = ...) -> None: ...
+
+class CancelReceiveVmResponse(_message.Message):
+    __slots__ = ("arrived", "vm")
+    ARRIVED_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    arrived: bool
+    vm: VmInfo
+    def __init__(self, arrived: _Optional[bool] = ..., vm: _Optional[_Union[VmInfo, _Mapping]] = ...) -> None: ...
 
 class GetVmRequest(_message.Message):
     __slots__ = ("instance_id",)

@@ -91,6 +91,11 @@ class NodeManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.ReceiveVmRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_node__manager__pb2.ReceiveVmResponse.FromString,
                 _registered_method=True)
+        self.CancelReceiveVm = channel.unary_unary(
+                '/tashi.v1.NodeManagerService/CancelReceiveVm',
+                request_serializer=tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmResponse.FromString,
+                _registered_method=True)
         self.GetVm = channel.unary_unary(
                 '/tashi.v1.NodeManagerService/GetVm',
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.GetVmRequest.SerializeToString,
@@ -184,6 +189,14 @@ class NodeManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelReceiveVm(self, request, context):
+        """Ends an expected migration that failed: drops the claim at once, unless
+        the VM did arrive, which the answer then says (and the VM is kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVm(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -259,6 +272,11 @@ def add_NodeManagerServiceServicer_to_server(servicer, server):
                     servicer.ReceiveVm,
                     request_deserializer=tashi_dot_v1_dot_node__manager__pb2.ReceiveVmRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_node__manager__pb2.ReceiveVmResponse.SerializeToString,
+            ),
+            'CancelReceiveVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelReceiveVm,
+                    request_deserializer=tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmResponse.SerializeToString,
             ),
             'GetVm': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVm,
@@ -575,6 +593,33 @@ class NodeManagerService:
             '/tashi.v1.NodeManagerService/ReceiveVm',
             tashi_dot_v1_dot_node__manager__pb2.ReceiveVmRequest.SerializeToString,
             tashi_dot_v1_dot_node__manager__pb2.ReceiveVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelReceiveVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.NodeManagerService/CancelReceiveVm',
+            tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmRequest.SerializeToString,
+            tashi_dot_v1_dot_node__manager__pb2.CancelReceiveVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

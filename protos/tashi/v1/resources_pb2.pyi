@@ -105,7 +105,7 @@ class HostNetworkStatus(_message.Message):
     def __init__(self, network_id: _Optional[int] = ..., ready: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("id", "name", "up", "decayed", "state", "memory_mib", "cores", "version", "notes", "reserved_for", "nm_address", "used_cores", "used_memory_mib", "instance_count", "last_heartbeat_time", "networks")
+    __slots__ = ("id", "name", "up", "decayed", "state", "memory_mib", "cores", "version", "notes", "reserved_for", "nm_address", "used_cores", "used_memory_mib", "instance_count", "last_heartbeat_time", "networks", "capabilities")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     UP_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class Host(_message.Message):
     INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     up: bool
@@ -138,7 +139,18 @@ class Host(_message.Message):
     instance_count: int
     last_heartbeat_time: _timestamp_pb2.Timestamp
     networks: _containers.RepeatedCompositeFieldContainer[HostNetworkStatus]
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., up: _Optional[bool] = ..., decayed: _Optional[bool] = ..., state: _Optional[_Union[HostState, str]] = ..., memory_mib: _Optional[int] = ..., cores: _Optional[int] = ..., version: _Optional[str] = ..., notes: _Optional[str] = ..., reserved_for: _Optional[_Iterable[str]] = ..., nm_address: _Optional[str] = ..., used_cores: _Optional[int] = ..., used_memory_mib: _Optional[int] = ..., instance_count: _Optional[int] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[HostNetworkStatus, _Mapping]]] = ...) -> None: ...
+    capabilities: HostCapabilities
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., up: _Optional[bool] = ..., decayed: _Optional[bool] = ..., state: _Optional[_Union[HostState, str]] = ..., memory_mib: _Optional[int] = ..., cores: _Optional[int] = ..., version: _Optional[str] = ..., notes: _Optional[str] = ..., reserved_for: _Optional[_Iterable[str]] = ..., nm_address: _Optional[str] = ..., used_cores: _Optional[int] = ..., used_memory_mib: _Optional[int] = ..., instance_count: _Optional[int] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[HostNetworkStatus, _Mapping]]] = ..., capabilities: _Optional[_Union[HostCapabilities, _Mapping]] = ...) -> None: ...
+
+class HostCapabilities(_message.Message):
+    __slots__ = ("migration_uri", "live_migration", "reason")
+    MIGRATION_URI_FIELD_NUMBER: _ClassVar[int]
+    LIVE_MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    migration_uri: str
+    live_migration: bool
+    reason: str
+    def __init__(self, migration_uri: _Optional[str] = ..., live_migration: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Disk(_message.Message):
     __slots__ = ("uri", "persistent", "format")
