@@ -26,7 +26,7 @@ import pytest
 
 from tashi.runtime.certs import create_ca, issue
 from tests.guests import CMDLINE, GUEST_UP, guest_files
-from tests.harness import wait_for
+from tests.harness import Site, wait_for
 from tests.twohosts import IMAGES, HostPair, Hypervisor, console_log, guest_xml
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -44,7 +44,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostPair]:
     missing = [b for b in NEEDED if shutil.which(b) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}")
-    p = HostPair(tmp_path_factory.mktemp("twohosts"))
+    work = tmp_path_factory.mktemp("twohosts")
+    site = Site(work / "site")  # the CA a CM and NMs of the same test would use
+    p = HostPair(work / "pair", ca=site.dir)
     try:
         yield p
     finally:
