@@ -173,11 +173,15 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def issue(directory: Path, kind: str, name: str, hosts: Sequence[str] = (), days: int = 825,
-          out: Path | None = None) -> tuple[Path, Path]:
+          out: Path | None = None, key_encipherment: bool = False) -> tuple[Path, Path]:
     """Issue a certificate for principal `name` of `kind`, signed by the CA in `directory`.
 
     Writes (out or directory/<kind>s)/<name>.pem and <name>.key (0600),
     replacing an earlier pair for the same name (renewal); returns their paths.
+
+    `key_encipherment` sets that keyUsage bit too, meaningless for an EC key but
+    demanded by libvirt (9.0 here) and QEMU (before 10.0.7) of every certificate
+    whose keyUsage is critical: libvirtd's and QEMU's TLS certificates need it.
     """
     check_kind(kind)
     check_name(name)
@@ -220,9 +224,11 @@ def issue(directory: Path, kind: str, name: str, hosts: Sequence[str] = (), days
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # No keyEncipherment: an EC key signs (ECDHE), it never decrypts (RFC 5480).
+        # No keyEncipherment: an EC key signs (ECDHE), it never decrypts (RFC 5480);
+        # unless asked, for libvirt and QEMU, which refuse a certificate without it.
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
+                                     key_encipherment=key_encipherment,
+                                     data_encipherment=False,
                                      key_agreement=False, key_cert_sign=False, crl_sign=False,
                                      encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)

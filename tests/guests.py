@@ -10,7 +10,9 @@
   cache, log and config dirs bind-mounted from the test's own folder) and a
   private network namespace, so nothing of the machine's libvirt or network
   is seen or touched.  Processes that must talk to this libvirtd (the NM)
-  run with `nsenter --mount` into the namespace.
+  run with `nsenter --mount` into the namespace.  Several daemons may share
+  one network namespace (`net_of`) and each see its own /etc (`etc_overlay`):
+  tests/twohosts.py makes two hypervisors that migrate guests to each other.
 """
 
 from __future__ import annotations
@@ -50,6 +52,19 @@ echo @UP@
 n=0
 while true; do sleep 1; n=$((n+1)); echo "tick $n"; done
 """.replace("@OFF@", GUEST_POWEROFF).replace("@UP@", GUEST_UP)
+
+# guest_files(disk_ticks=True): the virtio disk driver (modules in dependency order),
+# and each tick also written to the first sector of /dev/vda (NUL-padded, flushed).
+DISK_MODULES = ("drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
+                "drivers/virtio/virtio_pci_legacy_dev.ko",
+                "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci.ko",
+                "drivers/block/virtio_blk.ko")
+DISK_INIT = INIT.replace(
+    "echo " + GUEST_UP,
+    "".join(f"insmod /lib/{Path(m).name}\n" for m in DISK_MODULES)
+    + "while [ ! -b /dev/vda ]; do sleep 0.1; done\necho " + GUEST_UP).replace(
+    'echo "tick $n"; done',
+    'echo "tick $n"; echo "tick $n" | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null; done')
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
@@ -107,19 +122,24 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def guest_files(dest: Path) -> tuple[Path, Path]:
-    """vmlinuz and initrd.gz of the test guest, written into `dest` (an image store)."""
+def guest_files(dest: Path, disk_ticks: bool = False) -> tuple[Path, Path]:
+    """vmlinuz and initrd.gz of the test guest, written into `dest` (an image store).
+
+    `disk_ticks`: the guest also writes each "tick N" to the first sector of its
+    first virtio disk (which it then needs: it waits for /dev/vda).
+    """
     root = cloud_kernel()
     kernel = dest / "vmlinuz"
     shutil.copyfile(next(root.glob("boot/vmlinuz-*")), kernel)
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
     initrd = dest / "initrd.gz"
+    modules = ["drivers/input/evdev.ko", "drivers/acpi/button.ko"]
+    modules += DISK_MODULES if disk_ticks else []
     initrd.write_bytes(gzip.compress(_cpio([
         ("bin", d, b""), ("lib", d, b""),
         ("bin/busybox", x, BUSYBOX.read_bytes()),
-        ("lib/evdev.ko", f, _module(root, "drivers/input/evdev.ko")),
-        ("lib/button.ko", f, _module(root, "drivers/acpi/button.ko")),
-        ("init", x, INIT.encode()),
+        *[(f"lib/{Path(m).name}", f, _module(root, m)) for m in modules],
+        ("init", x, (DISK_INIT if disk_ticks else INIT).encode()),
     ]), compresslevel=1))
     return kernel, initrd
 
@@ -139,20 +159,39 @@ BINDS = {"run": "/run/libvirt", "lib": "/var/lib/libvirt", "cache": "/var/cache/
 class PrivateLibvirt:
     """libvirtd + virtlogd of our own; `enter` prefixes a command to run beside them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, net_of: int | None = None,
+                 etc_overlay: Path | None = None, libvirtd_conf: str = "",
+                 qemu_conf: str = "", listen: bool = False) -> None:
+        """`net_of`: the pid of a process whose network namespace to share (default: a
+        new one).  `etc_overlay`: a folder laid over the machine's /etc inside the
+        mount namespace (overlayfs upper dir), for files such as /etc/hosts or
+        /etc/pki that must differ per daemon without touching the machine's /etc.
+        `libvirtd_conf` / `qemu_conf`: lines appended to the daemon's config.
+        `listen`: libvirtd --listen (the TCP/TLS sockets libvirtd.conf asks for)."""
         self.workdir = workdir
         for sub in BINDS:
             (workdir / sub).mkdir(parents=True, exist_ok=True)
-        (workdir / "etc" / "qemu.conf").write_text(QEMU_CONF)
-        (workdir / "etc" / "libvirtd.conf").write_text('unix_sock_rw_perms = "0700"\n')
-        mounts = " && ".join(f"mkdir -p {dst} && mount --bind {workdir / src} {dst}"
-                             for src, dst in BINDS.items())
+        (workdir / "etc" / "qemu.conf").write_text(QEMU_CONF + qemu_conf)
+        (workdir / "etc" / "libvirtd.conf").write_text('unix_sock_rw_perms = "0700"\n'
+                                                       + libvirtd_conf)
+        mounts = [f"mkdir -p {dst} && mount --bind {workdir / src} {dst}"
+                  for src, dst in BINDS.items()]
+        if etc_overlay is not None:
+            scratch = workdir / "etc-overlay-work"
+            scratch.mkdir(exist_ok=True)
+            mounts.insert(0, "mount -t overlay overlay -o "
+                          f"lowerdir=/etc,upperdir={etc_overlay},workdir={scratch} /etc")
         self._logs = [open(workdir / n, "ab") for n in ("holder.log", "virtlogd.log",
                                                          "libvirtd.log")]
+        self._libvirtd_args = ["--listen"] if listen else []
+        if net_of is None:
+            unshare = ["unshare", "--mount", "--net", "--propagation", "private"]
+        else:
+            unshare = ["nsenter", f"--net=/proc/{net_of}/ns/net",
+                       "unshare", "--mount", "--propagation", "private"]
         # The holder keeps the namespaces alive; everything else enters them.
         self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c",
-             f"{mounts} && echo ready && exec sleep infinity"],
+            [*unshare, "sh", "-c", f"{' && '.join(mounts)} && echo ready && exec sleep infinity"],
             stdout=subprocess.PIPE, stderr=self._logs[0])
         self.procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -171,7 +210,8 @@ class PrivateLibvirt:
 
     def _start_libvirtd(self) -> None:
         self.libvirtd = subprocess.Popen(
-            self.enter(net=True) + ["libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid"],
+            self.enter(net=True) + ["libvirtd", "--pid-file", "/run/libvirt/libvirtd.pid",
+                                    *self._libvirtd_args],
             stdout=self._logs[2], stderr=self._logs[2])
         self.procs.append(self.libvirtd)
         self._wait_socket()

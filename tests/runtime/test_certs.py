@@ -123,6 +123,15 @@ def test_leaf_per_kind(ca_dir: Path, kind: str, name: str, eku: list[x509.Object
     assert certs.identity_of(cert_path.read_bytes()) == (kind, name)
 
 
+def test_key_encipherment_only_when_asked(ca_dir: Path) -> None:
+    """libvirt and QEMU refuse a TLS certificate whose critical keyUsage lacks it."""
+    plain = load(certs.issue(ca_dir, "node", "n1")[0])
+    assert not plain.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
+    ext = load(certs.issue(ca_dir, "node", "n2", key_encipherment=True)[0]) \
+        .extensions.get_extension_for_class(x509.KeyUsage)
+    assert ext.critical and ext.value.key_encipherment and ext.value.digital_signature
+
+
 def test_hosts_become_sans(ca_dir: Path) -> None:
     cert, _ = certs.issue(ca_dir, "node", "node1",
                           hosts=["node1.lab.example", "10.0.0.5", "fd00::5", "*.vm.lab.example"])
