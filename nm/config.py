@@ -31,6 +31,8 @@ class NmConfig(TransportSettings):
                         metadata={"help": "image store (disk URIs are relative to it)"})
     state_dir: str = field(default_factory=_default_state_dir,
                            metadata={"help": "suspend files, overlays, console logs"})
+    cpu_ratio: float = field(default=1.0, metadata={
+        "help": "vCPUs the host may commit per core (like Nova's cpu_allocation_ratio)"})
     reserved_memory: int = field(default=512,
                                  metadata={"help": "MiB kept for the host itself"})
     heartbeat_seconds: float = field(default=2.0,

@@ -54,7 +54,7 @@ class NodeManager:
         self.tls = Tls.from_settings(cfg)
         self.driver = driver or LibvirtDriver(
             cfg.libvirt_uri, cfg.images, cfg.state_dir, domain_type=cfg.domain_type,
-            reserved_memory_mib=cfg.reserved_memory)
+            reserved_memory_mib=cfg.reserved_memory, cpu_ratio=cfg.cpu_ratio)
         self.client = ClusterClient(cfg.cm, user=cfg.user, timeout=30.0, tls=self.tls)
         self.networks: HostNetworkAgent | None = None
         if cfg.uplink:

@@ -9,6 +9,7 @@ this module holds the operations, which apply what they did at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 
 class LibvirtDriver(VmTable, Driver):
     def __init__(self, uri: str, images: str | Path, state_dir: str | Path, *,
-                 domain_type: str = "qemu", reserved_memory_mib: int = 0) -> None:
+                 domain_type: str = "qemu", reserved_memory_mib: int = 0,
+                 cpu_ratio: float = 1.0) -> None:
         super().__init__()
         self.images = ImageStore(images)
         self.state_dir = Path(state_dir).resolve()
@@ -66,6 +68,9 @@ class LibvirtDriver(VmTable, Driver):
             d.mkdir(parents=True, exist_ok=True)
         self.domain_type = domain_type
         self.reserved_memory_mib = reserved_memory_mib
+        if cpu_ratio <= 0:
+            raise ValueError(f"--cpu-ratio must be positive, got {cpu_ratio}")
+        self.cpu_ratio = cpu_ratio
         self._claims = migration.Claims()
         self._facts: HostFacts | None = None
         self._targets = DeviceTargets()  # for vm_usage on drivers without bulk counters
@@ -90,8 +95,12 @@ class LibvirtDriver(VmTable, Driver):
 
     # -- host -------------------------------------------------------------------
     def host_facts(self) -> HostFacts:
+        """The host as libvirt sees it, its cores times the CPU ratio (the vCPUs this
+        host may commit, as Nova's cpu_allocation_ratio)."""
         if self._facts is None:
-            self._facts = self.host.facts()
+            facts = self.host.facts()
+            self._facts = dataclasses.replace(
+                facts, cores=max(1, int(facts.cores * self.cpu_ratio)))
         return self._facts
 
     def capacity_mib(self) -> int:
