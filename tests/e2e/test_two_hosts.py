@@ -19,119 +19,32 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
-from tests.guests import CMDLINE, GUEST_UP, guest_files
-from tests.harness import (
-    CMProcess,
-    NMProcess,
-    SchedulerProcess,
-    Site,
-    start_cm,
-    stop_all,
-    up_host,
-    wait_for,
-    wait_state,
-)
-from tests.twohosts import HostPair
+from tests.guests import GUEST_UP
+from tests.harness import wait_for, wait_state
+from tests.twohost_cluster import RUNNING, TICK, TwoHostCluster
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 S = pb
-RUNNING = S.INSTANCE_STATE_RUNNING
-TICK = re.compile(r"^tick (\d+)", re.M)
-
-
-@dataclass
-class Cluster:
-    pair: HostPair
-    cm: CMProcess
-    nms: dict[str, NMProcess]
-    client: ClusterClient
-    images: Path
-    site: Site
-    workdir: Path
-
-    def start_nm(self, name: str, migration_uri: str = "") -> NMProcess:
-        hv = self.pair.a if name == "hosta" else self.pair.b
-        nm = NMProcess(self.workdir / name, self.cm.address, name, site=self.site,
-                       libvirt_uri=hv.local_uri, images=self.images, heartbeat_seconds=0.5,
-                       extra=["--migration-uri", migration_uri or hv.uri,
-                              "--cpu-ratio", "4"])  # 2 cores here: room for 3 guests
-        self.nms[name] = nm
-        return nm
-
-    def console(self, iid: int) -> str:
-        """The guest's serial console, as the NMs of both hosts logged it."""
-        return "".join(nm.state_dir.joinpath("console", f"tashi-{iid}.log").read_text(
-            errors="replace") for nm in self.nms.values()
-            if nm.state_dir.joinpath("console", f"tashi-{iid}.log").exists())
-
-    def ticks_on(self, name: str, iid: int) -> int:
-        path = self.nms[name].state_dir / "console" / f"tashi-{iid}.log"
-        found = TICK.findall(path.read_text(errors="replace")) if path.exists() else []
-        return int(found[-1]) if found else 0
-
-    def boot(self, name: str, host: str, disk: str = "") -> pb.Instance:
-        """A counting guest on `host`; with a `disk`, one that also writes each tick
-        to the disk's first sector."""
-        hints = {"kernel": "vmlinuz", "initrd": "disk/initrd.gz" if disk else "initrd.gz",
-                 "cmdline": CMDLINE, "targetHost": host}
-        disks = [pb.Disk(uri=disk)] if disk else []
-        [inst] = self.client.create_instances(pb.Instance(name=name, spec=pb.InstanceSpec(
-            cores=1, memory_mib=128, hints=hints, disks=disks)))
-        wait_state(self.client, inst.id, RUNNING, timeout=60)
-        wait_for(lambda: GUEST_UP in self.console(inst.id), 60, what=f"{name} booted")
-        return self.client.get_instance(inst.id)
-
-    def host_of(self, iid: int) -> str:
-        return self.client.get_instance(iid).status.host_name
-
-    def migrate(self, iid: int, to: str) -> None:
-        self.client.migrate_instance(iid, to)
-        wait_for(lambda: (i := self.client.get_instance(iid)).status.state == RUNNING
-                 and i.status.host_name == to, 90, what=f"instance {iid} running on {to}")
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path) -> Iterator[TwoHostCluster]:
     if os.geteuid() != 0:
         pytest.skip("private libvirt daemons need root (unshare)")
-    site = Site(tmp_path / "ca")
-    images = tmp_path / "images"  # the image store both hosts see
-    images.mkdir()
-    guest_files(images)
-    (images / "disk").mkdir()
-    guest_files(images / "disk", disk_ticks=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "base.qcow2"),
-                    "16M"], check=True)
-    pair = HostPair(tmp_path / "pair", ca=site.dir)
-    procs: list[object] = []
+    c = TwoHostCluster.start(tmp_path, expire_host_seconds=30, decay_seconds=1.5)
     try:
-        cm = start_cm(tmp_path, site=site, images=str(images), expire_host_seconds=30,
-                      decay_seconds=1.5)
-        procs.append(cm)
-        client = cm.client()
-        for name in ("hosta", "hostb"):
-            client.create_host(name)
-        c = Cluster(pair, cm, {}, client, images, site, tmp_path)
-        for name in ("hosta", "hostb"):
-            c.start_nm(name)
-            up_host(client, name)
-        procs.append(SchedulerProcess(tmp_path, cm.address, site=site))
         yield c
-        procs.extend(c.nms.values())
     finally:
-        stop_all(*reversed(procs))  # type: ignore[arg-type]
-        pair.stop()
+        c.stop()
 
 
-def test_live_migration_there_and_back(cluster: Cluster) -> None:
+def test_live_migration_there_and_back(cluster: TwoHostCluster) -> None:
     c = cluster
     inst = c.boot("counter", "hosta")
     hosts = {h.name: h for h in c.client.list_hosts()}
@@ -166,7 +79,7 @@ def disk_tick(overlay: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def test_local_overlay_moves_with_its_content(cluster: Cluster) -> None:
+def test_local_overlay_moves_with_its_content(cluster: TwoHostCluster) -> None:
     c = cluster
     inst = c.boot("disky", "hosta", disk="base.qcow2")
     overlay_a = c.nms["hosta"].state_dir / "overlays" / f"tashi-{inst.id}-vda.qcow2"
@@ -183,12 +96,10 @@ def test_local_overlay_moves_with_its_content(cluster: Cluster) -> None:
 
 
 def test_a_failed_migration_leaves_it_on_the_source_and_a_retry_works(
-        cluster: Cluster) -> None:
+        cluster: TwoHostCluster) -> None:
     c = cluster
     # hostb's NM advertises a port where nothing listens: the target refuses.
-    c.nms["hostb"].stop()
     c.start_nm("hostb", migration_uri="qemu+tls://hostb:1/system")
-    up_host(c.client, "hostb")
     inst = c.boot("stubborn", "hosta", disk="base.qcow2")
     c.client.migrate_instance(inst.id, "hostb")
     got = wait_for(lambda: (i := c.client.get_instance(inst.id)).status.state == RUNNING
@@ -200,14 +111,12 @@ def test_a_failed_migration_leaves_it_on_the_source_and_a_retry_works(
     assert not any(overlays_b.glob(f"tashi-{inst.id}-*")), "the target's claim is released"
     before = c.ticks_on("hosta", inst.id)
     wait_for(lambda: c.ticks_on("hosta", inst.id) > before, 20, what="still ticking on hosta")
-    c.nms["hostb"].stop()
     c.start_nm("hostb")
-    up_host(c.client, "hostb")
     c.migrate(inst.id, "hostb")  # the retry
     assert c.console(inst.id).count(GUEST_UP) == 1
 
 
-def test_evacuate_a_host(cluster: Cluster) -> None:
+def test_evacuate_a_host(cluster: TwoHostCluster) -> None:
     c = cluster
     guests = [c.boot(f"e{i}", "hosta") for i in range(3)]
     resp = c.client.evacuate_host("hosta", parallel=2)
@@ -224,7 +133,7 @@ def test_evacuate_a_host(cluster: Cluster) -> None:
                  what=f"{g.name} ticks on hostb")
 
 
-def test_suspend_drain_resume(cluster: Cluster) -> None:
+def test_suspend_drain_resume(cluster: TwoHostCluster) -> None:
     c = cluster
     inst = c.boot("sleeper", "hosta")
     c.client.instance_action("Suspend", inst.id)
@@ -238,7 +147,7 @@ def test_suspend_drain_resume(cluster: Cluster) -> None:
     assert c.console(inst.id).count(GUEST_UP) == 1, "restored, not rebooted"
 
 
-def test_decayed_set_and_cleared(cluster: Cluster) -> None:
+def test_decayed_set_and_cleared(cluster: TwoHostCluster) -> None:
     c = cluster
     inst = c.boot("watched", "hostb")
     nm = c.nms["hostb"]
