@@ -173,7 +173,7 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def issue(directory: Path, kind: str, name: str, hosts: Sequence[str] = (), days: int = 825,
-          out: Path | None = None, key_encipherment: bool = False) -> tuple[Path, Path]:
+          out: Path | None = None, key_encipherment: bool | None = None) -> tuple[Path, Path]:
     """Issue a certificate for principal `name` of `kind`, signed by the CA in `directory`.
 
     Writes (out or directory/<kind>s)/<name>.pem and <name>.key (0600),
@@ -182,7 +182,11 @@ def issue(directory: Path, kind: str, name: str, hosts: Sequence[str] = (), days
     `key_encipherment` sets that keyUsage bit too, meaningless for an EC key but
     demanded by libvirt (9.0 here) and QEMU (before 10.0.7) of every certificate
     whose keyUsage is critical: libvirtd's and QEMU's TLS certificates need it.
+    By default node certificates have it (a host's certificate is also its
+    libvirtd's and QEMU's for migration), others not.
     """
+    if key_encipherment is None:
+        key_encipherment = kind == "node"
     check_kind(kind)
     check_name(name)
     if days < 1:

@@ -123,13 +123,17 @@ def test_leaf_per_kind(ca_dir: Path, kind: str, name: str, eku: list[x509.Object
     assert certs.identity_of(cert_path.read_bytes()) == (kind, name)
 
 
-def test_key_encipherment_only_when_asked(ca_dir: Path) -> None:
-    """libvirt and QEMU refuse a TLS certificate whose critical keyUsage lacks it."""
-    plain = load(certs.issue(ca_dir, "node", "n1")[0])
+def test_key_encipherment_for_nodes_or_when_asked(ca_dir: Path) -> None:
+    """libvirt and QEMU refuse a TLS certificate whose critical keyUsage lacks it;
+    a node's certificate is also its hypervisor's, so nodes get it by default."""
+    plain = load(certs.issue(ca_dir, "user", "u1")[0])
     assert not plain.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
-    ext = load(certs.issue(ca_dir, "node", "n2", key_encipherment=True)[0]) \
-        .extensions.get_extension_for_class(x509.KeyUsage)
-    assert ext.critical and ext.value.key_encipherment and ext.value.digital_signature
+    assert not load(certs.issue(ca_dir, "node", "n0", key_encipherment=False)[0]) \
+        .extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
+    for cert in (certs.issue(ca_dir, "node", "n1")[0],
+                 certs.issue(ca_dir, "service", "s1", key_encipherment=True)[0]):
+        ext = load(cert).extensions.get_extension_for_class(x509.KeyUsage)
+        assert ext.critical and ext.value.key_encipherment and ext.value.digital_signature
 
 
 def test_hosts_become_sans(ca_dir: Path) -> None:
