@@ -311,3 +311,20 @@ def test_convert_takes_the_size_from_the_spec_and_the_placement_from_the_status(
     held = pb.Instance(id=8, spec=pb.InstanceSpec(cores=1, memory_mib=1),
                        status=pb.InstanceStatus(state=pb.INSTANCE_STATE_HELD))
     assert vm_spec(held).state is VmState.HELD and vm_spec(held).charged_hosts == ()
+
+
+def test_a_resume_goes_to_the_host_holding_its_saved_state() -> None:
+    """Issue 13: the scheduler sent resumes anywhere, where the save file is not."""
+    view = view_of([host(1, state=HostState.DRAINED), host(2), host(3, up=False)])
+    placer = Placer(view)
+    for decide in (placer.decide, placer.decide_naive):
+        assert decide(vm(1, resume_host_id=1)) == Chosen(1, 1, "h1"), "drained, yet it is there"
+        down = decide(vm(2, resume_host_id=3))
+        assert isinstance(down, Refused) and "saved state is on host h3" in down.reason
+        assert "host is down" in down.reason
+        gone = decide(vm(3, resume_host_id=9))
+        assert isinstance(gone, Refused) and "no longer registered" in gone.reason
+    assert Placer(view).decide(vm(4)) == Chosen(4, 2, "h2"), "a new VM never goes to h1"
+    suspended = pb.Instance(id=5, status=pb.InstanceStatus(
+        state=pb.INSTANCE_STATE_PENDING, suspend_image="/s/5.save", suspend_host_id=1))
+    assert vm_spec(suspended).resume_host_id == 1
