@@ -520,6 +520,138 @@ class AddImageResponse(_message.Message):
     image: _resources_pb2.Image
     def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
 
+class CopyImageRequest(_message.Message):
+    __slots__ = ("request_id", "src", "dst")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    src: str
+    dst: str
+    def __init__(self, request_id: _Optional[str] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class CopyImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class CloneImageRequest(_message.Message):
+    __slots__ = ("request_id", "src", "dst")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    src: str
+    dst: str
+    def __init__(self, request_id: _Optional[str] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class CloneImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class RebaseImageRequest(_message.Message):
+    __slots__ = ("request_id", "image", "backing")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    BACKING_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    image: str
+    backing: str
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[str] = ..., backing: _Optional[str] = ...) -> None: ...
+
+class RebaseImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class DeleteImageRequest(_message.Message):
+    __slots__ = ("request_id", "name")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class UploadImageHeader(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadImageRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadImageHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadImageHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadImageResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _resources_pb2.Image
+    def __init__(self, image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class DownloadImageRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DownloadImageResponse(_message.Message):
+    __slots__ = ("size_bytes", "chunk", "sha256")
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    chunk: bytes
+    sha256: str
+    def __init__(self, size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ReadConsoleRequest(_message.Message):
+    __slots__ = ("instance", "follow", "tail_bytes")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    instance: InstanceRef
+    follow: bool
+    tail_bytes: int
+    def __init__(self, instance: _Optional[_Union[InstanceRef, _Mapping]] = ..., follow: _Optional[bool] = ..., tail_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadConsoleResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class AttachConsoleRequest(_message.Message):
+    __slots__ = ("instance", "data")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    instance: InstanceRef
+    data: bytes
+    def __init__(self, instance: _Optional[_Union[InstanceRef, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AttachConsoleResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class WatchEventsRequest(_message.Message):
     __slots__ = ("since", "max_batch", "kinds", "host")
     SINCE_FIELD_NUMBER: _ClassVar[int]

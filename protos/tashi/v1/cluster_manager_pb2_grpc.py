@@ -188,6 +188,46 @@ class ClusterManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.FromString,
                 _registered_method=True)
+        self.CopyImage = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/CopyImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.CopyImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.CopyImageResponse.FromString,
+                _registered_method=True)
+        self.CloneImage = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/CloneImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.CloneImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.CloneImageResponse.FromString,
+                _registered_method=True)
+        self.RebaseImage = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/RebaseImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageResponse.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/tashi.v1.ClusterManagerService/DeleteImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageResponse.FromString,
+                _registered_method=True)
+        self.UploadImage = channel.stream_unary(
+                '/tashi.v1.ClusterManagerService/UploadImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.UploadImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.UploadImageResponse.FromString,
+                _registered_method=True)
+        self.DownloadImage = channel.unary_stream(
+                '/tashi.v1.ClusterManagerService/DownloadImage',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageResponse.FromString,
+                _registered_method=True)
+        self.ReadConsole = channel.unary_stream(
+                '/tashi.v1.ClusterManagerService/ReadConsole',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleResponse.FromString,
+                _registered_method=True)
+        self.AttachConsole = channel.stream_stream(
+                '/tashi.v1.ClusterManagerService/AttachConsole',
+                request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/tashi.v1.ClusterManagerService/WatchEvents',
                 request_serializer=tashi_dot_v1_dot_cluster__manager__pb2.WatchEventsRequest.SerializeToString,
@@ -398,6 +438,68 @@ class ClusterManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopyImage(self, request, context):
+        """A full copy of `src` as `dst`, owned by the caller, written in the
+        background: the answer shows it COPYING; ListImages its progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloneImage(self, request, context):
+        """`dst` as a qcow2 overlay backed by `src`, owned by the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebaseImage(self, request, context):
+        """Re-points an image at another backing image with the same content, or
+        with no `backing` flattens it (in the background); owner or admins, and
+        never under a running instance or an image backed by it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """Owner or admins; never while an instance or an image uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadImage(self, request_iterator, context):
+        """Client stream: a header, then the bytes; checked (size, sha256, format,
+        backing chain) before it becomes visible under its name; owned by the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadImage(self, request, context):
+        """Server stream: a header (size), the bytes, then the sha256 of what was sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadConsole(self, request, context):
+        """An instance's serial console as its host logged it (owner or admins),
+        proxied from the host's node manager; with `follow`, then live.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachConsole(self, request_iterator, context):
+        """The serial port itself, read-write: the first message names the
+        instance, later ones carry what is typed; the answers carry the output.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Replays events with seq > `since`, then streams new ones as they
         happen.  OUT_OF_RANGE when `since` is older than the retained history:
@@ -559,6 +661,46 @@ def add_ClusterManagerServiceServicer_to_server(servicer, server):
                     servicer.AddImage,
                     request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.SerializeToString,
+            ),
+            'CopyImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.CopyImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.CopyImageResponse.SerializeToString,
+            ),
+            'CloneImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloneImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.CloneImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.CloneImageResponse.SerializeToString,
+            ),
+            'RebaseImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebaseImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageResponse.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'UploadImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.UploadImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.UploadImageResponse.SerializeToString,
+            ),
+            'DownloadImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadImage,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageResponse.SerializeToString,
+            ),
+            'ReadConsole': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadConsole,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleResponse.SerializeToString,
+            ),
+            'AttachConsole': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachConsole,
+                    request_deserializer=tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -1380,6 +1522,222 @@ class ClusterManagerService:
             '/tashi.v1.ClusterManagerService/AddImage',
             tashi_dot_v1_dot_cluster__manager__pb2.AddImageRequest.SerializeToString,
             tashi_dot_v1_dot_cluster__manager__pb2.AddImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/CopyImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.CopyImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.CopyImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloneImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/CloneImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.CloneImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.CloneImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebaseImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/RebaseImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.RebaseImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/DeleteImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tashi.v1.ClusterManagerService/UploadImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.UploadImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.UploadImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/DownloadImage',
+            tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.DownloadImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadConsole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tashi.v1.ClusterManagerService/ReadConsole',
+            tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.ReadConsoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachConsole(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tashi.v1.ClusterManagerService/AttachConsole',
+            tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleRequest.SerializeToString,
+            tashi_dot_v1_dot_cluster__manager__pb2.AttachConsoleResponse.FromString,
             options,
             channel_credentials,
             insecure,

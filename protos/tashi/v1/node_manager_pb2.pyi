@@ -279,6 +279,36 @@ class GetVmStatsResponse(_message.Message):
     stats: VmStats
     def __init__(self, stats: _Optional[_Union[VmStats, _Mapping]] = ...) -> None: ...
 
+class ReadVmConsoleRequest(_message.Message):
+    __slots__ = ("instance_id", "follow", "tail_bytes")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    instance_id: int
+    follow: bool
+    tail_bytes: int
+    def __init__(self, instance_id: _Optional[int] = ..., follow: _Optional[bool] = ..., tail_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadVmConsoleResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class AttachVmConsoleRequest(_message.Message):
+    __slots__ = ("instance_id", "data")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    instance_id: int
+    data: bytes
+    def __init__(self, instance_id: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AttachVmConsoleResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class ListVmsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -101,6 +101,16 @@ class NodeManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.GetVmRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_node__manager__pb2.GetVmResponse.FromString,
                 _registered_method=True)
+        self.ReadVmConsole = channel.unary_stream(
+                '/tashi.v1.NodeManagerService/ReadVmConsole',
+                request_serializer=tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleResponse.FromString,
+                _registered_method=True)
+        self.AttachVmConsole = channel.stream_stream(
+                '/tashi.v1.NodeManagerService/AttachVmConsole',
+                request_serializer=tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleResponse.FromString,
+                _registered_method=True)
         self.GetVmStats = channel.unary_unary(
                 '/tashi.v1.NodeManagerService/GetVmStats',
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.GetVmStatsRequest.SerializeToString,
@@ -203,6 +213,22 @@ class NodeManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadVmConsole(self, request, context):
+        """The VM's serial console log (rotated files first), then with `follow`
+        what the guest writes, until the VM ends or the caller hangs up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachVmConsole(self, request_iterator, context):
+        """The serial port read-write (libvirt's console stream); the first message
+        names the VM.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVmStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -282,6 +308,16 @@ def add_NodeManagerServiceServicer_to_server(servicer, server):
                     servicer.GetVm,
                     request_deserializer=tashi_dot_v1_dot_node__manager__pb2.GetVmRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_node__manager__pb2.GetVmResponse.SerializeToString,
+            ),
+            'ReadVmConsole': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadVmConsole,
+                    request_deserializer=tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleResponse.SerializeToString,
+            ),
+            'AttachVmConsole': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachVmConsole,
+                    request_deserializer=tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleResponse.SerializeToString,
             ),
             'GetVmStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVmStats,
@@ -647,6 +683,60 @@ class NodeManagerService:
             '/tashi.v1.NodeManagerService/GetVm',
             tashi_dot_v1_dot_node__manager__pb2.GetVmRequest.SerializeToString,
             tashi_dot_v1_dot_node__manager__pb2.GetVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadVmConsole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tashi.v1.NodeManagerService/ReadVmConsole',
+            tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleRequest.SerializeToString,
+            tashi_dot_v1_dot_node__manager__pb2.ReadVmConsoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachVmConsole(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tashi.v1.NodeManagerService/AttachVmConsole',
+            tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleRequest.SerializeToString,
+            tashi_dot_v1_dot_node__manager__pb2.AttachVmConsoleResponse.FromString,
             options,
             channel_credentials,
             insecure,

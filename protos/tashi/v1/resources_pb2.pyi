@@ -37,6 +37,13 @@ class HostState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOST_STATE_DRAINED: _ClassVar[HostState]
     HOST_STATE_VERSION_MISMATCH: _ClassVar[HostState]
 
+class ImageState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_STATE_UNSPECIFIED: _ClassVar[ImageState]
+    IMAGE_STATE_READY: _ClassVar[ImageState]
+    IMAGE_STATE_COPYING: _ClassVar[ImageState]
+    IMAGE_STATE_FAILED: _ClassVar[ImageState]
+
 class NetworkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NETWORK_KIND_UNSPECIFIED: _ClassVar[NetworkKind]
@@ -78,6 +85,10 @@ HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_NORMAL: HostState
 HOST_STATE_DRAINED: HostState
 HOST_STATE_VERSION_MISMATCH: HostState
+IMAGE_STATE_UNSPECIFIED: ImageState
+IMAGE_STATE_READY: ImageState
+IMAGE_STATE_COPYING: ImageState
+IMAGE_STATE_FAILED: ImageState
 NETWORK_KIND_UNSPECIFIED: NetworkKind
 NETWORK_KIND_VLAN: NetworkKind
 NETWORK_KIND_VXLAN: NetworkKind
@@ -280,7 +291,7 @@ class User(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("name", "size_bytes", "id", "format", "virtual_size_bytes", "backing", "owner", "in_use", "create_time")
+    __slots__ = ("name", "size_bytes", "id", "format", "virtual_size_bytes", "backing", "owner", "in_use", "create_time", "state", "progress_percent", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +301,9 @@ class Image(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     IN_USE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     size_bytes: int
     id: int
@@ -299,7 +313,10 @@ class Image(_message.Message):
     owner: str
     in_use: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., id: _Optional[int] = ..., format: _Optional[str] = ..., virtual_size_bytes: _Optional[int] = ..., backing: _Optional[str] = ..., owner: _Optional[str] = ..., in_use: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    state: ImageState
+    progress_percent: int
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., id: _Optional[int] = ..., format: _Optional[str] = ..., virtual_size_bytes: _Optional[int] = ..., backing: _Optional[str] = ..., owner: _Optional[str] = ..., in_use: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ImageState, str]] = ..., progress_percent: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StoredToken(_message.Message):
     __slots__ = ("id", "user", "secret_sha256", "create_time", "revoked")
