@@ -175,6 +175,8 @@ class Cluster:
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
         # Told whether the last write reached the store (health follows it).
         self.writable: Callable[[bool], None] = lambda ok: None
+        # Told when the store says another CM leads now (cm/pgstore.py LeaseLost).
+        self.deposed: Callable[[str], None] = lambda why: None
         self._commits = 0
 
     def _load_resources(self, resources: dict[str, list[bytes]]) -> None:
@@ -376,6 +378,10 @@ class Cluster:
             self.store.commit(batch)
         except Exception as exc:
             self.writable(False)
+            if getattr(exc, "deposed", False):
+                self.deposed(str(exc))
+                raise unavailable("this cluster manager lost its lease to another; "
+                                  "nothing was changed") from None
             log.exception("the store refused a change; nothing of it was applied")
             raise unavailable(f"the cluster manager cannot write its store ({exc}); "
                               "nothing was changed") from None

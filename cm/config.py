@@ -18,7 +18,14 @@ class CMConfig(TransportSettings):
     token_listen: str = field(default="", metadata={
         "help": "HOST:PORT where users with a bearer token and no certificate connect "
                 "(TLS without client certificates; needs --tls-*)"})
-    db: str = field(default_factory=_default_db, metadata={"help": "SQLite file of the store"})
+    db: str = field(default_factory=_default_db, metadata={
+        "help": "the store: a SQLite file, or postgresql://USER@HOST/DB (several CMs, one "
+                "leading)"})
+    advertise: str = field(default="", metadata={
+        "help": "HOST:PORT standbys send clients to while this CM leads (default: --listen)"})
+    lease_seconds: float = field(default=5.0, metadata={
+        "help": "with PostgreSQL: the leader's lease; a standby takes over this long after "
+                "the leader stops renewing it"})
     images: str = field(default="", metadata={"help": "image store directory"})
     admins: list[str] = field(default_factory=lambda: ["root"],
                               metadata={"help": "users allowed admin operations"})

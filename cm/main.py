@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
 
 from tashi.cm import tokens
 from tashi.cm.cluster import Cluster
@@ -13,10 +19,12 @@ from tashi.cm.dispatch import Dispatcher
 from tashi.cm.evacuate import Evacuations
 from tashi.cm.metrics import ClusterCollector
 from tashi.cm.nodes import LivenessMonitor
+from tashi.cm.pgstore import LeaseLost
 from tashi.cm.servicer import ClusterManagerServicer, NodeRegistryServicer, PlacementServicer
 from tashi.cm.store import StoreError, open_store
 from tashi.runtime import config as rc
 from tashi.runtime import server
+from tashi.runtime.errors import unavailable
 from tashi.runtime.metrics import ServiceMetrics
 from tashi.runtime.tls import Tls, TlsError
 from tashi.v1 import cluster_manager_pb2, node_registry_pb2, placement_pb2
@@ -27,34 +35,107 @@ from tashi.v1 import placement_pb2_grpc as pl_grpc
 log = logging.getLogger("tashi.cm")
 
 
+SERVICES = (
+    (cluster_manager_pb2.DESCRIPTOR.services_by_name["ClusterManagerService"].full_name,
+     cm_grpc.add_ClusterManagerServiceServicer_to_server),
+    (node_registry_pb2.DESCRIPTOR.services_by_name["NodeRegistryService"].full_name,
+     nr_grpc.add_NodeRegistryServiceServicer_to_server),
+    (placement_pb2.DESCRIPTOR.services_by_name["PlacementService"].full_name,
+     pl_grpc.add_PlacementServiceServicer_to_server),
+)
+
+
+class Standby:
+    """Every method of every CM service, answered UNAVAILABLE with the leader's
+    address, so a client with several CM addresses goes there."""
+
+    def __init__(self, leader: Callable[[], str]) -> None:
+        self._leader = leader
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            where = self._leader()
+            raise unavailable(f"this cluster manager is a standby; the leader is "
+                              f"{where or 'being elected'}")
+        return refuse
+
+
 class ClusterManager:
     """The cluster manager process: store, state, NM dispatcher, liveness, gRPC server."""
 
-    def __init__(self, cfg: CMConfig) -> None:
+    def __init__(self, cfg: CMConfig,
+                 on_deposed: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.tls = Tls.from_settings(cfg)
-        self.store = open_store(cfg.db, sync=cfg.sync)
-        self.cluster = Cluster(cfg, self.store)
-        self.dispatcher = Dispatcher(self.cluster, tls=self.tls)
-        self.cluster.recover()
-        self.liveness = LivenessMonitor(self.cluster)
-        self.evacuations = Evacuations(self.cluster)
+        self.store = open_store(cfg.db, sync=cfg.sync, lease_seconds=cfg.lease_seconds)
         self.running: server.Running | None = None
         self.metrics = ServiceMetrics(cfg.metrics_listen)
+        self.stopping = threading.Event()
+        # A leader that lost its lease must stop at once (the default, for tests:
+        # stop serving; `main` exits the process, for its supervisor to restart).
+        self.on_deposed = on_deposed or (lambda why: self.stop())
+        self._keeper: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        """What a standby tells clients: where this CM serves when it leads."""
+        return self.cfg.advertise or self.cfg.listen
+
+    def _wait_to_lead(self) -> None:
+        """With a shared store, serve as a standby (health NOT_SERVING, every call
+        UNAVAILABLE naming the leader) until the lease is ours."""
+        store = self.store
+        if store.try_lead(self.name):
+            return
+        standby = Standby(store.leader)
+        running = server.start(self.cfg.listen, [
+            server.Service(svc, standby, add) for svc, add in SERVICES],
+            tls=self.tls, insecure=self.cfg.insecure, name="tashi-cm (standby)")
+        running.set_serving(False)
+        print(f"tashi-cm standby on {self.cfg.listen}; the leader is "
+              f"{store.leader() or 'not known yet'}", flush=True)
+        try:
+            while not store.try_lead(self.name):
+                if self.stopping.wait(max(0.1, self.cfg.lease_seconds / 10)):
+                    raise StoreError("stopped while a standby")
+        finally:
+            running.stop(grace=0.0)
+        log.warning("took the lease: leading now")
+
+    def _keep_lease(self) -> None:
+        while not self.stopping.wait(self.cfg.lease_seconds / 3):
+            try:
+                self.store.renew()
+            except LeaseLost as exc:
+                self._deposed(str(exc))
+                return
+            except StoreError as exc:  # the database is away: the commits fail too
+                log.warning("could not renew the lease: %s", exc)
+
+    def _deposed(self, why: str) -> None:
+        if self.stopping.is_set():
+            return
+        log.critical("lost the lease, so this cluster manager stops writing: %s", why)
+        self.on_deposed(why)
 
     def start(self) -> int:
-        c = self.cluster
-        services = [
-            server.Service(cluster_manager_pb2.DESCRIPTOR.services_by_name[
-                "ClusterManagerService"].full_name, ClusterManagerServicer(c, self.evacuations),
-                cm_grpc.add_ClusterManagerServiceServicer_to_server),
-            server.Service(node_registry_pb2.DESCRIPTOR.services_by_name[
-                "NodeRegistryService"].full_name, NodeRegistryServicer(c),
-                nr_grpc.add_NodeRegistryServiceServicer_to_server),
-            server.Service(placement_pb2.DESCRIPTOR.services_by_name[
-                "PlacementService"].full_name, PlacementServicer(c),
-                pl_grpc.add_PlacementServiceServicer_to_server),
-        ]
+        self._wait_to_lead()
+        self.cluster = c = Cluster(self.cfg, self.store)
+        c.deposed = self._deposed
+        self.dispatcher = Dispatcher(c, tls=self.tls)
+        c.recover()
+        self.liveness = LivenessMonitor(c)
+        self.evacuations = Evacuations(c)
+        if self.store.shared:
+            self._keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
+            self._keeper.start()
+        servicers = (ClusterManagerServicer(c, self.evacuations), NodeRegistryServicer(c),
+                     PlacementServicer(c))
+        services = [server.Service(name, servicer, add)
+                    for (name, add), servicer in zip(SERVICES, servicers, strict=True)]
         self.metrics.serve(ClusterCollector(c))
         if self.cfg.workers - self.cfg.watch_reserve < 1:
             raise ValueError("--workers must exceed --watch-reserve by at least one")
@@ -78,13 +159,21 @@ class ClusterManager:
         return self.running.port
 
     def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.running is None:  # a standby, or stopped before it led
+            return
         self.liveness.stop()
         self.evacuations.stop()
         self.metrics.stop()
         self.cluster.events.close()
-        if self.running:
-            self.running.stop(grace=1.0)
+        self.running.stop(grace=1.0)
         self.dispatcher.close()
+        try:
+            self.store.resign()
+        except StoreError:
+            pass
         self.store.close()
 
 
@@ -97,8 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     except rc.ConfigError as exc:
         sys.exit(f"tashi-cm: {exc}")
     server.setup_logging(cfg.log_level)
+    def deposed(why: str) -> None:
+        # Stop at once, without another write; the supervisor restarts it as a standby.
+        os._exit(75)
+
     try:
-        cm = ClusterManager(cfg)
+        cm = ClusterManager(cfg, on_deposed=deposed)
         port = cm.start()
     except (OSError, ValueError, TlsError, StoreError) as exc:
         sys.exit(f"tashi-cm: {exc}")

@@ -46,6 +46,25 @@ class Loaded:
 
 
 class Store(ABC):
+    # Whether several CMs may share this store, one leading at a time (a lease).
+    shared = False
+
+    def try_lead(self, name: str) -> bool:
+        """Become the one CM that writes (always, for a store only one CM opens)."""
+        return True
+
+    def leader(self) -> str:
+        """Where the CM holding the lease serves ('' for none or a private store)."""
+        return ""
+
+    def renew(self) -> None:
+        """Extend the lease (raises StoreError subclass LeaseLost when it is gone)."""
+        return None
+
+    def resign(self) -> None:
+        """Give the lease up (an orderly stop)."""
+        return None
+
     @abstractmethod
     def load(self, recent: int) -> Loaded: ...
 
@@ -187,11 +206,16 @@ class SqliteStore(Store):
             self._db.close()
 
 
-def open_store(url: str, sync: str = "normal") -> Store:
-    """`path/to/file.db` or `sqlite:///path` for SQLite; other schemes are not built yet."""
+def open_store(url: str, sync: str = "normal", lease_seconds: float = 5.0) -> Store:
+    """`path/to/file.db` or `sqlite:///path` for SQLite (the embedded default),
+    `postgresql://user@host/db` for PostgreSQL (cm/pgstore.py: several CMs, one
+    leading)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from tashi.cm.pgstore import PostgresStore  # only when asked for
+        return PostgresStore(url, lease_seconds=lease_seconds)
     if url.startswith("sqlite://"):
         url = url[len("sqlite://"):]
         url = url[1:] if url.startswith("//") else url
     elif "://" in url:
-        raise ValueError(f"store URL {url!r}: only SQLite files are supported so far")
+        raise ValueError(f"store URL {url!r}: give a SQLite file or a postgresql:// URL")
     return SqliteStore(url, sync=sync)

@@ -45,3 +45,11 @@ def images(tmp_path: Path) -> Path:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "base.qcow2"), "16M"],
                    check=True)
     return d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_private_postgres() -> Iterator[None]:
+    """The session's private PostgreSQL (tests/pg.py), if a test started it."""
+    yield
+    from tests import pg
+    pg.stop_server()

@@ -37,6 +37,7 @@ import grpc
 
 from tashi.cm.config import CMConfig
 from tashi.cm.main import ClusterManager
+from tashi.cm.store import Store, open_store
 from tashi.runtime.certs import create_ca, issue
 from tashi.runtime.client import ClusterClient, TashiError, channel
 from tashi.runtime.names import instance_state_name
@@ -179,14 +180,36 @@ def site_flags(site: Site | None, kind: str, name: str) -> list[str]:
     return site.flags(kind, name) if site is not None else []
 
 
+# The store the CMs of a test use: "sqlite" (the default) or "postgresql" (the
+# tests in tests/cm run on both: tests/cm/conftest.py).
+STORE = {"kind": "sqlite"}
+
+
+def db_url(tmp_path: Path) -> str:
+    """The store of the CM of the test in `tmp_path`: a SQLite file, or a database of
+    the session's private PostgreSQL named after the test (the same on a restart)."""
+    if STORE["kind"] == "postgresql":
+        from tests import pg
+        return pg.server().database(str(tmp_path))
+    return str(tmp_path / "cm.db")
+
+
+def open_test_store(tmp_path: Path) -> Store:
+    """The store a test's own Cluster writes to, leading it (a shared store writes
+    only under the lease)."""
+    store = open_store(db_url(tmp_path))
+    assert store.try_lead("test")
+    return store
+
+
 class CMProcess(Process):
     """`tashi-cm` on `listen` (a free port by default); keywords become flags
     (`expire_host_seconds=2` -> `--expire-host-seconds 2`, booleans `--x`/`--no-x`);
     with a `site`, mutual TLS with the certificate of the service tashi-cm."""
 
-    def __init__(self, tmp_path: Path, db: Path | None = None, listen: str = "127.0.0.1:0",
+    def __init__(self, tmp_path: Path, db: Path | str | None = None, listen: str = "127.0.0.1:0",
                  site: Site | None = None, **flags: object) -> None:
-        self.db = db or tmp_path / "cm.db"
+        self.db = db or db_url(tmp_path)
         self.flags = flags
         self.site = site
         argv = [bin_path("tashi-cm"), "--listen", listen, "--db", str(self.db),
@@ -228,7 +251,8 @@ class InProcCM:
 
     def __init__(self, tmp_path: Path, **settings: object) -> None:
         settings.setdefault("images", str(image_store(tmp_path / "images")))
-        self.cfg = CMConfig(listen="127.0.0.1:0", db=str(tmp_path / "cm.db"), **settings)  # type: ignore[arg-type]
+        settings.setdefault("db", db_url(tmp_path))
+        self.cfg = CMConfig(listen="127.0.0.1:0", **settings)  # type: ignore[arg-type]
         self.cm = ClusterManager(self.cfg)
         self.port = self.cm.start()
         self.address = f"127.0.0.1:{self.port}"

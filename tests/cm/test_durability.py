@@ -12,13 +12,13 @@ import grpc
 import pytest
 
 from tashi.runtime.client import ClusterClient, TashiError
-from tests.harness import free_port, start_cm_at, vm
+from tests.harness import db_url, free_port, start_cm_at, vm
 
 
 @pytest.mark.slow
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     port = free_port()
-    db = tmp_path / "cm.db"
+    db = db_url(tmp_path)
 
     # A fixed port lets the client's channel reconnect on its own after restarts.
     proc = start_cm_at(tmp_path, port, db=db)

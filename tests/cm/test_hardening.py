@@ -34,9 +34,9 @@ def cmx(tmp_path: Path) -> Iterator[InProcCM]:
 
 def stored(cm: InProcCM, tmp_path: Path) -> dict[int, pb.Instance]:
     """The instances as a fresh cluster manager would load them from the store."""
-    store = open_store(str(tmp_path / "cm.db"))
+    store = open_store(cm.cfg.db)
     try:
-        return dict(Cluster(CMConfig(db=str(tmp_path / "cm.db")), store).instances)
+        return dict(Cluster(CMConfig(db=cm.cfg.db), store).instances)
     finally:
         store.close()
 
@@ -166,6 +166,7 @@ def run_cm(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("content", [b"", b"this is not a database" * 100],
                          ids=["empty file", "corrupt file"])
 def test_a_store_that_cannot_be_read_ends_in_one_line(tmp_path: Path, content: bytes) -> None:
@@ -177,6 +178,7 @@ def test_a_store_that_cannot_be_read_ends_in_one_line(tmp_path: Path, content: b
     assert db.read_bytes() == content, "the file is left as it was"
 
 
+@pytest.mark.sqlite_only
 def test_a_port_in_use_ends_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tashi.cm.store import open_store
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
@@ -366,8 +367,11 @@ def test_a_token_speaks_for_its_user_until_revoked(world: World, tmp_path: Path)
             alice.create_instances(vm("after-revoke", 1, 64))
         assert err.value.code == C.UNAUTHENTICATED
         assert w.icm.cluster.events.last_seq == seq
-    db = (tmp_path / "cm.db").read_bytes() + b"".join(
-        p.read_bytes() for p in tmp_path.glob("cm.db-*"))
+    store = open_store(w.icm.cfg.db)
+    loaded = store.load(recent=1 << 30)
+    store.close()
+    db = b"".join(b for bodies in loaded.resources.values() for b in bodies) + b"".join(
+        body for _seq, body in loaded.recent_events)
     secret = issued.token.split("_", 2)[2]
     assert secret.encode() not in db, "only the token's hash is stored"
 

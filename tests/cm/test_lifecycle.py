@@ -13,11 +13,11 @@ from tashi.cm import instances
 from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.config import CMConfig
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, settle
-from tashi.cm.store import open_store
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
+from tests.harness import db_url, open_test_store
 
 ALL_STATES = [s for s in pb.InstanceState.values() if s != pb.INSTANCE_STATE_UNSPECIFIED]
 RESP = {"shutdown": cmpb.ShutdownInstanceResponse, "pause": cmpb.PauseInstanceResponse,
@@ -27,8 +27,8 @@ RESP = {"shutdown": cmpb.ShutdownInstanceResponse, "pause": cmpb.PauseInstanceRe
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cfg = CMConfig(db=str(tmp_path / "cm.db"))
-    store = open_store(cfg.db)
+    store = open_test_store(tmp_path)
+    cfg = CMConfig(db=db_url(tmp_path))
     c = Cluster(cfg, store)
     c.recover()
     calls: list[tuple[str, int]] = []
@@ -116,8 +116,8 @@ def test_failed_shutdown_returns_to_where_it_was(tmp_path: Path, start: int) -> 
     from tashi.cm.dispatch import Dispatcher
     from tashi.v1 import node_registry_pb2 as nr
 
-    cfg = CMConfig(db=str(tmp_path / "cm.db"), nm_call_seconds=2)
-    store = open_store(cfg.db)
+    store = open_test_store(tmp_path)
+    cfg = CMConfig(db=db_url(tmp_path), nm_call_seconds=2)
     c = Cluster(cfg, store)
     dispatcher = Dispatcher(c)
     c.recover()

@@ -20,7 +20,6 @@ from tashi.cm.cluster import Cluster, Txn, copy_of
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
 from tashi.cm.lifecycle import TRANSITIONS, IllegalTransition, settle
-from tashi.cm.store import open_store
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.fit import HOSTLESS
 from tashi.runtime.names import instance_state_name
@@ -30,6 +29,7 @@ from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as plpb
 from tashi.v1 import resources_pb2 as pb
+from tests.harness import db_url, open_test_store
 
 S = pb
 ALL_STATES = [s for s in pb.InstanceState.values()
@@ -108,8 +108,8 @@ class World:
     """A CM with two registered hosts whose NM is the scripted one."""
 
     def __init__(self, tmp: Path, nm_address: str) -> None:
-        self.store = open_store(str(tmp / "cm.db"))
-        self.c = Cluster(CMConfig(db=str(tmp / "cm.db"), nm_call_seconds=5), self.store)
+        self.store = open_test_store(tmp)
+        self.c = Cluster(CMConfig(db=db_url(tmp), nm_call_seconds=5), self.store)
         self.c.recover()
         self.dispatcher = Dispatcher(self.c)
         self.c.dispatch = lambda action, iid: None  # the walk runs NM calls itself

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tashi.cm.eventlog import EventLog
-from tashi.cm.store import Batch, open_store
+from tashi.cm.store import Batch
 from tashi.cm.watch import KIND_FIELD, WatchFilter
 from tashi.v1 import resources_pb2 as pb
+from tests.harness import open_test_store
 
 KINDS = sorted(KIND_FIELD.values())
 
@@ -50,7 +51,7 @@ def drain(log: EventLog, flt: WatchFilter, since: int, limit: int) -> list[int]:
 @pytest.mark.parametrize("seed", range(6))
 def test_index_equals_scan(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    store = open_store(str(tmp_path / "cm.db"))
+    store = open_test_store(tmp_path)
     try:
         log = EventLog(store, 1, 0, [], retention=10_000, memory=120)
         events: list[pb.Event] = []
