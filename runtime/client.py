@@ -50,9 +50,11 @@ class EventStream:
     point to resume from.  `cancel()` ends it promptly from any thread; the
     iteration then just stops."""
 
-    def __init__(self, call: Any, since: int) -> None:
+    def __init__(self, call: Any, since: int,
+                 on_unavailable: Callable[[str], object] = lambda message: None) -> None:
         self._call = call
         self._cancelled = False
+        self._on_unavailable = on_unavailable
         self.seq = since
 
     def __iter__(self) -> EventStream:
@@ -64,7 +66,10 @@ class EventStream:
         except grpc.RpcError as exc:
             if self._cancelled or exc.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
-            raise translate(exc) from None
+            err = translate(exc)
+            if err.code == grpc.StatusCode.UNAVAILABLE:
+                self._on_unavailable(err.message)  # the next watch goes elsewhere
+            raise err from None
         events = list(resp.events)
         self.seq = max(self.seq, resp.seq, events[-1].seq if events else 0)
         return events
@@ -87,9 +92,17 @@ class ClusterClient(RpcClient):
 
     service = "cluster manager"
 
+    STUBS = {"cm": "tashi.v1.ClusterManagerService", "registry": "tashi.v1.NodeRegistryService",
+             "placement": "tashi.v1.PlacementService"}
+
     def __init__(self, address: str = DEFAULT_CM, user: str = "root", timeout: float = 30.0,
                  tls: Tls | None = None, token: str = ""):
+        """`address`: one cluster manager, or several separated by commas (one
+        leads, the others stand by): calls follow the leader."""
         super().__init__(address, user, timeout, tls, token)
+
+    def _connect(self, address: str) -> None:
+        super()._connect(address)
         self.cm = cm_grpc.ClusterManagerServiceStub(self._channel)
         self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
         self.placement = pl_grpc.PlacementServiceStub(self._channel)
@@ -247,7 +260,7 @@ class ClusterClient(RpcClient):
                                     kinds=[cm.ResourceKind.ValueType(k) for k in kinds],
                                     host=host_ref(host) if host else None)
         call = self.cm.WatchEvents(req, metadata=self._metadata, timeout=timeout)
-        return EventStream(call, since)
+        return EventStream(call, since, self.switch)
 
     def activate(self, placements: list[pl.Placement],
                  request_id: str | None = None) -> pl.ActivateInstancesResponse:

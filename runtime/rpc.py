@@ -9,6 +9,9 @@ protobuf messages back and `TashiError` (with `.code`) on failure, never a raw
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
@@ -52,23 +55,71 @@ def channel(address: str, tls: Tls | None = None) -> grpc.Channel:
     return grpc.insecure_channel(address, options=options)
 
 
+LEADER_RE = re.compile(r"the leader is (\S+)$")
+
+
 class RpcClient:
-    """One channel to one service address, calls made as `user` with a default timeout."""
+    """A channel to one service address, calls made as `user` with a default timeout.
+
+    `address` may list several ("a:9882,b:9882": cluster managers sharing a
+    PostgreSQL store, one leading).  A call answered UNAVAILABLE goes on to the
+    next address (the leader, when a standby named one) until its deadline, so
+    callers follow a failover without noticing it; mutations carry request ids,
+    so a retried one is answered once.  Subclasses build their stubs in
+    `_connect` (run again on each switch) and name them in `STUBS` (attribute ->
+    full service name)."""
 
     #: what to call the far end in errors ("cluster manager", "node manager", ...)
     service = "service"
+    STUBS: dict[str, str] = {}
 
     def __init__(self, address: str, user: str = "root", timeout: float = 30.0,
                  tls: Tls | None = None, token: str = "") -> None:
-        self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.user = user
         self.timeout = timeout
         self.tls = tls
-        self._channel = channel(address, tls)
         self._metadata = user_metadata(user, token)
+        self._lock = threading.Lock()
+        self._old: list[grpc.Channel] = []
+        self._connect(self.addresses[0])
+
+    def _connect(self, address: str) -> None:
+        self.address = address
+        self._channel = channel(address, self.tls)
+
+    def switch(self, message: str = "") -> bool:
+        """After an UNAVAILABLE answer: go to the leader a standby named (if it is
+        one of ours), else the next address.  False with a single address."""
+        if len(self.addresses) < 2:
+            return False
+        m = LEADER_RE.search(message)
+        with self._lock:
+            hint = m.group(1) if m else ""
+            if hint in self.addresses and hint != self.address:
+                target = hint
+            else:
+                i = self.addresses.index(self.address) if self.address in self.addresses else -1
+                target = self.addresses[(i + 1) % len(self.addresses)]
+            # Streams may still run on the old channel: closed with the client.
+            self._old.append(self._channel)
+            self._connect(target)
+        return True
+
+    def _rebind(self, method: Callable[..., R]) -> Callable[..., R]:
+        """The same RPC on the current channel's stub."""
+        path = getattr(method, "_method", b"")
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        service, _, name = path.lstrip("/").partition("/")
+        for attr, svc in self.STUBS.items():
+            if svc == service:
+                return getattr(getattr(self, attr), name)  # type: ignore[no-any-return]
+        return method
 
     def close(self) -> None:
         self._channel.close()
+        for old in self._old:
+            old.close()
 
     def __enter__(self) -> Self:
         return self
@@ -77,11 +128,24 @@ class RpcClient:
         self.close()
 
     def call(self, method: Callable[..., R], request: Any, timeout: float | None = None) -> R:
-        """`method(request)` on a stub of this channel; TashiError on failure."""
-        try:
-            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from None
+        """`method(request)` on a stub of this channel; TashiError on failure (after
+        trying the other addresses, when there are several, until the deadline)."""
+        limit = timeout or self.timeout
+        deadline = time.monotonic() + limit
+        tries = 0
+        while True:
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                return method(request, timeout=min(limit, left), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                err = translate(exc)
+                if (err.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline
+                        or not self.switch(err.message)):
+                    raise err from None
+            method = self._rebind(method)
+            tries += 1
+            if tries % len(self.addresses) == 0:  # every address said no: a takeover is
+                time.sleep(0.2)                   # under way; ask again shortly
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         try:

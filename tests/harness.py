@@ -208,7 +208,8 @@ class CMProcess(Process):
     with a `site`, mutual TLS with the certificate of the service tashi-cm."""
 
     def __init__(self, tmp_path: Path, db: Path | str | None = None, listen: str = "127.0.0.1:0",
-                 site: Site | None = None, **flags: object) -> None:
+                 site: Site | None = None, ready: re.Pattern[str] = LISTEN_RE,
+                 log_name: str = "cm.log", **flags: object) -> None:
         self.db = db or db_url(tmp_path)
         self.flags = flags
         self.site = site
@@ -219,7 +220,7 @@ class CMProcess(Process):
                 argv.append(("--" if value else "--no-") + key.replace("_", "-"))
             else:
                 argv += ["--" + key.replace("_", "-"), str(value)]
-        super().__init__(argv, tmp_path / "cm.log")
+        super().__init__(argv, tmp_path / log_name, ready=ready)
 
     def client(self, user: str = "root") -> ClusterClient:
         """A client as `user` (with a site: holding that user's certificate)."""

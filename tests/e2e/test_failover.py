@@ -1,0 +1,186 @@
+"""Cluster manager failover on PostgreSQL (issue 15), with real processes: two
+`tashi-cm` on one private PostgreSQL, a scheduler and two node managers given
+both addresses.  The leader is SIGKILLed in the middle of creates and destroys
+driven with request ids; the standby takes over, every client follows, the
+final state is exactly what was acknowledged, a watcher sees every event once
+and in order, no host is overcommitted.  Then a paused (SIGSTOPped) leader
+that wakes after a takeover cannot write."""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tashi.runtime.client import ClusterClient, TashiError
+from tashi.runtime.rpc import channel
+from tashi.v1 import resources_pb2 as pb
+from tests import pg
+from tests.harness import (
+    CMProcess,
+    NMProcess,
+    SchedulerProcess,
+    free_port,
+    stop_all,
+    vm,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow]
+
+EITHER = re.compile(r"(?:listening on|standby on) (\S+:\d+)")
+LEASE = 1.5
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[str]:
+    yield pg.server().database(str(tmp_path))
+
+
+def start(tmp_path: Path, db: str, port: int, name: str) -> CMProcess:
+    address = f"127.0.0.1:{port}"
+    return CMProcess(tmp_path, db=db, listen=address, advertise=address, lease_seconds=LEASE,
+                     expire_host_seconds=30, ready=EITHER, log_name=f"{name}.log")
+
+
+def leads(proc: CMProcess) -> bool:
+    return any("listening on" in line for line in proc.lines)
+
+
+def health(address: str) -> int:
+    ch = channel(address)
+    try:
+        return health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5).status
+    finally:
+        ch.close()
+
+
+class Watcher(threading.Thread):
+    """Watches from seq 0 across failovers, resuming from the last seq seen."""
+
+    def __init__(self, addresses: str) -> None:
+        super().__init__(daemon=True)
+        self.client = ClusterClient(addresses, timeout=10)
+        self.seqs: list[int] = []
+        self.stopping = threading.Event()
+        self.stream = None
+
+    def run(self) -> None:
+        since = 0
+        while not self.stopping.is_set():
+            try:
+                self.stream = self.client.watch_events(since)
+                for events in self.stream:
+                    self.seqs.extend(e.seq for e in events)
+                    since = self.stream.seq
+                    if self.stopping.is_set():
+                        return
+            except TashiError:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.stream is not None:
+            self.stream.cancel()
+        self.join(10)
+        self.client.close()
+
+
+def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
+    pa, pb_ = free_port(), free_port()
+    a = start(tmp_path, db, pa, "cm-a")
+    b = start(tmp_path, db, pb_, "cm-b")
+    procs: list[object] = [a, b]
+    watcher: Watcher | None = None
+    try:
+        assert leads(a) and not leads(b)
+        both = f"127.0.0.1:{pa},127.0.0.1:{pb_}"
+        assert health(f"127.0.0.1:{pb_}") == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(TashiError) as err:
+            ClusterClient(f"127.0.0.1:{pb_}", timeout=5).list_instances()
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        assert f"the leader is 127.0.0.1:{pa}" in err.value.message
+
+        client = ClusterClient(both, timeout=20)
+        for name in ("n1", "n2"):
+            client.create_host(name)
+            procs.append(NMProcess(tmp_path / name, both, name, cores=4, memory_mib=4096))
+        wait_for(lambda: all(h.up for h in client.list_hosts()), 20, what="NMs up")
+        procs.append(SchedulerProcess(tmp_path, both))
+        watcher = Watcher(both)
+        watcher.start()
+
+        rng = random.Random(3)
+        acked: set[str] = set()
+        killed_at = 0.0
+        for i in range(300):
+            if i == 120:  # the leader dies mid-run
+                a.kill()
+                killed_at = time.monotonic()
+            if acked and rng.random() < 0.3:
+                name = sorted(acked)[rng.randrange(len(acked))]
+                try:
+                    client.instance_action("Delete", name, request_id=f"op-{i}")
+                except TashiError as exc:  # already going: an earlier try got through
+                    assert exc.code in (grpc.StatusCode.NOT_FOUND,
+                                        grpc.StatusCode.FAILED_PRECONDITION), exc
+                acked.discard(name)
+            else:
+                name = f"v{i}"
+                client.create_instances(vm(name, 1, 64), request_id=f"op-{i}")
+                acked.add(name)
+        assert killed_at and leads(b), "the standby took over"
+
+        def settled() -> bool:
+            insts = client.list_instances()
+            live = {i.name for i in insts if i.status.state != pb.INSTANCE_STATE_DESTROYING}
+            return live == acked and all(
+                i.status.state == pb.INSTANCE_STATE_RUNNING for i in insts)
+        wait_for(settled, 60, what="exactly the acknowledged instances, all Running")
+        for host in client.list_hosts():
+            assert host.used_cores <= host.cores and host.used_memory_mib <= host.memory_mib
+        time.sleep(0.5)
+        seqs = watcher.seqs
+        assert seqs == list(range(1, len(seqs) + 1)), "every event once, in order, no gap"
+        assert seqs[-1] == client.list_instances_at()[2], "the watcher is at the end"
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        stop_all(*reversed(procs))  # type: ignore[arg-type]
+
+
+def test_a_paused_leader_cannot_write_after_it_wakes(tmp_path: Path, db: str) -> None:
+    pa, pb_ = free_port(), free_port()
+    a = start(tmp_path, db, pa, "cm-a")
+    b = start(tmp_path, db, pb_, "cm-b")
+    try:
+        alone = ClusterClient(f"127.0.0.1:{pa}", timeout=5)
+        alone.create_instances(vm("before", 1, 64))
+        a.proc.send_signal(signal.SIGSTOP)
+        paused = time.monotonic()
+        wait_for(lambda: leads(b), 15, what="the standby took over")
+        took = time.monotonic() - paused
+        assert took < LEASE + 3, f"takeover took {took:.1f} s"
+        fresh = ClusterClient(f"127.0.0.1:{pb_}", timeout=5)
+        fresh.create_instances(vm("after", 1, 64))
+        a.proc.send_signal(signal.SIGCONT)
+        with pytest.raises(TashiError):  # the woken leader writes nothing
+            alone.create_instances(vm("stale", 1, 64))
+        a.proc.wait(10)
+        assert a.proc.returncode == 75, "a deposed leader stops"
+        names = {i.name for i in fresh.list_instances()}
+        assert names == {"before", "after"}
+    finally:
+        for p in (a, b):
+            if p.alive():
+                p.proc.send_signal(signal.SIGCONT)
+        stop_all(b, a)
