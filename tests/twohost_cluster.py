@@ -55,7 +55,7 @@ class TwoHostCluster:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(images / "base.qcow2"),
                         "16M"], check=True)
         pair = HostPair(workdir / "pair", ca=site.dir)
-        cm: CMProcess | None = None
+        c: TwoHostCluster | None = None
         try:
             cm = start_cm(workdir, site=site, images=str(images), **cm_flags)
             c = cls(pair, cm, cm.client(), images, site, workdir)
@@ -65,9 +65,10 @@ class TwoHostCluster:
             c.others.append(SchedulerProcess(workdir, cm.address, site=site))
             return c
         except BaseException:
-            if cm is not None:
-                cm.stop()
-            pair.stop()
+            if c is not None:
+                c.stop()  # whatever of it started
+            else:
+                pair.stop()
             raise
 
     def stop(self) -> None:

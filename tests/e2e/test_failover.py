@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
         client = ClusterClient(both, timeout=20)
         for name in ("n1", "n2"):
             client.create_host(name)
-            procs.append(NMProcess(tmp_path / name, both, name, cores=4, memory_mib=4096))
+            procs.append(NMProcess(tmp_path / name, both, name, cores=128, memory_mib=16384))
         wait_for(lambda: all(h.up for h in client.list_hosts()), 20, what="NMs up")
         procs.append(SchedulerProcess(tmp_path, both))
         watcher = Watcher(both)
@@ -145,7 +146,15 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
             live = {i.name for i in insts if i.status.state != pb.INSTANCE_STATE_DESTROYING}
             return live == acked and all(
                 i.status.state == pb.INSTANCE_STATE_RUNNING for i in insts)
-        wait_for(settled, 60, what="exactly the acknowledged instances, all Running")
+        try:
+            wait_for(settled, 60, what="exactly the acknowledged instances, all Running")
+        except AssertionError:  # say what differs
+            insts = client.list_instances()
+            live = {i.name for i in insts if i.status.state != pb.INSTANCE_STATE_DESTROYING}
+            raise AssertionError(f"missing {sorted(acked - live)[:5]} extra "
+                                 f"{sorted(live - acked)[:5]} states "
+                                 f"{Counter(i.status.state for i in insts)} "
+                                 f"{[i.status.reason for i in insts if i.status.state != 3][:3]}")
         for host in client.list_hosts():
             assert host.used_cores <= host.cores and host.used_memory_mib <= host.memory_mib
         time.sleep(0.5)
