@@ -36,7 +36,9 @@ def _free_port() -> int:
 
 
 class PrivatePostgres:
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, fsync: bool = False) -> None:
+        """`fsync`: off for the tests (they kill processes, never the machine), on for
+        benches that compare with SQLite's durable commits."""
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="tashi-pg-"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -51,8 +53,7 @@ class PrivatePostgres:
         self._run([pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"),
                    "-w", "-t", "60", "-o",
                    f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-                   # fsync off: the tests kill processes, never the machine.
-                   "-c fsync=off -c full_page_writes=off -c max_connections=200", "start"])
+                   f"-c fsync={'on' if fsync else 'off'} -c max_connections=200", "start"])
 
     def _run(self, argv: list[str]) -> None:
         proc = subprocess.run(self._run_as + argv, capture_output=True, text=True, timeout=120)
