@@ -148,8 +148,14 @@ class RpcClient:
                 time.sleep(0.2)                   # under way; ask again shortly
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise TashiError(grpc.StatusCode.UNAVAILABLE,
-                             f"{self.service} at {self.address} did not answer") from None
+        """Until a connection is up (to any of the addresses, in turn)."""
+        each = timeout / len(self.addresses)
+        for _ in self.addresses:
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=each)
+                return
+            except grpc.FutureTimeoutError:
+                if not self.switch():
+                    break
+        raise TashiError(grpc.StatusCode.UNAVAILABLE,
+                         f"{self.service} at {', '.join(self.addresses)} did not answer")

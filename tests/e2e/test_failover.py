@@ -21,8 +21,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.runtime.rpc import channel
+from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb
 from tests import pg
 from tests.harness import (
@@ -30,6 +32,7 @@ from tests.harness import (
     NMProcess,
     SchedulerProcess,
     free_port,
+    start_accounting,
     stop_all,
     vm,
     wait_for,
@@ -114,17 +117,19 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
         client = ClusterClient(both, timeout=20)
         for name in ("n1", "n2"):
             client.create_host(name)
-            procs.append(NMProcess(tmp_path / name, both, name, cores=128, memory_mib=16384))
+            procs.append(NMProcess(tmp_path / name, both, name, cores=512, memory_mib=65536))
         wait_for(lambda: all(h.up for h in client.list_hosts()), 20, what="NMs up")
         procs.append(SchedulerProcess(tmp_path, both))
+        accounting = start_accounting(tmp_path, both)
+        procs.append(accounting)
         watcher = Watcher(both)
         watcher.start()
 
         rng = random.Random(3)
         acked: set[str] = set()
         killed_at = 0.0
-        for i in range(300):
-            if i == 120:  # the leader dies mid-run
+        for i in range(1000):
+            if i == 400:  # the leader dies mid-run
                 a.kill()
                 killed_at = time.monotonic()
             if acked and rng.random() < 0.3:
@@ -160,7 +165,18 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
         time.sleep(0.5)
         seqs = watcher.seqs
         assert seqs == list(range(1, len(seqs) + 1)), "every event once, in order, no gap"
-        assert seqs[-1] == client.list_instances_at()[2], "the watcher is at the end"
+        last = client.list_instances_at()[2]
+        assert seqs[-1] == last, "the watcher is at the end"
+        ledger = AccountingClient(accounting.address, timeout=10)
+
+        def ledger_seqs() -> list[int]:
+            return [e.event.seq for e in ledger.list_events(apb.ListEventsRequest(
+                page_size=5000)) if e.kind == apb.LEDGER_ENTRY_KIND_EVENT]
+        wait_for(lambda: (got := ledger_seqs()) and got[-1] == last, 20, what="ledger caught up")
+        entries = list(ledger.list_events(apb.ListEventsRequest(page_size=5000)))
+        assert all(e.kind == apb.LEDGER_ENTRY_KIND_EVENT for e in entries), "no gap, no drift"
+        assert ledger_seqs() == list(range(1, last + 1)), "the CM's history, each event once"
+        ledger.close()
     finally:
         if watcher is not None:
             watcher.stop()
