@@ -42,6 +42,16 @@ STORE_FORMAT = 2
 KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
 
 
+# A takeover makes again the node manager calls these states were waiting on.
+AGAIN_ON_TAKEOVER = {
+    pb.INSTANCE_STATE_ACTIVATING: "start", pb.INSTANCE_STATE_PAUSING: "pause",
+    pb.INSTANCE_STATE_UNPAUSING: "unpause", pb.INSTANCE_STATE_SHUTTING_DOWN: "shutdown",
+    pb.INSTANCE_STATE_DESTROYING: "destroy",
+}
+# States a takeover leaves as they are (the host's reports keep them true).
+STEADY = frozenset({pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED})
+
+
 def copy_of(msg: R) -> R:
     new = type(msg)()
     new.CopyFrom(msg)
@@ -440,10 +450,18 @@ class Cluster:
             action()
 
     # -- start-up -----------------------------------------------------------------
-    def recover(self) -> None:
+    def recover(self, takeover: bool = False) -> None:
         """After a (re)start: hosts are down until they register, instances on
         hosts are Orphaned until their NM reports them, starts in flight go back
-        to Pending, and the configured admins exist."""
+        to Pending, and the configured admins exist.
+
+        `takeover` (a standby taking over a shared store's lease): the node
+        managers are alive and heartbeating, only their CM changed, so nothing
+        flaps: up hosts stay up (given the usual expiry to be heard from),
+        running instances stay as they are, and the calls the old leader had in
+        flight are made again (node managers answer a repeated call as the
+        first); only a suspend or a migration, whose outcome only the host can
+        tell, waits Orphaned for its report."""
 
         def body(txn: Txn) -> None:
             if self.meta.get("store_format") != STORE_FORMAT:
@@ -453,17 +471,24 @@ class Cluster:
                     txn.put(pb.User(id=self.next_id(txn, "user"), name=name),
                             E.EVENT_TYPE_USER_CREATED, "admin from config")
             for host in list(self.hosts.values()):
-                if host.up:
+                if host.up and takeover:
+                    self.heartbeats[host.id] = time.monotonic()
+                elif host.up:
                     new = copy_of(host)
                     new.up = False
                     txn.put(new, E.EVENT_TYPE_HOST_UPDATED,
                             "cluster manager restarted: waiting for the node manager to register")
             for inst in list(self.instances.values()):
                 status = inst.status
-                if status.state == pb.INSTANCE_STATE_ACTIVATING:
+                again = AGAIN_ON_TAKEOVER.get(status.state) if takeover else None
+                if again is not None:
+                    iid = inst.id
+                    txn.after.append(lambda iid=iid, a=again: self.dispatch(a, iid))  # type: ignore[misc]
+                elif status.state == pb.INSTANCE_STATE_ACTIVATING:
                     why = "cluster manager restarted before the start completed"
                     move(txn, inst, pb.INSTANCE_STATE_PENDING, why, why)
-                elif status.host_id and status.state in lifecycle.ORPHANABLE:
+                elif status.host_id and status.state in lifecycle.ORPHANABLE and (
+                        not takeover or status.state not in STEADY):
                     why = "cluster manager restarted: waiting for the host to report"
                     move(txn, inst, pb.INSTANCE_STATE_ORPHANED, why, why)
 

@@ -126,7 +126,7 @@ class ClusterManager:
         self.cluster = c = Cluster(self.cfg, self.store)
         c.deposed = self._deposed
         self.dispatcher = Dispatcher(c, tls=self.tls)
-        c.recover()
+        c.recover(takeover=self.store.shared)
         self.liveness = LivenessMonitor(c)
         self.evacuations = Evacuations(c)
         if self.store.shared:

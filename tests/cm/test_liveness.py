@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
@@ -73,6 +75,7 @@ def test_unknown_vm_reported_is_registered(tmp_path: Path) -> None:
         assert new.id > 77, "ids never collide with adopted ones"
 
 
+@pytest.mark.sqlite_only  # on a shared store a restart is a takeover: tests/e2e/test_failover.py
 def test_cm_restart_orphans_and_pends(tmp_path: Path) -> None:
     with inproc_cm(tmp_path) as cm:
         root = cm.client()

@@ -75,6 +75,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.client = ClusterClient(addresses, timeout=10)
         self.seqs: list[int] = []
+        self.events: list[pb.Event] = []
         self.stopping = threading.Event()
         self.stream = None
 
@@ -85,6 +86,7 @@ class Watcher(threading.Thread):
                 self.stream = self.client.watch_events(since)
                 for events in self.stream:
                     self.seqs.extend(e.seq for e in events)
+                    self.events.extend(events)
                     since = self.stream.seq
                     if self.stopping.is_set():
                         return
@@ -165,6 +167,23 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
         time.sleep(0.5)
         seqs = watcher.seqs
         assert seqs == list(range(1, len(seqs) + 1)), "every event once, in order, no gap"
+        flaps = [e for e in watcher.events
+                 if (e.type == pb.EVENT_TYPE_HOST_UPDATED and not e.host.up)
+                 or (e.WhichOneof("subject") == "instance"
+                     and e.instance.status.state == pb.INSTANCE_STATE_ORPHANED)]
+        assert not flaps, f"a takeover flaps nothing: {flaps[:2]}"
+        # Each instance's history is one an uninterrupted run gives: forward through
+        # Pending, Activating, Running, Destroying, Exited, never back or aside.
+        order = [pb.INSTANCE_STATE_PENDING, pb.INSTANCE_STATE_ACTIVATING,
+                 pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_DESTROYING,
+                 pb.INSTANCE_STATE_EXITED]
+        paths: dict[int, list[int]] = {}
+        for e in watcher.events:
+            if e.WhichOneof("subject") == "instance":
+                paths.setdefault(e.instance.id, []).append(e.instance.status.state)
+        for iid, path in paths.items():
+            ranks = [order.index(st) if st in order else -1 for st in path]
+            assert -1 not in ranks and ranks == sorted(ranks), (iid, path)
         last = client.list_instances_at()[2]
         assert seqs[-1] == last, "the watcher is at the end"
         ledger = AccountingClient(accounting.address, timeout=10)
