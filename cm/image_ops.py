@@ -58,6 +58,7 @@ from tashi.runtime.errors import (
     precondition,
     unavailable,
 )
+from tashi.runtime.malloc import keep_large_buffers
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -201,6 +202,7 @@ class ImageOps:
         self.pending: set[str] = set()
         self.pending_bytes: Counter[str] = Counter()
         _LIVE.add(self)
+        keep_large_buffers()
         self.recover()
 
     # -- helpers -------------------------------------------------------------------

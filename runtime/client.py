@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from tashi.runtime.malloc import keep_large_buffers
 from tashi.runtime.names import as_host_state, as_instance_state
 from tashi.runtime.rpc import RpcClient, TashiError, channel, new_request_id, translate
 from tashi.runtime.tls import Tls
@@ -270,6 +271,7 @@ class ClusterClient(RpcClient):
         cluster manager keeps it only once all of it arrived with its sha256.
         No deadline unless `timeout` (an upload takes as long as its size)."""
         path = Path(path)
+        keep_large_buffers()
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             digest = hashlib.file_digest(f, "sha256").hexdigest()
@@ -300,6 +302,7 @@ class ClusterClient(RpcClient):
         """Image `name` into the file `path`, written under a hidden name beside it
         and renamed only once its size and sha256 check out; (size, sha256)."""
         path = Path(path)
+        keep_large_buffers()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         try:
             call = self.cm.DownloadImage(cm.DownloadImageRequest(name=name), timeout=timeout,
@@ -314,9 +317,10 @@ class ClusterClient(RpcClient):
                         if part == "size_bytes":
                             size = resp.size_bytes
                         elif part == "chunk":
-                            out.write(resp.chunk)
-                            hasher.update(resp.chunk)
-                            got += len(resp.chunk)
+                            data = resp.chunk  # each read of the field is a copy
+                            out.write(data)
+                            hasher.update(data)
+                            got += len(data)
                             if progress is not None:
                                 progress(got, size)
                         elif part == "sha256":
