@@ -16,7 +16,7 @@ HOST_COLUMNS = ["id", "name", "up", "decayed", "state", "cores", "memory_mib", "
 USER_COLUMNS = ["id", "name", "admin"]
 NETWORK_COLUMNS = ["id", "name", "kind", "default", "vlan_id", "vni", "mtu", "cidr"]
 IMAGE_COLUMNS = ["name", "format", "virtual_size_bytes", "size_bytes", "backing", "owner",
-                 "in_use"]
+                 "in_use", "state"]
 RESERVATION_COLUMNS = ["host_id", "host_name", "users"]
 KINDS = {"vlan": pb.NETWORK_KIND_VLAN, "vxlan": pb.NETWORK_KIND_VXLAN,
          "flat": pb.NETWORK_KIND_FLAT}
@@ -50,13 +50,32 @@ def get_networks(ctx: Context) -> int:
     return 0
 
 
+IMAGE_STATES = {pb.IMAGE_STATE_READY: "ready", pb.IMAGE_STATE_COPYING: "copying",
+                pb.IMAGE_STATE_FAILED: "failed"}
+
+
+def image_rows(ctx: Context, imgs: list[pb.Image]) -> list[dict[str, object]]:
+    """Images as rows: state as a word (a file never recorded has none; records
+    from before images had states are ready), in a table with its progress."""
+    rows = []
+    for img in imgs:
+        row = to_dict(img)
+        state = IMAGE_STATES.get(img.state, "ready" if img.id else "")
+        if img.state == pb.IMAGE_STATE_COPYING and ctx.args.output in ("table", "csv"):
+            state += f" {img.progress_percent}%"
+        row["state"] = state
+        rows.append(row)
+    return rows
+
+
 def get_images(ctx: Context) -> int:
-    ctx.output(ctx.client().list_images(), IMAGE_COLUMNS)
+    ctx.output(image_rows(ctx, ctx.client().list_images()), IMAGE_COLUMNS)
     return 0
 
 
 def add_image(ctx: Context) -> int:
-    ctx.output([ctx.client().add_image(ctx.args.name, ctx.args.owner or "")], IMAGE_COLUMNS)
+    img = ctx.client().add_image(ctx.args.name, ctx.args.owner or "")
+    ctx.output(image_rows(ctx, [img]), IMAGE_COLUMNS)
     return 0
 
 

@@ -17,6 +17,7 @@ from tashi.runtime.client import DEFAULT_CM, TashiError
 COMMAND_MODULES = [
     "tashi.cli.instances_cmds",
     "tashi.cli.admin_cmds",
+    "tashi.cli.image_cmds",
     "tashi.cli.scheduling_cmds",
     "tashi.cli.accounting_cmds",
     "tashi.cli.certs_cmds",  # local: the site CA, needs no cluster manager

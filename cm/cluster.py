@@ -117,6 +117,11 @@ class Txn:
         self.changes.append((kind, oid, obj))
         self.staged[(kind, oid)] = obj
 
+    def delete_quiet(self, kind: str, oid: int) -> None:
+        """Drop a resource no event carries (an image's catalogue record)."""
+        self.changes.append((kind, oid, None))
+        self.staged[(kind, oid)] = None
+
     def _stage(self, obj: Message, after: Message | None, etype: pb.EventType,
                message: str) -> None:
         kind = KIND_OF[type(obj)]

@@ -44,6 +44,11 @@ class CMConfig(TransportSettings):
         "help": "most cores one user's instances may ask for in all (0: no limit)"})
     quota_memory: int = field(default=0, metadata={
         "help": "most MiB one user's instances may ask for in all (0: no limit)"})
+    quota_image_bytes: int = field(default=0, metadata={
+        "help": "most bytes one user's images may take in the image store, admins exempt "
+                "(0: no limit)"})
+    image_copy_rate: int = field(default=0, metadata={
+        "help": "most bytes per second one image copy or flatten writes (0: no limit)"})
     expire_host_seconds: float = field(
         default=10.0, metadata={"help": "a host not heard from this long is down"})
     decay_seconds: float = field(default=5.0, metadata={

@@ -20,6 +20,7 @@ from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
 from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
+from tashi.cm.image_ops import ImageOps
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
 from tashi.runtime.errors import exhausted, invalid, out_of_range
@@ -79,6 +80,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         self.evacuations = evacuations or Evacuations(cluster)
         cfg = cluster.cfg
         self.watches = WatchSlots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller)
+        self.image_ops = ImageOps(cluster)
 
     @handler
     def CreateInstance(self, req: cmpb.CreateInstanceRequest, ctx: Any, who: str) -> Any:
@@ -249,6 +251,31 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     @handler
     def AddImage(self, req: cmpb.AddImageRequest, ctx: Any, who: str) -> Any:
         return catalogue.add(self.c, who, req)
+
+    @handler
+    def CopyImage(self, req: cmpb.CopyImageRequest, ctx: Any, who: str) -> Any:
+        return self.image_ops.copy(who, req)
+
+    @handler
+    def CloneImage(self, req: cmpb.CloneImageRequest, ctx: Any, who: str) -> Any:
+        return self.image_ops.clone(who, req)
+
+    @handler
+    def RebaseImage(self, req: cmpb.RebaseImageRequest, ctx: Any, who: str) -> Any:
+        return self.image_ops.rebase(who, req)
+
+    @handler
+    def DeleteImage(self, req: cmpb.DeleteImageRequest, ctx: Any, who: str) -> Any:
+        return self.image_ops.delete(who, req)
+
+    @handler
+    def UploadImage(self, requests: Iterator[cmpb.UploadImageRequest], ctx: Any,
+                    who: str) -> Any:
+        return self.image_ops.upload(who, requests)
+
+    @handler
+    def DownloadImage(self, req: cmpb.DownloadImageRequest, ctx: Any, who: str) -> Any:
+        return self.image_ops.download(who, req)
 
     def WatchEvents(self, req: cmpb.WatchEventsRequest,
                     context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:

@@ -9,11 +9,16 @@ old imports working.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from tashi.runtime.malloc import keep_large_buffers
 from tashi.runtime.names import as_host_state, as_instance_state
 from tashi.runtime.rpc import RpcClient, TashiError, channel, new_request_id, translate
 from tashi.runtime.tls import Tls
@@ -29,6 +34,10 @@ __all__ = ["DEFAULT_CM", "MAX_PAGE", "ClusterClient", "TashiError", "channel", "
 
 DEFAULT_CM = "127.0.0.1:9882"
 MAX_PAGE = 5000
+# Bytes per message of an upload (the cluster manager sends downloads in the same size).
+IMAGE_CHUNK = 1 << 20
+# Told (bytes done, bytes in all) as an upload or a download goes.
+Progress = Callable[[int, int], None]
 
 
 def instance_ref(instance: str | int) -> cm.InstanceRef:
@@ -247,6 +256,104 @@ class ClusterClient(RpcClient):
     def add_image(self, name: str, owner: str = "") -> pb.Image:
         req = cm.AddImageRequest(request_id=new_request_id(), name=name, owner=owner)
         return self.call(self.cm.AddImage, req).image
+
+    def copy_image(self, src: str, dst: str, request_id: str | None = None) -> pb.Image:
+        """A full copy, made in the background: the answer shows it COPYING."""
+        req = cm.CopyImageRequest(request_id=request_id or new_request_id(), src=src, dst=dst)
+        return self.call(self.cm.CopyImage, req).image
+
+    def clone_image(self, src: str, dst: str, request_id: str | None = None) -> pb.Image:
+        req = cm.CloneImageRequest(request_id=request_id or new_request_id(), src=src, dst=dst)
+        return self.call(self.cm.CloneImage, req).image
+
+    def rebase_image(self, image: str, backing: str = "", request_id: str | None = None,
+                     timeout: float | None = None) -> pb.Image:
+        """Onto `backing` (same content), answered when done; without it, flatten
+        in the background (the answer shows it COPYING)."""
+        req = cm.RebaseImageRequest(request_id=request_id or new_request_id(), image=image,
+                                    backing=backing)
+        return self.call(self.cm.RebaseImage, req, timeout=timeout).image
+
+    def delete_image(self, name: str, request_id: str | None = None) -> pb.Image:
+        req = cm.DeleteImageRequest(request_id=request_id or new_request_id(), name=name)
+        return self.call(self.cm.DeleteImage, req).image
+
+    def upload_image(self, path: str | os.PathLike[str], name: str = "",
+                     progress: Progress | None = None, timeout: float | None = None) -> pb.Image:
+        """Send the file at `path` as image `name` (default: the file's name); the
+        cluster manager keeps it only once all of it arrived with its sha256.
+        No deadline unless `timeout` (an upload takes as long as its size)."""
+        path = Path(path)
+        keep_large_buffers()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            f.seek(0)
+
+            def requests() -> Iterator[cm.UploadImageRequest]:
+                yield cm.UploadImageRequest(header=cm.UploadImageHeader(
+                    name=name or path.name, size_bytes=size, sha256=digest))
+                sent = 0
+                while sent < size:
+                    data = f.read(min(IMAGE_CHUNK, size - sent))
+                    if not data:
+                        return  # the file shrank: the cluster manager refuses the upload
+                    sent += len(data)
+                    yield cm.UploadImageRequest(chunk=data)
+                    if progress is not None:
+                        progress(sent, size)
+
+            try:
+                return self.cm.UploadImage(requests(), timeout=timeout,
+                                           metadata=self._metadata).image
+            except grpc.RpcError as exc:
+                raise translate(exc) from None
+
+    def download_image(self, name: str, path: str | os.PathLike[str],
+                       progress: Progress | None = None,
+                       timeout: float | None = None) -> tuple[int, str]:
+        """Image `name` into the file `path`, written under a hidden name beside it
+        and renamed only once its size and sha256 check out; (size, sha256)."""
+        path = Path(path)
+        keep_large_buffers()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            call = self.cm.DownloadImage(cm.DownloadImageRequest(name=name), timeout=timeout,
+                                         metadata=self._metadata)
+            size, got, sent_digest = -1, 0, ""
+            hasher = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                fd = -1
+                try:
+                    for resp in call:
+                        part = resp.WhichOneof("part")
+                        if part == "size_bytes":
+                            size = resp.size_bytes
+                        elif part == "chunk":
+                            data = resp.chunk  # each read of the field is a copy
+                            out.write(data)
+                            hasher.update(data)
+                            got += len(data)
+                            if progress is not None:
+                                progress(got, size)
+                        elif part == "sha256":
+                            sent_digest = resp.sha256
+                except grpc.RpcError as exc:
+                    raise translate(exc) from None
+            digest = hasher.hexdigest()
+            if got != size or sent_digest != digest:
+                raise TashiError(grpc.StatusCode.DATA_LOSS,
+                                 f"image {name!r} arrived damaged ({got} of {size} bytes, "
+                                 f"sha256 {digest[:12]}... against {sent_digest[:12] or 'none'}"
+                                 "...); nothing was kept")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            return size, digest
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     # -- events and placement -------------------------------------------------
     def watch_events(self, since: int, max_batch: int = 1000,

@@ -84,12 +84,12 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _single(method, handler.stream_unary, self.gate),
-                request_deserializer=handler.request_deserializer,
+                _single(method, _each_decoded(handler.stream_unary), self.gate),
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(method, handler.stream_stream, self.gate),
-            request_deserializer=handler.request_deserializer,
+            _streaming(method, _each_decoded(handler.stream_stream), self.gate),
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer)
 
 
@@ -119,6 +119,21 @@ def _decoded(arg: Any) -> None:
     if isinstance(arg, Undecodable):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
                            "the request is not a valid message of this method's type")
+
+
+def _each_decoded(behavior: Behavior) -> Behavior:
+    """A client stream's messages as the handler iterates them, each checked like
+    a unary request (gRPC itself would answer INTERNAL for one it cannot decode)."""
+
+    def checked(requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            _decoded(request)
+            yield request
+
+    def run(requests: Any, context: grpc.ServicerContext) -> Any:
+        return behavior(checked(requests), context)
+
+    return run
 
 
 def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavior:
