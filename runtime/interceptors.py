@@ -84,12 +84,12 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _single(method, handler.stream_unary, self.gate),
-                request_deserializer=handler.request_deserializer,
+                _single(method, _checking(handler.stream_unary), self.gate),
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(method, handler.stream_stream, self.gate),
-            request_deserializer=handler.request_deserializer,
+            _streaming(method, _checking(handler.stream_stream), self.gate),
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer)
 
 
@@ -119,6 +119,19 @@ def _decoded(arg: Any) -> None:
     if isinstance(arg, Undecodable):
         raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
                            "the request is not a valid message of this method's type")
+
+
+def _checking(behavior: Behavior) -> Behavior:
+    """A client-streaming handler whose requests are checked as they are read: one
+    that does not decode raises INVALID_ARGUMENT where the handler reads it."""
+    def run(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def checked() -> Iterator[Any]:
+            for request in requests:
+                _decoded(request)
+                yield request
+        return behavior(checked(), context)
+
+    return run
 
 
 def _single(method: str, behavior: Behavior, gate: Gate | None = None) -> Behavior:
