@@ -46,7 +46,8 @@ class ClusterManager:
         c = self.cluster
         services = [
             server.Service(cluster_manager_pb2.DESCRIPTOR.services_by_name[
-                "ClusterManagerService"].full_name, ClusterManagerServicer(c, self.evacuations),
+                "ClusterManagerService"].full_name,
+                ClusterManagerServicer(c, self.evacuations, self.dispatcher.nms),
                 cm_grpc.add_ClusterManagerServiceServicer_to_server),
             server.Service(node_registry_pb2.DESCRIPTOR.services_by_name[
                 "NodeRegistryService"].full_name, NodeRegistryServicer(c),
