@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tashi.cli.admin_cmds",
     "tashi.cli.scheduling_cmds",
     "tashi.cli.accounting_cmds",
+    "tashi.cli.console_cmds",
     "tashi.cli.certs_cmds",  # local: the site CA, needs no cluster manager
 ]
 
