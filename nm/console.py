@@ -52,7 +52,22 @@ class ConsoleSession(ABC):
 
 def log_files(path: Path) -> list[tuple[Path, os.stat_result]]:
     """The files of a rotated log, oldest first: `path.N` ... `path.1`, `path.0`,
-    then `path` itself; only those that exist, each with its stat."""
+    then `path` itself; only those that exist, each with its stat.
+
+    A rotation while the files are looked at one by one would give a listing
+    that skips a file (seen at its old name before the rotation, its successor
+    at a new name after it); so the listing is taken until two in a row agree."""
+    last: list[tuple[Path, os.stat_result]] | None = None
+    for _attempt in range(10):
+        found = _scan(path)
+        if last is not None and [(p, st.st_ino) for p, st in found] == \
+                [(p, st.st_ino) for p, st in last]:
+            break
+        last = found
+    return found
+
+
+def _scan(path: Path) -> list[tuple[Path, os.stat_result]]:
     backups: list[tuple[int, Path]] = []
     prefix = path.name + "."
     try:
@@ -88,6 +103,9 @@ class LogReader:
         self.path = path
         self._tail = max(0, tail_bytes)
         self._fh: BinaryIO | None = None
+        # Times the rotation went past the open file before it was read to its end
+        # (the reader lagged a whole cap behind: files after it may be lost).
+        self.overruns = 0
 
     def close(self) -> None:
         if self._fh is not None:
@@ -162,6 +180,7 @@ class LogReader:
                 later = files[index + 1:]
             elif mine.st_nlink == 0:
                 later = files  # deleted: every file left is newer than it
+                self.overruns += 1
             else:
                 continue  # renamed between the stats: look again
             if not later:

@@ -8,6 +8,8 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from tashi.nm.console import LogReader, log_files
 
 
@@ -102,6 +104,7 @@ def test_the_open_file_is_read_to_its_end_even_after_it_is_rotated_away(
                    for _p, st in log_files(log.path))
     # the rest of its own file, then the oldest file kept: only whole files are lost
     assert read_all(reader) == b"789" + b"b" * 10 + b"c" * 10 + b"d"
+    assert reader.overruns == 1, "and it says so"
     log.write(b"dd")
     assert read_all(reader) == b"dd"
     reader.close()
@@ -118,4 +121,29 @@ def test_a_rotation_half_done_waits_for_the_new_file(tmp_path: Path) -> None:
     assert read_all(reader) == b"def"
     log.write(b"ghi")
     assert read_all(reader) == b"ghi"
+    reader.close()
+
+
+def test_a_rotation_while_the_files_are_listed_skips_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in a real run: the listing stat'ed .1 (the open file), then virtlogd
+    rotated, then the listing found the newer files at .0 and the current name:
+    the file that had been .0 was never read."""
+    log = Rotating(tmp_path / "tashi-5.log", max_size=10, max_backups=3)
+    reader = LogReader(log.path)
+    log.write(b"a" * 10)
+    assert read_all(reader) == b"a" * 10
+    log.write(b"b" * 10 + b"c" * 5)  # the open file is now .1; .0 holds the b's
+    real_stat = os.stat
+    armed = [True]
+
+    def stat(p: object, *args: object, **kw: object) -> os.stat_result:
+        st = real_stat(p, *args, **kw)  # type: ignore[arg-type]
+        if armed[0] and str(p).endswith(".log.1"):
+            armed[0] = False
+            log.write(b"c" * 5 + b"d" * 3)  # a rotation right after the listing saw .1
+        return st
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert read_all(reader) == b"b" * 10 + b"c" * 10 + b"d" * 3
     reader.close()
