@@ -183,6 +183,10 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
                         return
                 time.sleep(FOLLOW_POLL_SECONDS)
         finally:
+            if reader.overruns:
+                log.warning("console of instance %d: the log rotated past a slow reader %d "
+                            "times; output may be missing from what it was sent", iid,
+                            reader.overruns)
             reader.close()
             self._console_streams.release()
 
@@ -204,6 +208,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
                 self._attached.add(iid)
             try:
                 session = self.driver.open_console(iid)
+                context.add_callback(session.close)  # a hang-up frees the console at once
                 try:
                     if first.data:
                         session.send(first.data)
