@@ -100,15 +100,17 @@ def interactive(ctx: Context) -> int:
     on_tty = os.isatty(fd)
     session = Session()
     typed = keys(fd, session) if on_tty else lines(sys.stdin.buffer, session, a.linger)
+    client = ctx.client()  # a bad flag is said before the terminal changes
     saved = termios.tcgetattr(fd) if on_tty else None
     if on_tty:
         sys.stderr.write(f"tashi: the serial console of {a.instance}; Ctrl-] leaves\n")
         sys.stderr.flush()
-        tty.setraw(fd)
     out = sys.stdout.buffer
-    stream = ctx.client().attach_console(a.instance, typed)
+    stream = client.attach_console(a.instance, typed)
     session.started(stream)
     try:
+        if on_tty:
+            tty.setraw(fd)
         for data in stream:
             session.last_output = time.monotonic()
             out.write(data)
