@@ -140,15 +140,19 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
         wait_for(lambda: g.log.exists() and GUEST_UP.encode() in g.log.read_bytes(), 60,
                  what="the guest booted")
         yield g
-    finally:
-        for p in g.procs if g is not None else []:
-            p.kill()
-            p.wait(10)
-            for pipe in (p.stdin, p.stdout, p.stderr):
-                if pipe is not None:
-                    pipe.close()
-        stop_all(*reversed(procs))
-        lv.stop()
+    finally:  # each step whatever the one before did: nothing started is left running
+        try:
+            for p in g.procs if g is not None else []:
+                p.kill()
+                p.wait(10)
+                for pipe in (p.stdin, p.stdout, p.stderr):
+                    if pipe is not None:
+                        pipe.close()
+        finally:
+            try:
+                stop_all(*reversed(procs))
+            finally:
+                lv.stop()
 
 
 def test_follow_shows_the_boot_and_the_ticks(guest: Guest) -> None:
