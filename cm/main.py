@@ -132,8 +132,8 @@ class ClusterManager:
         if self.store.shared:
             self._keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
             self._keeper.start()
-        servicers = (ClusterManagerServicer(c, self.evacuations), NodeRegistryServicer(c),
-                     PlacementServicer(c))
+        servicers = (ClusterManagerServicer(c, self.evacuations, self.dispatcher.nms),
+                     NodeRegistryServicer(c), PlacementServicer(c))
         services = [server.Service(name, servicer, add)
                     for (name, add), servicer in zip(SERVICES, servicers, strict=True)]
         self.metrics.serve(ClusterCollector(c))

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from tashi.cm import admin, instances, nodes, placement, tokens
+from tashi.cm import admin, consoles, instances, nodes, placement, tokens
 from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
 from tashi.cm.evacuate import Evacuations
@@ -24,6 +24,8 @@ from tashi.cm.image_ops import ImageOps
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
 from tashi.runtime.errors import exhausted, invalid, out_of_range
+from tashi.runtime.nm_client import NodeManagerClients
+from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2 as nr
@@ -46,41 +48,56 @@ def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any]
     return wrapper
 
 
+WATCHES = "watches"
+CONSOLES = "console streams"
+
+
 class WatchSlots:
-    """Open watches, bounded in all and per caller: a stream holds a server
-    thread for as long as it is open, so without a bound idle watches could take
-    every thread and starve the unary calls, heartbeats among them."""
+    """Open streams (event watches, and console streams), bounded in all and per
+    caller and kind: a stream holds a server thread for as long as it is open, so
+    without a bound idle streams could take every thread and starve the unary
+    calls, heartbeats among them.  Every kind counts toward the one total."""
 
     def __init__(self, total: int, per_caller: int) -> None:
         self.total = total
         self.per_caller = per_caller
-        self.open: Counter[str] = Counter()
+        self.open: Counter[str] = Counter()  # by caller, every kind
+        self._kinds: Counter[tuple[str, str]] = Counter()  # by caller and kind
         self._lock = threading.Lock()
 
-    def take(self, who: str) -> None:
+    def take(self, who: str, kind: str = WATCHES) -> None:
         with self._lock:
-            if self.open[who] >= self.per_caller:
-                raise exhausted(f"{who} already holds {self.per_caller} open watches; close "
+            if self._kinds[who, kind] >= self.per_caller:
+                raise exhausted(f"{who} already holds {self.per_caller} open {kind}; close "
                                 "one first")
             if sum(self.open.values()) >= self.total:
-                raise exhausted(f"the cluster manager serves {self.total} watches at most; "
-                                "try again later")
+                raise exhausted(f"the cluster manager serves {self.total} watches at most "
+                                "(console streams included); try again later")
             self.open[who] += 1
+            self._kinds[who, kind] += 1
 
-    def give(self, who: str) -> None:
+    def give(self, who: str, kind: str = WATCHES) -> None:
         with self._lock:
             self.open[who] -= 1
             if self.open[who] <= 0:
                 del self.open[who]
+            self._kinds[who, kind] -= 1
+            if self._kinds[who, kind] <= 0:
+                del self._kinds[who, kind]
 
 
 class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
-    def __init__(self, cluster: Cluster, evacuations: Evacuations | None = None) -> None:
+    def __init__(self, cluster: Cluster, evacuations: Evacuations | None = None,
+                 nms: NodeManagerClients | None = None) -> None:
         self.c = cluster
         self.evacuations = evacuations or Evacuations(cluster)
         cfg = cluster.cfg
         self.watches = WatchSlots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller)
         self.image_ops = ImageOps(cluster)
+        # Node managers, for the consoles (the dispatcher's clients, when given).
+        self.nms = nms or NodeManagerClients(
+            user=cfg.admins[0] if cfg.admins else "root", timeout=cfg.nm_call_seconds,
+            tls=Tls.from_settings(cfg))
 
     @handler
     def CreateInstance(self, req: cmpb.CreateInstanceRequest, ctx: Any, who: str) -> Any:
@@ -322,6 +339,31 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         finally:
             log_.watchers -= 1
             self.watches.give(who)
+
+    # -- consoles: checked here, proxied to the instance's node manager (consoles.py) ----
+    def ReadConsole(self, req: cmpb.ReadConsoleRequest,
+                    context: grpc.ServicerContext) -> Iterator[cmpb.ReadConsoleResponse]:
+        who = caller_name(context)
+        consoles.check_read(req)
+        target = consoles.route(self.c, self.nms, who, req.instance)
+        self.watches.take(who, CONSOLES)
+        try:
+            yield from consoles.read(target, req, context)
+        finally:
+            self.watches.give(who, CONSOLES)
+
+    def AttachConsole(self, requests: Iterator[cmpb.AttachConsoleRequest],
+                      context: grpc.ServicerContext) -> Iterator[cmpb.AttachConsoleResponse]:
+        who = caller_name(context)
+        self.watches.take(who, CONSOLES)  # before waiting for the first message
+        try:
+            first = consoles.first_message(requests)
+            if first is None:
+                return
+            target = consoles.route(self.c, self.nms, who, first.instance)
+            yield from consoles.attach(target, first, requests, context)
+        finally:
+            self.watches.give(who, CONSOLES)
 
 
 class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):

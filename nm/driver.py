@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from tashi.nm.console import ConsoleLog, ConsoleSession
+from tashi.nm.errors import FailedPrecondition
 from tashi.nm.model import (
     HostFacts,
     MigrationPaths,
@@ -99,3 +101,13 @@ class Driver(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # -- the serial console (not abstract: a driver without consoles refuses) ------
+    def console_log(self, instance_id: int) -> ConsoleLog:
+        """Where the VM's serial console is logged on this host (its rotated files
+        beside it); NotFound when the VM neither runs here nor left a log."""
+        raise FailedPrecondition("this host's hypervisor driver keeps no console logs")
+
+    def open_console(self, instance_id: int) -> ConsoleSession:
+        """An interactive session on the running VM's serial port."""
+        raise FailedPrecondition("this host's hypervisor driver has no interactive consoles")

@@ -6,13 +6,20 @@ answers their status (see `tashi.runtime.interceptors`)."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import grpc
+
+from tashi.nm.console import ConsoleSession, LogReader
 from tashi.nm.convert import spec_from_instance, vm_info_pb, vm_stats_pb
 from tashi.nm.driver import Driver
-from tashi.nm.errors import InvalidArgument
+from tashi.nm.errors import FailedPrecondition, InvalidArgument, NmError
 from tashi.nm.model import MigrationPaths, VmSpec
 from tashi.nm.plumbing import BridgeLookup, bridges_for
+from tashi.runtime.errors import ServiceError
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import resources_pb2 as pb
@@ -20,6 +27,18 @@ from tashi.v1 import resources_pb2 as pb
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+# Console streams open at once: each holds a server thread (of 32), so the
+# cluster manager's other calls always find one.
+CONSOLE_STREAMS = 16
+FOLLOW_POLL_SECONDS = 0.2  # a follow looks for new output this often
+# After the VM ends, a follow still waits this long for its last words: virtlogd
+# writes them a moment after the hypervisor reports the end.
+FOLLOW_GRACE_SECONDS = 1.0
+ATTACH_WAIT_SECONDS = 0.5  # an attached session checks for a hang-up this often
+
+
+class ResourceExhausted(NmError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def _instance_id(value: int) -> int:
@@ -32,6 +51,9 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def __init__(self, driver: Driver, bridge_lookup: BridgeLookup | None = None) -> None:
         self.driver = driver
         self.bridge_lookup = bridge_lookup
+        self._console_streams = threading.BoundedSemaphore(CONSOLE_STREAMS)
+        self._attached: set[int] = set()  # instances with an interactive session
+        self._attached_lock = threading.Lock()
 
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
         if inst.id <= 0:
@@ -127,3 +149,100 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         page = vms[:size]
         token = str(page[-1].instance_id) if len(vms) > size else ""
         return nm.ListVmsResponse(vms=[vm_info_pb(v) for v in page], next_page_token=token)
+
+    # -- the serial console --------------------------------------------------------
+    def _console_slot(self) -> None:
+        if not self._console_streams.acquire(blocking=False):
+            raise ResourceExhausted(f"this node manager serves {CONSOLE_STREAMS} console "
+                                    "streams at most; try again later")
+
+    def ReadVmConsole(self, request: nm.ReadVmConsoleRequest,
+                      context: Any) -> Iterator[nm.ReadVmConsoleResponse]:
+        """The log as kept (rotated files first), then with `follow` what is added,
+        until the VM is no longer here or the caller hangs up."""
+        iid = _instance_id(request.instance_id)
+        if request.tail_bytes < 0:
+            raise InvalidArgument("tail_bytes must not be negative")
+        log_ = self.driver.console_log(iid)
+        self._console_slot()
+        reader = LogReader(log_.path, request.tail_bytes)
+        try:
+            for chunk in reader.read():
+                yield nm.ReadVmConsoleResponse(data=chunk)
+            ended_at = 0.0
+            while request.follow and context.is_active():
+                sent = False
+                for chunk in reader.read():
+                    sent = True
+                    yield nm.ReadVmConsoleResponse(data=chunk)
+                if sent:
+                    continue
+                if not log_.running():
+                    ended_at = ended_at or time.monotonic()
+                    if time.monotonic() - ended_at >= FOLLOW_GRACE_SECONDS:
+                        return
+                time.sleep(FOLLOW_POLL_SECONDS)
+        finally:
+            if reader.overruns:
+                log.warning("console of instance %d: the log rotated past a slow reader %d "
+                            "times; output may be missing from what it was sent", iid,
+                            reader.overruns)
+            reader.close()
+            self._console_streams.release()
+
+    def AttachVmConsole(self, request_iterator: Iterator[nm.AttachVmConsoleRequest],
+                        context: Any) -> Iterator[nm.AttachVmConsoleResponse]:
+        """The serial port read-write.  One session per VM: a second one is refused
+        (FAILED_PRECONDITION) rather than taking over, so nobody is cut off from a
+        console by someone else; a session ends when its caller hangs up."""
+        self._console_slot()
+        try:
+            first = _first_request(request_iterator)
+            if first is None:
+                return
+            iid = _instance_id(first.instance_id)
+            with self._attached_lock:
+                if iid in self._attached:
+                    raise FailedPrecondition(f"instance {iid}'s console is already attached; "
+                                             "one interactive session at a time")
+                self._attached.add(iid)
+            try:
+                session = self.driver.open_console(iid)
+                context.add_callback(session.close)  # a hang-up frees the console at once
+                try:
+                    if first.data:
+                        session.send(first.data)
+                    threading.Thread(target=_type_into, args=(request_iterator, session),
+                                     name=f"console-{iid}-input", daemon=True).start()
+                    while context.is_active():
+                        data = session.recv(ATTACH_WAIT_SECONDS)
+                        if data is None:
+                            return  # the VM ended
+                        if data:
+                            yield nm.AttachVmConsoleResponse(data=data)
+                finally:
+                    session.close()
+            finally:
+                with self._attached_lock:
+                    self._attached.discard(iid)
+        finally:
+            self._console_streams.release()
+
+
+def _first_request(requests: Iterator[Any]) -> Any:
+    """The stream's first message; None when the caller sent none."""
+    try:
+        return next(requests, None)
+    except grpc.RpcError:  # the caller went away
+        return None
+
+
+def _type_into(requests: Iterator[nm.AttachVmConsoleRequest], session: ConsoleSession) -> None:
+    """What the caller types, into the serial port, until it stops sending (a
+    half-close leaves the output flowing) or the session ends."""
+    try:
+        for req in requests:
+            if req.data and not session.send(req.data):
+                return
+    except (grpc.RpcError, ServiceError):
+        return  # the call ended, or sent what is no request: no more input

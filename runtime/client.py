@@ -20,7 +20,7 @@ import grpc
 
 from tashi.runtime.malloc import keep_large_buffers
 from tashi.runtime.names import as_host_state, as_instance_state
-from tashi.runtime.rpc import RpcClient, TashiError, channel, new_request_id, translate
+from tashi.runtime.rpc import RpcClient, StreamCall, TashiError, channel, new_request_id, translate
 from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
@@ -378,3 +378,50 @@ class ClusterClient(RpcClient):
     def hold(self, holds: list[pl.Hold], request_id: str | None = None) -> list[pb.Instance]:
         req = pl.HoldInstancesRequest(request_id=request_id or new_request_id(), holds=holds)
         return list(self.call(self.placement.HoldInstances, req).instances)
+
+    # -- consoles (streams without a deadline: cancel them) --------------------------
+    def read_console(self, instance: str | int, follow: bool = False,
+                     tail_bytes: int = 0) -> ConsoleStream:
+        """The instance's serial console as its host logged it (the last `tail_bytes`;
+        0: all that is kept), then with `follow` what the guest writes, until the
+        VM ends there or `cancel()`."""
+        req = cm.ReadConsoleRequest(instance=instance_ref(instance), follow=follow,
+                                    tail_bytes=tail_bytes)
+        return ConsoleStream(self.cm.ReadConsole(req, metadata=self._metadata))
+
+    def attach_console(self, instance: str | int, typed: Iterable[bytes]) -> ConsoleStream:
+        """The serial port read-write: `typed` goes in (consumed on gRPC's own thread;
+        when it ends, the output still flows), the guest's output comes out, until
+        the VM ends or `cancel()`.  One session per instance at a time."""
+        def requests() -> Iterator[cm.AttachConsoleRequest]:
+            yield cm.AttachConsoleRequest(instance=instance_ref(instance))
+            for data in typed:
+                if data:
+                    yield cm.AttachConsoleRequest(data=data)
+
+        return ConsoleStream(self.cm.AttachConsole(requests(), metadata=self._metadata))
+
+
+class ConsoleStream:
+    """A console call: iterate for the bytes of output; TashiError on failure.
+    `cancel()` ends it promptly from any thread; the iteration then just stops."""
+
+    def __init__(self, call: Any) -> None:
+        self._stream: StreamCall[Any] = StreamCall(call)
+
+    def __iter__(self) -> ConsoleStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return bytes(next(self._stream).data)
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> ConsoleStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()

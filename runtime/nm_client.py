@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from google.protobuf.message import Message
 
-from tashi.runtime.rpc import RpcClient
+from tashi.runtime.rpc import RpcClient, StreamCall
 from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
@@ -106,6 +106,16 @@ class NodeManagerClient(RpcClient):
             if not resp.next_page_token:
                 return
             request.page_token = resp.next_page_token
+
+    # -- the serial console (streams: no deadline, cancel them) ------------------------
+    def read_vm_console(self, request: nm.ReadVmConsoleRequest
+                        ) -> StreamCall[nm.ReadVmConsoleResponse]:
+        return StreamCall(self.stub.ReadVmConsole(request, metadata=self._metadata))
+
+    def attach_vm_console(self, requests: Iterator[nm.AttachVmConsoleRequest]
+                          ) -> StreamCall[nm.AttachVmConsoleResponse]:
+        """`requests` is consumed on gRPC's own thread; its first message names the VM."""
+        return StreamCall(self.stub.AttachVmConsole(requests, metadata=self._metadata))
 
 
 class NodeManagerClients:

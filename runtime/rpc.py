@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 
@@ -159,3 +159,35 @@ class RpcClient:
                     break
         raise TashiError(grpc.StatusCode.UNAVAILABLE,
                          f"{self.service} at {', '.join(self.addresses)} did not answer")
+
+
+class StreamCall(Generic[R]):
+    """A call's stream of answers: iterate for the messages, TashiError on failure.
+    `cancel()` ends it promptly from any thread; the iteration then just stops."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> StreamCall[R]:
+        return self
+
+    def __next__(self) -> R:
+        try:
+            return next(self._call)  # type: ignore[no-any-return]
+        except grpc.RpcError as exc:
+            if self._cancelled:
+                raise StopIteration from None
+            raise translate(exc) from None
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()

@@ -5,7 +5,10 @@
   (`$TASHI_TEST_CACHE`, default /var/cache/tashi-tests), once per machine.
 - The initramfs is built here from busybox-static: it prints TASHI-GUEST-UP,
   then a tick every second, and powers off when the ACPI power button is
-  pressed (so `ShutdownVm` is really exercised).
+  pressed (so `ShutdownVm` is really exercised).  A shell without prompt reads
+  commands from the serial port (ttyS0) and runs each line: what a console
+  session types is answered on the console (`echo hello-$((6*7))` prints
+  hello-42), and nothing is printed unless something is typed.
 - libvirtd and virtlogd run in a private mount namespace (their run, state,
   cache, log and config dirs bind-mounted from the test's own folder) and a
   private network namespace, so nothing of the machine's libvirt or network
@@ -48,6 +51,7 @@ for ev in /sys/class/input/event*; do
     (head -c 1 "/dev/input/${ev##*/}" >/dev/null; echo @OFF@; poweroff -f) &
   fi
 done
+(setsid sh -c 'exec </dev/ttyS0 >/dev/ttyS0 2>&1; while read -r line; do eval "$line"; done' &)
 echo @UP@
 n=0
 while true; do sleep 1; n=$((n+1)); echo "tick $n"; done
@@ -161,12 +165,13 @@ class PrivateLibvirt:
 
     def __init__(self, workdir: Path, *, net_of: int | None = None,
                  etc_overlay: Path | None = None, libvirtd_conf: str = "",
-                 qemu_conf: str = "", listen: bool = False) -> None:
+                 qemu_conf: str = "", listen: bool = False, virtlogd_conf: str = "") -> None:
         """`net_of`: the pid of a process whose network namespace to share (default: a
         new one).  `etc_overlay`: a folder laid over the machine's /etc inside the
         mount namespace (overlayfs upper dir), for files such as /etc/hosts or
         /etc/pki that must differ per daemon without touching the machine's /etc.
-        `libvirtd_conf` / `qemu_conf`: lines appended to the daemon's config.
+        `libvirtd_conf` / `qemu_conf`: lines appended to the daemon's config;
+        `virtlogd_conf`: virtlogd's (e.g. max_size, max_backups of the logs it rotates).
         `listen`: libvirtd --listen (the TCP/TLS sockets libvirtd.conf asks for)."""
         self.workdir = workdir
         for sub in BINDS:
@@ -174,6 +179,7 @@ class PrivateLibvirt:
         (workdir / "etc" / "qemu.conf").write_text(QEMU_CONF + qemu_conf)
         (workdir / "etc" / "libvirtd.conf").write_text('unix_sock_rw_perms = "0700"\n'
                                                        + libvirtd_conf)
+        (workdir / "etc" / "virtlogd.conf").write_text(virtlogd_conf)
         mounts = [f"mkdir -p {dst} && mount --bind {workdir / src} {dst}"
                   for src, dst in BINDS.items()]
         if etc_overlay is not None:

@@ -82,7 +82,7 @@ class DomainConfig:
     cmdline: str = ""
     disks: tuple[DiskDevice, ...] = ()
     nics: tuple[NicDevice, ...] = ()
-    console_log: str = ""  # serial console written to this file, when set
+    console_log: str = ""  # serial console (a pty) logged to this file, when set
 
 
 def disk_target(index: int) -> str:
@@ -173,12 +173,16 @@ def build(cfg: DomainConfig) -> str:
         if nic.mtu:
             _sub(i, "mtu", size=str(nic.mtu))
     if cfg.console_log:
-        serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=cfg.console_log, append="on")
-        _sub(serial, "target", port="0")
-        console = _sub(devices, "console", type="file")
-        _sub(console, "source", path=cfg.console_log, append="on")
-        _sub(console, "target", type="serial", port="0")
+        # The serial port is a pty, so libvirt's console stream can attach to it
+        # read-write (AttachVmConsole), and everything it carries is also logged:
+        # libvirt hands the log to virtlogd (qemu.conf stdio_handler = "logd", the
+        # default), which rotates it by virtlogd.conf's max_size and max_backups.
+        # <console> is the same device (serial0) seen as the domain's console.
+        for tag, target in (("serial", {"port": "0"}),
+                            ("console", {"type": "serial", "port": "0"})):
+            chardev = _sub(devices, tag, type="pty")
+            _sub(chardev, "log", file=cfg.console_log, append="on")
+            _sub(chardev, "target", **target)
     _sub(devices, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
 
@@ -243,7 +247,13 @@ def retarget(xml: str, disks: tuple[str, ...], kernel: str, initrd: str,
         for chardev in dom.findall("./devices/serial") + dom.findall("./devices/console"):
             source = chardev.find("source")
             if source is not None and chardev.get("type") == "file":
-                source.set("path", console_log)
+                source.set("path", console_log)  # domains started before the pty serial
+            if source is not None and chardev.get("type") == "pty":
+                chardev.remove(source)  # this host's pty: the target allocates its own
+                chardev.attrib.pop("tty", None)
+            log_el = chardev.find("log")
+            if log_el is not None:
+                log_el.set("file", console_log)
     ns = "{" + METADATA_NS + "}"
     recorded = dom.findall(f"./metadata/{ns}instance/{ns}disks/{ns}disk")
     for el, path in zip(recorded, disks, strict=False):

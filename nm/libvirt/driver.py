@@ -19,6 +19,7 @@ from pathlib import Path
 
 import libvirt
 
+from tashi.nm.console import ConsoleLog, ConsoleSession, log_files
 from tashi.nm.driver import Driver
 from tashi.nm.errors import (
     AlreadyExists,
@@ -26,9 +27,11 @@ from tashi.nm.errors import (
     HypervisorError,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import guest, migration
+from tashi.nm.libvirt.console import LibvirtConsole
 from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
 from tashi.nm.libvirt.host import Host
 from tashi.nm.libvirt.plan import plan_start
@@ -464,3 +467,30 @@ class LibvirtDriver(VmTable, Driver):
             return read_usage(self.host.conn(), wanted, self._targets)
         except libvirt.libvirtError as exc:
             raise HypervisorError(lv_message(exc)) from None
+
+    # -- the serial console ---------------------------------------------------------
+    def console_log(self, instance_id: int) -> ConsoleLog:
+        """virtlogd writes (and rotates) it at the path the domain XML names: the
+        same path on every host, so a VM that migrated here goes on in this
+        host's file.  A VM counts as here while this NM holds it (starting,
+        running, paused, or expected by a migration)."""
+        path = self.console_dir / f"{dx.vm_name(instance_id)}.log"
+
+        def running() -> bool:
+            with self._lock:
+                return instance_id in self._vms
+
+        if not running() and not log_files(path):
+            raise NotFound(f"instance {instance_id} is not on this host and left no "
+                           "console log here")
+        return ConsoleLog(path, running)
+
+    def open_console(self, instance_id: int) -> ConsoleSession:
+        rec = self._managed(instance_id)
+        dom = self._domain(rec)
+        try:
+            conn = self.host.conn()
+            return LibvirtConsole(conn, dom, instance_id)
+        except libvirt.libvirtError as exc:
+            raise Unavailable(f"cannot open the console of instance {instance_id}: "
+                              f"{lv_message(exc)}") from None

@@ -9,7 +9,8 @@ transport with TLS data), TCG guests whose serial console counts ticks.
   and overlay gone at once, and a retry succeeds;
 - evacuateHost moves every guest of a host;
 - suspend on A, drain A, resume: back on A (its saved state is there), ticking on;
-- decayed while an NM is silent, cleared when it speaks again.
+- decayed while an NM is silent, cleared when it speaks again;
+- the serial console (a pty) migrates: attachable on the target, its log there.
 """
 
 from __future__ import annotations
@@ -161,3 +162,29 @@ def test_decayed_set_and_cleared(cluster: TwoHostCluster) -> None:
         os.kill(nm.proc.pid, signal.SIGCONT)
     wait_for(lambda: not c.client.get_host("hostb").decayed, 10, what="hostb fresh again")
     assert not c.client.get_instance(inst.id).status.decayed
+
+
+def test_the_console_follows_the_vm_to_its_new_host(cluster: TwoHostCluster) -> None:
+    """The pty serial migrates: on the target, a new pty (attachable) and the log
+    going on in the target's file, which is what the CM serves from then on."""
+    c = cluster
+
+    def ask(command: bytes, wanted: bytes) -> bool:
+        with c.client.attach_console(inst.id, [command]) as session:
+            seen = bytearray()
+            for chunk in session:
+                seen.extend(chunk)
+                if wanted in seen:
+                    return True
+        return False
+
+    inst = c.boot("talker", "hosta")
+    assert ask(b"echo on-$((40+1))\n", b"on-41")
+    c.migrate(inst.id, "hostb")
+    assert ask(b"echo moved-$((6*7))\n", b"moved-42"), "attachable on hostb"
+    seen = c.ticks_on("hostb", inst.id)
+    wait_for(lambda: c.ticks_on("hostb", inst.id) > seen, 20, what="ticks on hostb")
+    served = b"".join(c.client.read_console(inst.id))
+    assert served == c.console_path("hostb", inst.id).read_bytes()[:len(served)]
+    assert b"moved-42" in served and GUEST_UP.encode() not in served, \
+        "hostb's log, from the arrival"

@@ -52,7 +52,36 @@ def test_domain_has_what_the_instance_asked_for() -> None:
     assert nic.find("mac").get("address") == "56:00:00:00:07:00"  # type: ignore[union-attr]
     assert nic.find("target").get("dev") == "tt7n0"  # type: ignore[union-attr]
     assert nic.find("mtu").get("size") == "9000"  # type: ignore[union-attr]
-    assert dom.find("devices/serial/source").get("path") == "/s/console/tashi-7.log"  # type: ignore[union-attr]
+    for tag in ("serial", "console"):  # a pty (attachable) whose output is logged
+        chardev = dom.find(f"devices/{tag}")
+        assert chardev is not None and chardev.get("type") == "pty"
+        assert chardev.find("log").attrib == {  # type: ignore[union-attr]
+            "file": "/s/console/tashi-7.log", "append": "on"}
+        assert chardev.find("target").get("port") == "0"  # type: ignore[union-attr]
+
+
+def test_retarget_points_the_console_log_at_the_targets_file() -> None:
+    """A running domain's XML (a pty libvirt allocated, as dumpxml shows it) moved
+    to the target's paths: the log follows, the source's pty is dropped."""
+    dom = ET.fromstring(dx.build(_config()))
+    for chardev in dom.findall("devices/serial") + dom.findall("devices/console"):
+        ET.SubElement(chardev, "source", path="/dev/pts/3")
+    dom.find("devices/console").set("tty", "/dev/pts/3")  # type: ignore[union-attr]
+    moved = ET.fromstring(dx.retarget(
+        ET.tostring(dom, encoding="unicode"), ("/t/overlays/tashi-7-vda.qcow2",
+                                               "/images/data.img"),
+        "/images/vmlinuz", "/images/initrd", "/t/console/tashi-7.log"))
+    for tag in ("serial", "console"):
+        chardev = moved.find(f"devices/{tag}")
+        assert chardev is not None and chardev.find("source") is None
+        assert chardev.find("log").get("file") == "/t/console/tashi-7.log"  # type: ignore[union-attr]
+    assert moved.find("devices/console").get("tty") is None  # type: ignore[union-attr]
+    # a domain started with the serial logged to a plain file (before the pty)
+    old = ET.fromstring("<domain><devices><serial type='file'><source path='/s/c.log'/>"
+                        "</serial></devices></domain>")
+    moved = ET.fromstring(dx.retarget(ET.tostring(old, encoding="unicode"), (), "", "",
+                                      "/t/c.log"))
+    assert moved.find("devices/serial/source").get("path") == "/t/c.log"  # type: ignore[union-attr]
 
 
 def test_without_kernel_boots_from_disk_and_ignores_cmdline() -> None:

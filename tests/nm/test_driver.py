@@ -333,3 +333,22 @@ def test_a_stale_stop_event_does_not_end_a_restored_vm(drv: tuple[LibvirtDriver,
     assert [v.instance_id for v in d.list_vms()] == [30]
     assert d.get_vm(30).state == RUNNING
     assert seen.states(30) == before
+
+
+def test_console_log_and_session_on_the_test_driver(drv: tuple[LibvirtDriver, Seen]) -> None:
+    """The log is where the domain XML says, for a VM held here or one that left a log;
+    libvirt's test driver has no console stream: refused, never a failure."""
+    d, _seen = drv
+    with pytest.raises(NotFound):
+        d.console_log(40)
+    with pytest.raises(NotFound):
+        d.open_console(40)
+    d.start_vm(spec(40))
+    log = d.console_log(40)
+    assert log.path == d.console_dir / "tashi-40.log" and log.running()
+    with pytest.raises(FailedPrecondition, match="console"):
+        d.open_console(40)
+    log.path.write_bytes(b"kept\n")
+    d.destroy_vm(40)
+    assert not log.running()
+    assert d.console_log(40).path == log.path, "a log left behind is still served"
