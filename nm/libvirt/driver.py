@@ -34,7 +34,7 @@ from tashi.nm.libvirt import guest, migration
 from tashi.nm.libvirt.console import LibvirtConsole
 from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
 from tashi.nm.libvirt.host import Host
-from tashi.nm.libvirt.plan import plan_start
+from tashi.nm.libvirt.plan import StartPlan, plan_start
 from tashi.nm.libvirt.records import Managed, is_no_domain, lv_message, spec_of
 from tashi.nm.libvirt.stats import DeviceTargets, read_stats, read_usage
 from tashi.nm.libvirt.sync import VmTable
@@ -165,6 +165,20 @@ class LibvirtDriver(VmTable, Driver):
             self._vms[meta.instance_id] = rec
         return rec
 
+    def _claim(self, plan: StartPlan, name: str) -> Managed:
+        """Reserve what `plan` needs and create its overlays; nothing is left of
+        either when that fails."""
+        rec = self._reserve(plan.config.metadata, name)
+        rec.overlays = [str(o.path) for o in plan.overlays]
+        try:
+            for o in plan.overlays:
+                create_overlay(o.base, o.fmt, o.path)
+        except BaseException:
+            self._release(rec)
+            remove_files(rec.overlays)
+            raise
+        return rec
+
     def _release(self, rec: Managed) -> None:
         with self._lock:
             if self._vms.get(rec.meta.instance_id) is rec:
@@ -202,11 +216,8 @@ class LibvirtDriver(VmTable, Driver):
             # Everything that can be refused is checked before anything is created.
             plan = plan_start(spec, name, self.images, self.overlay_dir, self.console_dir,
                               self.domain_type)
-            rec = self._reserve(plan.config.metadata, name)
-            rec.overlays = [str(o.path) for o in plan.overlays]
+            rec = self._claim(plan, name)
             try:
-                for o in plan.overlays:
-                    create_overlay(o.base, o.fmt, o.path)
                 dom = self.host.conn().createXML(dx.build(plan.config), 0)
             except BaseException as exc:
                 self._release(rec)
@@ -347,15 +358,7 @@ class LibvirtDriver(VmTable, Driver):
             self._drop_claim(spec.instance_id)
             plan = plan_start(spec, name, self.images, self.overlay_dir, self.console_dir,
                               self.domain_type)
-            rec = self._reserve(plan.config.metadata, name)
-            rec.overlays = [str(o.path) for o in plan.overlays]
-            try:
-                for o in plan.overlays:
-                    create_overlay(o.base, o.fmt, o.path)
-            except BaseException:
-                self._release(rec)
-                remove_files(rec.overlays)
-                raise
+            self._claim(plan, name)
             cookie = self._claims.make(spec.instance_id)
         cfg = plan.config
         return cookie, MigrationPaths(disks=tuple(d.path for d in cfg.disks), kernel=cfg.kernel,
