@@ -20,7 +20,7 @@ import grpc
 
 from tashi.runtime.auth import user_metadata
 from tashi.runtime.errors import ServiceError
-from tashi.runtime.server import MAX_MESSAGE_BYTES
+from tashi.runtime.server import CLIENT_KEEPALIVE_OPTIONS, MAX_MESSAGE_BYTES
 from tashi.runtime.tls import Tls
 
 R = TypeVar("R")
@@ -49,6 +49,7 @@ def channel(address: str, tls: Tls | None = None) -> grpc.Channel:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.enable_http_proxy", 0),
+        *CLIENT_KEEPALIVE_OPTIONS,
     ]
     if tls is not None:
         return grpc.secure_channel(address, tls.channel_credentials(), options=options)

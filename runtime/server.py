@@ -23,6 +23,30 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# A peer that stops answering without closing its connection (paused, partitioned,
+# a host that froze) is noticed through HTTP/2 keepalive pings, not only by a
+# deadline or the next resync: every client channel pings after KEEPALIVE_SECONDS
+# without traffic and gives up KEEPALIVE_TIMEOUT_SECONDS later, so a silent server
+# is found within their sum (15 s); servers accept those pings (one per 5 s at
+# most) and ping idle clients too, ending streams whose caller went silent.
+KEEPALIVE_SECONDS = 10
+KEEPALIVE_TIMEOUT_SECONDS = 5
+CLIENT_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+    # gRPC core (1.5x+) waits for a ping's answer this long, whatever the above says.
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 3 * KEEPALIVE_SECONDS * 1000),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_SECONDS * 1000 // 2),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
 
 @dataclass
 class Service:
@@ -89,6 +113,7 @@ def start(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            *SERVER_KEEPALIVE_OPTIONS,
         ],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
