@@ -1,6 +1,6 @@
 """Live migration through Tashi beside libvirt alone, on two real hosts, in one run.
 
-    python bench/bench_migration.py [--rounds 5] [--memory 128]
+    python -m bench.bench_migration [--rounds 5] [--memory 128]
 
 (as root, from the repository root or anywhere: the repository is put on the path.)
 
@@ -63,17 +63,15 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, when run as a script
+import libvirt
 
-import libvirt  # noqa: E402
-
-from tashi.nm.libvirt import domain_xml as dx  # noqa: E402
-from tashi.runtime.client import EventStream  # noqa: E402
-from tashi.v1 import resources_pb2 as pb  # noqa: E402
-from tests.guests import GUEST_UP  # noqa: E402
-from tests.harness import wait_for  # noqa: E402
-from tests.twohost_cluster import RUNNING, TICK, TwoHostCluster  # noqa: E402
-from tests.twohosts import Hypervisor  # noqa: E402
+from tashi.nm.libvirt import domain_xml as dx
+from tashi.runtime.client import EventStream
+from tashi.v1 import resources_pb2 as pb
+from tests.guests import GUEST_UP
+from tests.harness import wait_for
+from tests.twohost_cluster import RUNNING, TICK, TwoHostCluster
+from tests.twohosts import Hypervisor
 
 STATS = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
 ALONE = "bench-libvirt"  # the domain Tashi does not know

@@ -1,6 +1,6 @@
 """Live migration between two real libvirtd daemons on this machine, measured in one run.
 
-    python bench/bench_migration_libvirt.py [--rounds 10] [--memory 128] [--no-disk]
+    python -m bench.bench_migration_libvirt [--rounds 10] [--memory 128] [--no-disk]
 
 (as root, from the repository root or anywhere: the repository is put on the path.)
 
@@ -40,12 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, when run as a script
+import libvirt
 
-import libvirt  # noqa: E402
-
-from tests.guests import CMDLINE, GUEST_UP, guest_files  # noqa: E402
-from tests.twohosts import IMAGES, HostPair, Hypervisor, console_log, guest_xml  # noqa: E402
+from tests.guests import CMDLINE, GUEST_UP, guest_files
+from tests.twohosts import IMAGES, HostPair, Hypervisor, console_log, guest_xml
 
 BASE = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
 MODES = {"tls+tls": ("uri", BASE | libvirt.VIR_MIGRATE_TLS),

@@ -1,6 +1,6 @@
 """The PostgreSQL store beside SQLite, and CM failover, measured in one run.
 
-    python bench/bench_store.py [--creates 2000] [--batch 500] [--batches 10] [--takeovers 10]
+    python -m bench.bench_store [--creates 2000] [--batch 500] [--batches 10] [--takeovers 10]
 
 Prints, for a real `tashi-cm` on each store (PostgreSQL: a private server from
 tests/pg.py, on loopback, fsync on):
@@ -23,12 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tashi.runtime.client import ClusterClient  # noqa: E402
-from tashi.v1 import resources_pb2 as pb  # noqa: E402
-from tests import pg  # noqa: E402
-from tests.harness import free_port  # noqa: E402
+from tashi.runtime.client import ClusterClient
+from tashi.v1 import resources_pb2 as pb
+from tests import pg
+from tests.harness import free_port
 
 READY = re.compile(r"(listening on|standby on) (\S+)")
 

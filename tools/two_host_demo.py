@@ -1,6 +1,6 @@
 """Live migration on two real hosts of this machine, shown as it happens.
 
-    python tools/two_host_demo.py [--rounds 4] [--pause 3]
+    python -m tools.two_host_demo [--rounds 4] [--pause 3]
 
 (as root: each host is a private libvirtd in its own namespaces.)
 
@@ -30,11 +30,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, when run as a script
-
-from tashi.v1 import resources_pb2 as pb  # noqa: E402
-from tests.guests import GUEST_UP  # noqa: E402
-from tests.twohost_cluster import HOSTS, RUNNING, TwoHostCluster  # noqa: E402
+from tashi.v1 import resources_pb2 as pb
+from tests.guests import GUEST_UP
+from tests.twohost_cluster import HOSTS, RUNNING, TwoHostCluster
 
 CHILD_ENV = "TASHI_TWO_HOST_DEMO_CHILD"
 
@@ -154,7 +152,8 @@ def main() -> int:
         # Run the demo in a session of its own, so that a Ctrl-C at the terminal (SIGINT to
         # the whole foreground process group) reaches only this process, which passes it
         # on: the daemons and services are then stopped in order, none killed half-way.
-        child = subprocess.Popen([sys.executable, *sys.argv], start_new_session=True,
+        child = subprocess.Popen([sys.executable, "-m", "tools.two_host_demo", *sys.argv[1:]],
+                                 start_new_session=True,
                                  env={**os.environ, CHILD_ENV: "1"})
 
         def forward(sig: int, _frame: FrameType | None) -> None:

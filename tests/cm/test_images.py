@@ -97,15 +97,18 @@ def test_persistent_use_is_for_the_owner(cmx: InProcCM) -> None:
     root.add_image("sub/data.img", owner="alice")
     refused(lambda: bob.create_instances(disk_vm("x", "sub/data.img", persistent=True)),
             C.PERMISSION_DENIED, "'alice''s")
-    bob.create_instances(disk_vm("y", "sub/data.img"))  # an overlay on it is fine
+    overlay = bob.create_instances(disk_vm("y", "sub/data.img"))[0]  # an overlay on it is fine
+    assert overlay.owner == "bob" and not overlay.spec.disks[0].persistent
     # A site image (no owner): admins only, in place.
     refused(lambda: alice.create_instances(disk_vm("z", "base.qcow2", persistent=True)),
             C.PERMISSION_DENIED, "site image")
-    root.create_instances(disk_vm("z", "base.qcow2", persistent=True))
+    site = root.create_instances(disk_vm("z", "base.qcow2", persistent=True))[0]
+    assert site.spec.disks[0].persistent and site.spec.disks[0].format == "qcow2"
     # Owners are set by admins only.
     refused(lambda: alice.add_image("base.qcow2", owner="alice"), C.PERMISSION_DENIED)
     refused(lambda: root.add_image("../etc/passwd"), C.INVALID_ARGUMENT)
     refused(lambda: root.add_image("base.qcow2", owner="mallory"), C.UNAUTHENTICATED)
+    assert {i.name: i.owner for i in root.list_images()}["sub/data.img"] == "alice"
 
 
 def test_an_image_backing_another_is_not_written_in_place(cmx: InProcCM) -> None:
