@@ -188,6 +188,8 @@ class Cluster:
         # host id -> sha256 of the certificate its node manager registered with.
         self.host_certs: dict[int, str] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
+        # Ends a VM a host still runs for an instance since deleted (host id, instance id).
+        self.end_stray: Callable[[int, int], None] = lambda host_id, iid: None
         # Told whether the last write reached the store (health follows it).
         self.writable: Callable[[bool], None] = lambda ok: None
         # Told when the store says another CM leads now (cm/pgstore.py LeaseLost).
@@ -231,6 +233,12 @@ class Cluster:
         current = txn.meta.get(key) or self.meta.get(key) or 1
         txn.meta[key] = current + 1
         return current
+
+    def issued(self, txn: Txn, kind: str, ident: int) -> bool:
+        """Whether `ident` was ever given out (ids below the counter were; an
+        unknown one of those belonged to something since deleted)."""
+        key = f"next_{kind}_id"
+        return ident < (txn.meta.get(key) or self.meta.get(key) or 1)
 
     def user(self, name: str) -> pb.User:
         if is_system(name):  # a node or service, verified by its certificate

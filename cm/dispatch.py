@@ -56,6 +56,8 @@ class Dispatcher:
             user=cluster.cfg.admins[0] if cluster.cfg.admins else "root",
             timeout=cluster.cfg.nm_call_seconds, tls=tls)
         cluster.dispatch = self.submit
+        cluster.end_stray = self.end_stray
+        self._strays: set[tuple[int, int]] = set()  # (host id, instance id) being ended
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -66,6 +68,32 @@ class Dispatcher:
             self.pool.submit(self._run, action, iid)
         except RuntimeError:  # shutting down
             pass
+
+    def end_stray(self, host_id: int, iid: int) -> None:
+        """Destroy the VM a host runs for instance `iid`, which no longer exists."""
+        with self.cluster.lock:
+            host = self.cluster.hosts.get(host_id)
+            if host is None or not host.nm_address or (host_id, iid) in self._strays:
+                return
+            self._strays.add((host_id, iid))
+        address = host.nm_address
+
+        def end() -> None:
+            try:
+                self.nms.get(address).simple_action("destroy", iid, f"destroy-stray-{iid}")
+            except TashiError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    log.warning("could not end host %s's VM of deleted instance %d: %s",
+                                host.name, iid, exc)
+            finally:
+                with self.cluster.lock:
+                    self._strays.discard((host_id, iid))
+
+        try:
+            self.pool.submit(end)
+        except RuntimeError:  # shutting down
+            with self.cluster.lock:
+                self._strays.discard((host_id, iid))
 
     def _run(self, action: str, iid: int) -> None:
         try:

@@ -182,7 +182,16 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
     inst = txn.instance(rep.instance_id)
     state = rep.state
     if inst is None:
-        if state in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED) and rep.spec.name:
+        if state not in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED):
+            return
+        if c.issued(txn, "instance", rep.instance_id):
+            # Deleted here while its start was still on the way to the host (the
+            # destroy found nothing, then the start landed): never adopted back.
+            log.warning("host %s runs a VM of instance %d, which was deleted; ending it",
+                        host.name, rep.instance_id)
+            hid, iid = host.id, rep.instance_id
+            txn.after.append(lambda: c.end_stray(hid, iid))
+        elif rep.spec.name:
             _adopt_unknown(c, txn, host, rep)
         return
     status = inst.status

@@ -182,3 +182,35 @@ def test_reports_buffered_while_cm_is_away(tmp_path: Path, images: Path,
         (a.id, S.INSTANCE_STATE_PAUSED, S.EVENT_TYPE_INSTANCE_UPDATED)], trail
     deleted = [t for t in trail if t[0] == b.id and t[2] == S.EVENT_TYPE_INSTANCE_DELETED]
     assert deleted and "destroyed" in deleted[0][3], trail
+
+
+def test_a_start_landing_after_its_delete_is_ended_not_adopted(
+        tmp_path: Path, images: Path, procs: list[CMProcess | NMProcess]) -> None:
+    """Issue 15's race: the destroy reaches the NM before the start (it answers
+    NOT_FOUND and the instance is removed), then the start lands and the VM runs.
+    The CM knows the id was one it gave out, so the VM is ended on its host and the
+    deleted instance never comes back (no event about it after the delete)."""
+    cm = start_cm(tmp_path, images=str(images))
+    procs.append(cm)
+    client = cm.client()
+    client.create_host("h1")
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, cores=4, memory_mib=4096)
+    procs.append(nm)
+    up_host(client, "h1")
+    inst = create(client, "late")
+    client.instance_action("Delete", inst.id)
+    wait_for(lambda: inst.id not in {i.id for i in client.list_instances()},
+             what="the instance deleted")
+    after = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    # The start that was still on its way lands now, after the delete.
+    nm.stub.StartVm(nmpb.StartVmRequest(request_id="late-start", instance=inst))
+    assert [v.instance_id for v in nm.stub.ListVms(nmpb.ListVmsRequest()).vms] == [inst.id]
+    wait_for(lambda: not nm.stub.ListVms(nmpb.ListVmsRequest()).vms,
+             what="the stray VM ended on its host")
+    assert "was deleted; ending it" in cm.log_path.read_text()
+    kept = create(client, "next")
+    assert inst.id not in {i.id for i in client.list_instances()}
+    about = [e for e in events_until_now(client, after)
+             if e.WhichOneof("subject") == "instance" and e.instance.id == inst.id]
+    assert about == [], "the deleted instance was never adopted back"
+    assert kept.id > inst.id
