@@ -6,20 +6,27 @@ file, measured in one run.
 Two `tashi-cm` processes on loopback, one with mutual TLS (a site CA made by
 `tashi certs`' code) and one in plaintext, each with its image store in a
 scratch folder on the same file system as the file.  Each round copies the
-file with `cp`, then for each CM uploads it (`ClusterClient.upload_image`:
-the client's sha256 pass, the stream in 1 MiB messages, the CM's size and
-sha256 check, format detection, the link into place) and downloads it again
-(`download_image`: the stream, the client's sha256 check, the rename into
-place), deleting what it made as it goes.  Everything is in the page cache,
-for `cp` too; no side syncs.  `dd bs=1M` is shown beside `cp`: coreutils'
-cp has the kernel copy the file (copy_file_range), dd moves the bytes
-through a process as Tashi must.  Figures are medians over rounds.  The scratch
-folder is removed at the end, also after a failure or ^C.
+file with `cp` and `dd bs=1M`, then for each CM and each way in uploads it
+(`ClusterClient.upload_image`) and downloads it again (`download_image`),
+deleting what it made as it goes:
+- the data port (runtime/data_port.py): a ticket by gRPC, then the bytes in
+  4 MiB reads and writes on one TCP (or TLS) connection, BLAKE3 checked;
+- the gRPC streams: 1 MiB messages, sha256 checked (the client's sha256 pass
+  over the file first, for the header).
+An upload is done when the CM has checked its size and digest, detected its
+format and linked it into place; a download when the client has checked its
+digest and renamed the file into place.  Everything is in the page cache, for
+`cp` too; no side syncs.  coreutils' cp has the kernel copy the file
+(copy_file_range); dd moves the bytes through a process as Tashi must.
+Figures are medians over rounds.  The scratch folder is removed at the end,
+also after a failure or ^C.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import os
 import re
 import shutil
@@ -101,28 +108,29 @@ def main() -> None:
             figures["dd"].append(timed(subprocess.run, ["dd", f"if={src}", f"of={dst}",
                                                         "bs=1M", "status=none"]))
             dst.unlink()
-            for mode, client in clients.items():
+            for (mode, client), (way, port) in itertools.product(
+                    clients.items(), (("data port", True), ("stream", False))):
                 name, back = f"r{r}.raw", work / "back.raw"
-                figures.setdefault(f"{mode} upload", []).append(
-                    timed(client.upload_image, src, name))
-                # The client checks the download's sha256 against the CM's, which
+                figures.setdefault(f"{mode} {way} upload", []).append(
+                    timed(functools.partial(client.upload_image, src, name, data_port=port)))
+                # The client checks the download's digest against the CM's, which
                 # checked the upload's against the file's.
-                figures.setdefault(f"{mode} download", []).append(
-                    timed(client.download_image, name, back))
+                figures.setdefault(f"{mode} {way} download", []).append(
+                    timed(functools.partial(client.download_image, name, back, data_port=port)))
                 if back.stat().st_size != size:
                     sys.exit("the download is not the file uploaded")
                 back.unlink()
                 client.delete_image(name)
         rate = {k: size / MIB / statistics.median(v) for k, v in figures.items()}
         print(f"{args.size_mib} MiB image, {args.rounds} round(s), median; one tashi-cm each "
-              "on loopback, 1 MiB messages, sha256 checked both ways")
-        print(f"  cp                        {rate['cp']:8.0f} MiB/s   (copy_file_range: the "
+              "on loopback")
+        print(f"  {'cp':<32} {rate['cp']:8.0f} MiB/s   (copy_file_range: the "
               "kernel copies, no process touches the bytes)")
-        print(f"  dd bs=1M                  {rate['dd']:8.0f} MiB/s   "
+        print(f"  {'dd bs=1M':<32} {rate['dd']:8.0f} MiB/s   "
               f"{rate['dd'] / rate['cp']:5.0%} of cp (through a process, 1 MiB at a time)")
         for key in figures:
             if key not in ("cp", "dd"):
-                print(f"  {key:<25} {rate[key]:8.0f} MiB/s   {rate[key] / rate['cp']:5.0%} of cp"
+                print(f"  {key:<32} {rate[key]:8.0f} MiB/s   {rate[key] / rate['cp']:5.0%} of cp"
                       f"   {rate[key] / rate['dd']:5.0%} of dd")
         print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
               "CPUs (client and CMs share them)")

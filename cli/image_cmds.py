@@ -142,8 +142,8 @@ def download_image(ctx: Context) -> int:
         size, digest = ctx.client().download_image(name, path, progress=bar)
     finally:
         bar.done()
-    ctx.output([{"name": name, "file": str(path), "size_bytes": size, "sha256": digest}],
-               ["name", "file", "size_bytes", "sha256"])
+    ctx.output([{"name": name, "file": str(path), "size_bytes": size, "digest": digest}],
+               ["name", "file", "size_bytes", "digest"])
     return 0
 
 
@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=upload_image)
 
     p = sub.add_parser("downloadImage", help="fetch an image (a site image or yours) into a "
-                       "local file, its sha256 checked")
+                       "local file, its checksum checked")
     p.add_argument("name", metavar="NAME", help="path inside the image store")
     p.add_argument("file", metavar="FILE", help="local file (or folder) to write")
     p.set_defaults(func=download_image)

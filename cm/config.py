@@ -64,4 +64,8 @@ class CMConfig(TransportSettings):
         "help": "normal: durable across a killed CM; full: also across power loss"})
     nm_call_seconds: float = field(default=120.0, metadata={"help": "timeout of calls to NMs"})
     metrics_listen: str = field(default="", metadata={"help": "HOST:PORT for /metrics (off)"})
+    data_listen: str = field(default="", metadata={
+        "help": "HOST:PORT of the image data port (fast uploads and downloads with a ticket "
+                "from OpenImageTransfer; TLS as --listen); default: --listen's host, a free "
+                "port; off: none"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})

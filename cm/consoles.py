@@ -12,7 +12,7 @@ in to a host; the check is made on every call with what the CM knows then
 secret to issue, expire or revoke.  The price is that the bytes pass through
 the CM and each open console holds one of its server threads, so console
 streams are bounded per caller and in all together with the event watches
-(`WatchSlots` in servicer.py), and never take the threads unary calls need.
+(`Slots` in slots.py), and never take the threads unary calls need.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Making, changing and moving images in the store: copies and flattens in the
-background, clones, rebases, deletes, uploads and downloads.
+"""Making and changing images in the store: copies and flattens in the
+background, clones, rebases, deletes (uploads and downloads: image_transfer.py).
 
 Who may do what: what a user makes is theirs (owner = caller); what they may
 read whole (the source of a copy or clone, a new backing image, a download)
@@ -26,7 +26,6 @@ import atexit
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,16 +63,11 @@ from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-# Bytes per streamed message, both ways (gRPC's default limit is 4 MiB a message).
+# Bytes per read and write of a copy, and per streamed message (cm/image_transfer.py).
 CHUNK = 1 << 20
-# Uploads and downloads at a time, in all and per caller: each holds a server thread.
-TRANSFERS = 16
-TRANSFERS_PER_CALLER = 4
 # Most often a background job stores its progress.
 PROGRESS_SECONDS = 0.5
 PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-MAX_UPLOAD = 1 << 50  # 1 PiB: a size past any disk, refused before anything is written
 REASON_CHARS = 400
 # qemu-img dies with the thread that runs it, so a killed CM leaves none writing.
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
@@ -125,32 +119,6 @@ class Reporter:
             pass  # the store is unwritable for now: the next report tries again
 
 
-class Slots:
-    """Uploads and downloads open at a time, bounded in all and per caller."""
-
-    def __init__(self, total: int, per_caller: int) -> None:
-        self.total = total
-        self.per_caller = per_caller
-        self.open: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def take(self, who: str) -> None:
-        with self._lock:
-            if self.open[who] >= self.per_caller:
-                raise exhausted(f"{who} already has {self.per_caller} uploads or downloads "
-                                "under way; wait for one to finish")
-            if sum(self.open.values()) >= self.total:
-                raise exhausted(f"the cluster manager serves {self.total} uploads and downloads "
-                                "at a time; try again later")
-            self.open[who] += 1
-
-    def give(self, who: str) -> None:
-        with self._lock:
-            self.open[who] -= 1
-            if self.open[who] <= 0:
-                del self.open[who]
-
-
 def _clip(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "..."
 
@@ -197,7 +165,6 @@ class ImageOps:
     def __init__(self, cluster: Cluster) -> None:
         self.c = cluster
         self.jobs: dict[int, Job] = {}
-        self.transfers = Slots(TRANSFERS, TRANSFERS_PER_CALLER)
         # Names being uploaded or cloned, and the bytes uploads will take, per user.
         self.pending: set[str] = set()
         self.pending_bytes: Counter[str] = Counter()
@@ -804,115 +771,6 @@ class ImageOps:
         for trash, _path in moved:
             _remove(trash)
         return resp
-
-    # -- upload ----------------------------------------------------------------------
-    def upload(self, who: str, requests: Iterator[cmpb.UploadImageRequest]
-               ) -> cmpb.UploadImageResponse:
-        """Header, then chunks into a hidden file; checked, then linked into place."""
-        with self.c.lock:
-            self.c.user(who)
-            self._need_store()
-        try:
-            first = next(requests, None)
-        except grpc.RpcError:
-            raise ServiceError(grpc.StatusCode.CANCELLED, "the upload was abandoned") from None
-        if first is None or first.WhichOneof("part") != "header":
-            raise invalid("an upload starts with its header (name, size_bytes, sha256)")
-        head = first.header
-        sha = head.sha256.lower()
-        if not SHA256_RE.match(sha):
-            raise invalid("the header's sha256 must be 64 hex digits")
-        if not 0 < head.size_bytes <= MAX_UPLOAD:
-            raise invalid(f"the header's size_bytes must be between 1 and {MAX_UPLOAD}, "
-                          f"got {head.size_bytes}")
-        size = head.size_bytes
-        with self.c.lock:
-            name = self._new_name(head.name)
-            self._check_quota(who, size)
-            self.transfers.take(who)
-            self.pending.add(name)
-            self.pending_bytes[who] += size
-        final = self._path(name)
-        tmp = self._temp(final, "upload")
-        fd = -1
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            hasher, got = hashlib.sha256(), 0
-            try:
-                for req in requests:
-                    if req.WhichOneof("part") != "chunk":
-                        raise invalid("after the header an upload sends chunks only")
-                    data = req.chunk
-                    got += len(data)
-                    if got > size:
-                        raise invalid(f"the upload sent more than the {size} bytes its header "
-                                      "announced; nothing was kept")
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    hasher.update(data)
-            except grpc.RpcError:
-                raise ServiceError(grpc.StatusCode.CANCELLED,
-                                   "the upload was abandoned; nothing was kept") from None
-            if got != size:
-                raise invalid(f"the upload sent {got} of the {size} bytes its header "
-                              "announced; nothing was kept")
-            if hasher.hexdigest() != sha:
-                raise invalid("the upload's sha256 is not the header's: the file was damaged "
-                              "on the way; nothing was kept")
-            if self.c.cfg.sync == "full":
-                os.fsync(fd)
-            os.fchmod(fd, 0o644)
-            os.close(fd)
-            fd = -1
-            info = self._inspect(tmp)
-            return self._install(who, "", "UploadImage",  # type: ignore[return-value]
-                                 cmpb.UploadImageResponse, tmp, name, info, reserved=size)
-        except OSError as exc:
-            raise _store_error(exc) from None
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            _remove(tmp)
-            with self.c.lock:
-                self.pending.discard(name)
-                self.pending_bytes[who] -= size
-                if self.pending_bytes[who] <= 0:
-                    del self.pending_bytes[who]
-            self.transfers.give(who)
-
-    # -- download --------------------------------------------------------------------
-    def download(self, who: str, req: cmpb.DownloadImageRequest
-                 ) -> Iterator[cmpb.DownloadImageResponse]:
-        """size_bytes, the bytes in chunks, then the sha256 of what was sent."""
-        with self.c.lock:
-            self.c.user(who)
-            self._need_store()
-            if not req.name:
-                raise invalid("name the image to download")
-            name = images.canonical(self.c, req.name)
-            oid = self.c.image_ids.get(name)
-            if oid is not None:  # a file never recorded is a site image
-                img = self.c.image_records[oid]
-                images.check_ready(img)
-                images.check_source(self.c, who, img)
-            self._check_not_written(name, "download it")
-        self.transfers.take(who)
-        try:
-            with open(self._path(name), "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                yield cmpb.DownloadImageResponse(size_bytes=size)
-                hasher, left = hashlib.sha256(), size
-                while left > 0:
-                    data = f.read(min(CHUNK, left))
-                    if not data:
-                        raise unavailable(f"image {v.clip(name)} shrank while being sent")
-                    left -= len(data)
-                    hasher.update(data)
-                    yield cmpb.DownloadImageResponse(chunk=data)
-                yield cmpb.DownloadImageResponse(sha256=hasher.hexdigest())
-        finally:
-            self.transfers.give(who)
 
     # -- start and stop --------------------------------------------------------------
     def recover(self) -> None:

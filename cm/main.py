@@ -12,11 +12,13 @@ from typing import Any
 
 import grpc
 
-from tashi.cm import tokens
+from tashi.cm import data_port, tokens
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
+from tashi.cm.data_port import DataPort
 from tashi.cm.dispatch import Dispatcher
 from tashi.cm.evacuate import Evacuations
+from tashi.cm.image_transfer import Transfers
 from tashi.cm.metrics import ClusterCollector
 from tashi.cm.nodes import LivenessMonitor
 from tashi.cm.pgstore import LeaseLost
@@ -26,7 +28,7 @@ from tashi.runtime import config as rc
 from tashi.runtime import server
 from tashi.runtime.errors import unavailable
 from tashi.runtime.metrics import ServiceMetrics
-from tashi.runtime.tls import Tls, TlsError
+from tashi.runtime.tls import Tls, TlsError, check_plaintext
 from tashi.v1 import cluster_manager_pb2, node_registry_pb2, placement_pb2
 from tashi.v1 import cluster_manager_pb2_grpc as cm_grpc
 from tashi.v1 import node_registry_pb2_grpc as nr_grpc
@@ -78,6 +80,7 @@ class ClusterManager:
         # stop serving; `main` exits the process, for its supervisor to restart).
         self.on_deposed = on_deposed or (lambda why: self.stop())
         self._keeper: threading.Thread | None = None
+        self.data_port: DataPort | None = None
 
     @property
     def name(self) -> str:
@@ -137,6 +140,7 @@ class ClusterManager:
         services = [server.Service(name, servicer, add)
                     for (name, add), servicer in zip(SERVICES, servicers, strict=True)]
         self.metrics.serve(ClusterCollector(c))
+        self.data_port = self._data_port(servicers[0].transfers)
         if self.cfg.workers - self.cfg.watch_reserve < 1:
             raise ValueError("--workers must exceed --watch-reserve by at least one")
         self.running = server.start(self.cfg.listen, services, max_workers=self.cfg.workers,
@@ -158,6 +162,20 @@ class ClusterManager:
         self.liveness.start()
         return self.running.port
 
+    def _data_port(self, transfers: Transfers) -> DataPort | None:
+        cfg = self.cfg
+        if cfg.data_listen == "off":
+            return None
+        listen = cfg.data_listen or f"{server.split_address(cfg.listen)[0]}:0"
+        host = server.split_address(listen)[0]
+        if self.tls is None:
+            check_plaintext(host, cfg.insecure, "the image data port")
+        port = DataPort(transfers, listen, data_port.server_context(cfg.tls_cert, cfg.tls_key)
+                        if self.tls is not None else None)
+        port.start()
+        log.info("image data port on %s:%d", host, port.port)
+        return port
+
     def stop(self) -> None:
         if self.stopping.is_set():
             return
@@ -167,6 +185,8 @@ class ClusterManager:
         self.liveness.stop()
         self.evacuations.stop()
         self.metrics.stop()
+        if self.data_port is not None:
+            self.data_port.stop()
         self.cluster.events.close()
         self.running.stop(grace=1.0)
         self.dispatcher.close()

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,9 +19,11 @@ from tashi.cm.cluster import Cluster
 from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.image_ops import ImageOps
+from tashi.cm.image_transfer import Transfers
+from tashi.cm.slots import Slots
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
-from tashi.runtime.errors import exhausted, invalid, out_of_range
+from tashi.runtime.errors import invalid, out_of_range
 from tashi.runtime.nm_client import NodeManagerClients
 from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -52,48 +52,16 @@ WATCHES = "watches"
 CONSOLES = "console streams"
 
 
-class WatchSlots:
-    """Open streams (event watches, and console streams), bounded in all and per
-    caller and kind: a stream holds a server thread for as long as it is open, so
-    without a bound idle streams could take every thread and starve the unary
-    calls, heartbeats among them.  Every kind counts toward the one total."""
-
-    def __init__(self, total: int, per_caller: int) -> None:
-        self.total = total
-        self.per_caller = per_caller
-        self.open: Counter[str] = Counter()  # by caller, every kind
-        self._kinds: Counter[tuple[str, str]] = Counter()  # by caller and kind
-        self._lock = threading.Lock()
-
-    def take(self, who: str, kind: str = WATCHES) -> None:
-        with self._lock:
-            if self._kinds[who, kind] >= self.per_caller:
-                raise exhausted(f"{who} already holds {self.per_caller} open {kind}; close "
-                                "one first")
-            if sum(self.open.values()) >= self.total:
-                raise exhausted(f"the cluster manager serves {self.total} watches at most "
-                                "(console streams included); try again later")
-            self.open[who] += 1
-            self._kinds[who, kind] += 1
-
-    def give(self, who: str, kind: str = WATCHES) -> None:
-        with self._lock:
-            self.open[who] -= 1
-            if self.open[who] <= 0:
-                del self.open[who]
-            self._kinds[who, kind] -= 1
-            if self._kinds[who, kind] <= 0:
-                del self._kinds[who, kind]
-
-
 class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     def __init__(self, cluster: Cluster, evacuations: Evacuations | None = None,
                  nms: NodeManagerClients | None = None) -> None:
         self.c = cluster
         self.evacuations = evacuations or Evacuations(cluster)
         cfg = cluster.cfg
-        self.watches = WatchSlots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller)
+        self.watches = Slots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller,
+                             "watches and console streams")
         self.image_ops = ImageOps(cluster)
+        self.transfers = Transfers(self.image_ops)
         # Node managers, for the consoles (the dispatcher's clients, when given).
         self.nms = nms or NodeManagerClients(
             user=cfg.admins[0] if cfg.admins else "root", timeout=cfg.nm_call_seconds,
@@ -288,11 +256,16 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
     @handler
     def UploadImage(self, requests: Iterator[cmpb.UploadImageRequest], ctx: Any,
                     who: str) -> Any:
-        return self.image_ops.upload(who, requests)
+        return self.transfers.upload(who, requests)
 
     @handler
     def DownloadImage(self, req: cmpb.DownloadImageRequest, ctx: Any, who: str) -> Any:
-        return self.image_ops.download(who, req)
+        return self.transfers.download(who, req)
+
+    @handler
+    def OpenImageTransfer(self, req: cmpb.OpenImageTransferRequest, ctx: Any,
+                          who: str) -> Any:
+        return self.transfers.open(who, req)
 
     def WatchEvents(self, req: cmpb.WatchEventsRequest,
                     context: grpc.ServicerContext) -> Iterator[cmpb.WatchEventsResponse]:
@@ -314,7 +287,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         since = sent = req.since
         sent_at = time.monotonic()
         limit = req.max_batch if 0 < req.max_batch <= 10_000 else 1000
-        self.watches.take(who)
+        self.watches.take(who, WATCHES)
         log_.watchers += 1
         try:
             while context.is_active() and not log_.closed:
@@ -338,7 +311,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                 yield cmpb.WatchEventsResponse(events=chosen, seq=since)
         finally:
             log_.watchers -= 1
-            self.watches.give(who)
+            self.watches.give(who, WATCHES)
 
     # -- consoles: checked here, proxied to the instance's node manager (consoles.py) ----
     def ReadConsole(self, req: cmpb.ReadConsoleRequest,

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from tashi.runtime import data_port as dp
 from tashi.runtime.malloc import keep_large_buffers
 from tashi.runtime.names import as_host_state, as_instance_state
 from tashi.runtime.rpc import RpcClient, StreamCall, TashiError, channel, new_request_id, translate
@@ -278,12 +279,37 @@ class ClusterClient(RpcClient):
         req = cm.DeleteImageRequest(request_id=request_id or new_request_id(), name=name)
         return self.call(self.cm.DeleteImage, req).image
 
+    def _transfer_ticket(self, kind: int, name: str, size: int = 0
+                         ) -> cm.OpenImageTransferResponse | None:
+        """A data port ticket; None when this CM serves no data port (or predates it)."""
+        try:
+            return self.call(self.cm.OpenImageTransfer, cm.OpenImageTransferRequest(
+                kind=kind, name=name, size_bytes=size))  # type: ignore[arg-type]
+        except TashiError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED or (
+                    exc.code == grpc.StatusCode.FAILED_PRECONDITION
+                    and "no data port" in exc.message):
+                return None
+            raise
+
+    def _data_host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
     def upload_image(self, path: str | os.PathLike[str], name: str = "",
-                     progress: Progress | None = None, timeout: float | None = None) -> pb.Image:
+                     progress: Progress | None = None, timeout: float | None = None,
+                     data_port: bool = True) -> pb.Image:
         """Send the file at `path` as image `name` (default: the file's name); the
-        cluster manager keeps it only once all of it arrived with its sha256.
-        No deadline unless `timeout` (an upload takes as long as its size)."""
+        cluster manager keeps it only once all of it arrived with its checksum.
+        Through the CM's data port when it has one (runtime/data_port.py), else (or
+        with data_port=False) the UploadImage stream.  No deadline unless
+        `timeout` (an upload takes as long as its size)."""
         path = Path(path)
+        if data_port:
+            ticket = self._transfer_ticket(cm.IMAGE_TRANSFER_KIND_UPLOAD, name or path.name,
+                                           os.path.getsize(path))
+            if ticket is not None:
+                return dp.upload(self._data_host(), ticket.port, ticket.ticket, path,
+                                 self.tls, progress)
         keep_large_buffers()
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -310,11 +336,17 @@ class ClusterClient(RpcClient):
                 raise translate(exc) from None
 
     def download_image(self, name: str, path: str | os.PathLike[str],
-                       progress: Progress | None = None,
-                       timeout: float | None = None) -> tuple[int, str]:
+                       progress: Progress | None = None, timeout: float | None = None,
+                       data_port: bool = True) -> tuple[int, str]:
         """Image `name` into the file `path`, written under a hidden name beside it
-        and renamed only once its size and sha256 check out; (size, sha256)."""
+        and renamed only once its size and checksum check out; (size, digest: "blake3:HEX"
+        through the data port, else "sha256:HEX" through the DownloadImage stream)."""
         path = Path(path)
+        if data_port:
+            ticket = self._transfer_ticket(cm.IMAGE_TRANSFER_KIND_DOWNLOAD, name)
+            if ticket is not None:
+                return dp.download(self._data_host(), ticket.port, ticket.ticket, path,
+                                   self.tls, progress)
         keep_large_buffers()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         try:
@@ -348,7 +380,7 @@ class ClusterClient(RpcClient):
                                  "...); nothing was kept")
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-            return size, digest
+            return size, f"sha256:{digest}"
         finally:
             if fd >= 0:
                 os.close(fd)

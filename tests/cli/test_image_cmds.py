@@ -4,13 +4,14 @@ deletes, their errors as one line, and the progress bar on a terminal."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import pty
 import subprocess
 from pathlib import Path
+
+import blake3
 
 from tashi.cli.image_cmds import ProgressBar
 from tests.harness import CMProcess, bin_path
@@ -49,7 +50,7 @@ def test_upload_download_round_trip_and_the_other_image_commands(cm: CMProcess,
     back = tmp_path / "back"
     back.mkdir()
     got = json.loads(ok(cm, "downloadImage", "mine.raw", str(back), "-o", "json", user="alice"))
-    assert got[0]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert got[0]["digest"] == "blake3:" + blake3.blake3(local.read_bytes()).hexdigest()
     assert (back / "mine.raw").read_bytes() == local.read_bytes()
     assert sorted(p.name for p in back.iterdir()) == ["mine.raw"]
     # Others may not read it whole; nothing is written for them.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
+import blake3
 import grpc
 import pytest
 
@@ -213,22 +214,30 @@ def test_the_format_attack_is_refused_at_upload(cmx: InProcCM, tmp_path: Path) -
     assert set(listed(alice)) == {"base.qcow2", "sub/data.img", "theirs.qcow2"}
 
 
-def test_upload_and_download_round_trip(cmx: InProcCM, tmp_path: Path) -> None:
+@pytest.mark.parametrize("data_port", [True, False], ids=["data port", "grpc stream"])
+def test_upload_and_download_round_trip(cmx: InProcCM, tmp_path: Path, data_port: bool) -> None:
     images = store(cmx)
     alice = cmx.client("alice")
     src = random_file(tmp_path / "big.raw", 5 * MIB + 123)
     progress: list[tuple[int, int]] = []
-    img = alice.upload_image(src, "sub/big.raw", progress=lambda d, t: progress.append((d, t)))
+    img = alice.upload_image(src, "sub/big.raw", progress=lambda d, t: progress.append((d, t)),
+                             data_port=data_port)
     assert (img.name, img.owner, img.format, img.state) == ("sub/big.raw", "alice", "raw", READY)
     assert img.size_bytes == 5 * MIB + 123 and img.virtual_size_bytes == 5 * MIB + 512
-    assert progress[-1] == (5 * MIB + 123, 5 * MIB + 123) and len(progress) == 6
+    # Progress after each block: 4 MiB through the data port, 1 MiB messages on the stream.
+    assert progress[-1] == (5 * MIB + 123, 5 * MIB + 123)
+    assert len(progress) == (2 if data_port else 6)
     assert (images / "sub/big.raw").read_bytes() == src.read_bytes()
     assert oct((images / "sub/big.raw").stat().st_mode & 0o777) == "0o644"
     out = tmp_path / "back.raw"
-    size, digest = alice.download_image("sub/big.raw", out)
+    size, digest = alice.download_image("sub/big.raw", out, data_port=data_port)
     assert size == 5 * MIB + 123 and out.read_bytes() == src.read_bytes()
-    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    if data_port:
+        assert digest == "blake3:" + blake3.blake3(src.read_bytes()).hexdigest()
+    else:
+        assert digest == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    digest = alice.download_image("sub/big.raw", out, data_port=False)[1].split(":")[1]
     # The stream itself: the size first, chunks of at most 1 MiB, the sha256 last.
     stub = cm_grpc.ClusterManagerServiceStub(alice._channel)
     parts = list(stub.DownloadImage(cmpb.DownloadImageRequest(name="sub/big.raw"),

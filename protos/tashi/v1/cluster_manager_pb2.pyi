@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ImageTransferKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_TRANSFER_KIND_UNSPECIFIED: _ClassVar[ImageTransferKind]
+    IMAGE_TRANSFER_KIND_UPLOAD: _ClassVar[ImageTransferKind]
+    IMAGE_TRANSFER_KIND_DOWNLOAD: _ClassVar[ImageTransferKind]
+
 class ResourceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESOURCE_KIND_UNSPECIFIED: _ClassVar[ResourceKind]
@@ -18,6 +24,9 @@ class ResourceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOURCE_KIND_INSTANCE: _ClassVar[ResourceKind]
     RESOURCE_KIND_NETWORK: _ClassVar[ResourceKind]
     RESOURCE_KIND_USER: _ClassVar[ResourceKind]
+IMAGE_TRANSFER_KIND_UNSPECIFIED: ImageTransferKind
+IMAGE_TRANSFER_KIND_UPLOAD: ImageTransferKind
+IMAGE_TRANSFER_KIND_DOWNLOAD: ImageTransferKind
 RESOURCE_KIND_UNSPECIFIED: ResourceKind
 RESOURCE_KIND_HOST: ResourceKind
 RESOURCE_KIND_INSTANCE: ResourceKind
@@ -621,6 +630,36 @@ class DownloadImageResponse(_message.Message):
     chunk: bytes
     sha256: str
     def __init__(self, size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class OpenImageTransferRequest(_message.Message):
+    __slots__ = ("kind", "name", "size_bytes")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    kind: ImageTransferKind
+    name: str
+    size_bytes: int
+    def __init__(self, kind: _Optional[_Union[ImageTransferKind, str]] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenImageTransferResponse(_message.Message):
+    __slots__ = ("port", "ticket", "expires_in_seconds")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    ticket: str
+    expires_in_seconds: int
+    def __init__(self, port: _Optional[int] = ..., ticket: _Optional[str] = ..., expires_in_seconds: _Optional[int] = ...) -> None: ...
+
+class ImageTransferResult(_message.Message):
+    __slots__ = ("code", "message", "image")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    image: _resources_pb2.Image
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., image: _Optional[_Union[_resources_pb2.Image, _Mapping]] = ...) -> None: ...
 
 class ReadConsoleRequest(_message.Message):
     __slots__ = ("instance", "follow", "tail_bytes")
