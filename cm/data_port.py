@@ -20,12 +20,11 @@ import ssl
 import threading
 import time
 
-import blake3
 import grpc
 
 from tashi.cm.image_transfer import Ticket, Transfers
+from tashi.runtime import bulk, server
 from tashi.runtime import data_port as wire
-from tashi.runtime import server
 from tashi.runtime.errors import ServiceError, invalid, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -137,7 +136,7 @@ class DataPort:
             conn.sendall(wire.frame(cmpb.ImageTransferResult(code=exc.code.value[0],
                                                              message=exc.message)))
             deadline = time.monotonic() + DRAIN_SECONDS
-            sink = bytearray(wire.BLOCK)
+            sink = bytearray(bulk.BLOCK)
             while time.monotonic() < deadline and conn.recv_into(sink):
                 pass
         except (OSError, ssl.SSLError):
@@ -146,25 +145,18 @@ class DataPort:
     def _upload(self, conn: socket.socket, ticket: Ticket) -> None:
         with self.transfers.incoming(ticket.who, ticket.name, ticket.size) as inc:
             conn.sendall(wire.frame(cmpb.ImageTransferResult()))  # go ahead
-            hasher = blake3.blake3()
-            buf = bytearray(wire.BLOCK)
-            view = memoryview(buf)
-            left = ticket.size
-            while left:
-                n = conn.recv_into(view[:min(wire.BLOCK, left)])
-                if n == 0:
-                    raise ServiceError(grpc.StatusCode.CANCELLED,
-                                       "the upload was cut short; nothing was kept")
-                inc.write(view[:n])
-                hasher.update(view[:n])
-                left -= n
+            try:
+                mine = bulk.receive(conn, ticket.size, inc.write)
+            except ConnectionError:
+                raise ServiceError(grpc.StatusCode.CANCELLED,
+                                   "the upload was cut short; nothing was kept") from None
             try:
                 digest = wire.read_exact(conn, wire.DIGEST_BYTES)
             except ConnectionError:
                 raise ServiceError(grpc.StatusCode.CANCELLED,
                                    "the upload ended without its digest; nothing was "
                                    "kept") from None
-            if digest != hasher.digest():
+            if digest != mine:
                 raise invalid("the upload's BLAKE3 digest is not the bytes': the file was "
                               "damaged on the way; nothing was kept")
             resp = inc.finish()
@@ -178,17 +170,10 @@ class DataPort:
             size = os.fstat(f.fileno()).st_size
             conn.sendall(wire.frame(cmpb.ImageTransferResult(
                 image=pb.Image(name=ticket.name, size_bytes=size))))
-            hasher = blake3.blake3()
-            buf = bytearray(wire.BLOCK)
-            view = memoryview(buf)
-            left = size
-            while left:
-                n = f.readinto(view[:min(wire.BLOCK, left)])
-                if not n:  # shrank: the client sees too few bytes and keeps nothing
-                    raise ConnectionError(f"image {ticket.name} shrank while being sent")
-                hasher.update(view[:n])
-                conn.sendall(view[:n])
-                left -= n
-            conn.sendall(hasher.digest())
+            try:
+                digest = bulk.send_file(conn, f, str(f.name), size)
+            except EOFError as exc:  # shrank: the client sees too few bytes, keeps nothing
+                raise ConnectionError(str(exc)) from None
+            conn.sendall(digest)
         finally:
             done()

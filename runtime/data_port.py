@@ -27,9 +27,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import blake3
 import grpc
 
+from tashi.runtime import bulk
 from tashi.runtime.rpc import TashiError
 from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -37,7 +37,6 @@ from tashi.v1 import resources_pb2 as pb
 
 TICKET_CHARS = 64
 DIGEST_BYTES = 32
-BLOCK = 4 << 20  # bytes per read and write
 MAX_FRAME = 1 << 20  # a result frame's size at most
 CONNECT_SECONDS = 10.0
 # Longest wait for the peer to move any bytes before the transfer is abandoned.
@@ -126,21 +125,12 @@ def upload(host: str, port: int, ticket: str, path: str | os.PathLike[str],
         size = os.fstat(f.fileno()).st_size
         sock, _go = _connect(host, port, ticket, tls)
         with sock:
-            hasher = blake3.blake3()
-            buf = bytearray(BLOCK)
-            view = memoryview(buf)
-            sent = 0
             try:
-                while sent < size:
-                    n = f.readinto(view[:min(BLOCK, size - sent)])
-                    if not n:
-                        break  # the file shrank: the CM refuses the short upload
-                    hasher.update(view[:n])
-                    sock.sendall(view[:n])
-                    sent += n
-                    if progress is not None:
-                        progress(sent, size)
-                sock.sendall(hasher.digest())
+                try:
+                    digest = bulk.send_file(sock, f, str(path), size, progress)
+                except EOFError:
+                    digest = b""  # the file shrank: too few bytes, the CM keeps nothing
+                sock.sendall(digest)
                 result = read_frame(sock)
             except (OSError, ssl.SSLError) as exc:
                 raise _lost(sock, "upload", exc) from None
@@ -160,27 +150,17 @@ def download(host: str, port: int, ticket: str, path: str | os.PathLike[str],
             fd = -1
             try:
                 size = head.image.size_bytes
-                hasher = blake3.blake3()
-                buf = bytearray(BLOCK)
-                view = memoryview(buf)
-                got = 0
-                while got < size:
-                    n = sock.recv_into(view[:min(BLOCK, size - got)])
-                    if n == 0:
-                        raise ConnectionError(f"closed after {got} of {size} bytes")
-                    hasher.update(view[:n])
-                    chunk = view[:n]
-                    while chunk:
-                        chunk = chunk[out.write(chunk) or 0:]
-                    got += n
-                    if progress is not None:
-                        progress(got, size)
+
+                def write(block: memoryview) -> None:
+                    while block:
+                        block = block[out.write(block) or 0:]
+
+                digest = bulk.receive(sock, size, write, progress)
                 sent_digest = read_exact(sock, DIGEST_BYTES)
             except (OSError, ssl.SSLError) as exc:
                 raise TashiError(grpc.StatusCode.DATA_LOSS,
                                  f"the download was cut short: {exc}; nothing was kept") \
                     from None
-        digest = hasher.digest()
         if sent_digest != digest:
             raise TashiError(grpc.StatusCode.DATA_LOSS,
                              "the download's BLAKE3 digest is not the cluster manager's: it "

@@ -19,6 +19,7 @@ import pytest
 
 from tashi.cm import data_port as server_side
 from tashi.cm import image_transfer
+from tashi.runtime import bulk
 from tashi.runtime import data_port as wire
 from tashi.runtime.certs import create_ca, issue
 from tashi.runtime.client import ClusterClient, TashiError
@@ -124,13 +125,14 @@ def test_damaged_short_and_refused_uploads_leave_nothing(cmx: InProcCM) -> None:
     with pytest.raises(TashiError) as err:
         upload(tk.port, tk.ticket, data, digest=b"\0" * 32)
     assert err.value.code == C.INVALID_ARGUMENT and "BLAKE3" in err.value.message
-    # Half the bytes, then the client goes away.
-    tk = ticket(alice, UPLOAD, "d.raw", len(data))
+    # Most of the bytes (the CM writes in blocks of bulk.BLOCK), then the client goes away.
+    tk = ticket(alice, UPLOAD, "d.raw", 6 * MIB)
     with raw(tk.port, tk.ticket.encode()) as sock:
         wire._raise_for(wire.read_frame(sock))
-        sock.sendall(data[: MIB])
-        wait_for(lambda: any((images / h).stat().st_size >= MIB for h in hidden(images)),
-                 what="half the upload on disk")
+        sock.sendall(os.urandom(5 * MIB))
+        wait_for(lambda: any((images / h).stat().st_size >= bulk.BLOCK for h in hidden(images)),
+                 what="a block of the upload on disk")
+        assert not (images / "d.raw").exists()
     wait_for(lambda: not hidden(images), what="the half upload removed")
     # The quota is checked again when the ticket is used: bob's tickets reserve nothing.
     tk = ticket(alice, UPLOAD, "big.raw", 6 * MIB)
