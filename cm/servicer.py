@@ -18,7 +18,7 @@ from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
 from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
-from tashi.cm.image_ops import ImageOps
+from tashi.cm.image_jobs import ImageJobs
 from tashi.cm.image_transfer import Transfers
 from tashi.cm.slots import Slots
 from tashi.cm.watch import own_host, watch_filter
@@ -60,7 +60,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         cfg = cluster.cfg
         self.watches = Slots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller,
                              "watches and console streams")
-        self.image_ops = ImageOps(cluster)
+        self.image_ops = ImageJobs(cluster)
         self.transfers = Transfers(self.image_ops)
         # Node managers, for the consoles (the dispatcher's clients, when given).
         self.nms = nms or NodeManagerClients(
