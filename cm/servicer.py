@@ -20,6 +20,7 @@ from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.image_jobs import ImageJobs
 from tashi.cm.image_transfer import Transfers
+from tashi.cm.listing import InstancePages
 from tashi.cm.slots import Slots
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
@@ -62,6 +63,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
                              "watches and console streams")
         self.image_ops = ImageJobs(cluster)
         self.transfers = Transfers(self.image_ops)
+        self.pages = InstancePages(cluster)
         # Node managers, for the consoles (the dispatcher's clients, when given).
         self.nms = nms or NodeManagerClients(
             user=cfg.admins[0] if cfg.admins else "root", timeout=cfg.nm_call_seconds,
@@ -92,11 +94,9 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
             chosen, token = c.page(ids, req.page_size, req.page_token)
             page = [source[i] for i in chosen]  # immutable: safe to read without the lock
             seq = c.events.last_seq
-        # Copying a page into the answer is the costly part: done outside the lock,
-        # so writers (creates, reports) never wait for readers.
-        resp = cmpb.ListInstancesResponse(next_page_token=token, seq=seq)
-        resp.instances.extend(instances.view(c, who, inst) for inst in page)
-        return resp
+        # Making the answer is the costly part: done outside the lock, so writers
+        # (creates, reports) never wait for readers.
+        return self.pages.answer(who, page, token, seq)
 
     @handler
     def DeleteInstance(self, req: cmpb.DeleteInstanceRequest, ctx: Any, who: str) -> Any:

@@ -51,6 +51,25 @@ def test_list_filters_and_pages(icm: InProcCM) -> None:
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_listing_follows_each_change_and_shows_each_caller_its_view(icm: InProcCM) -> None:
+    """ListInstances answers from bytes serialized once per change (cm/listing.py):
+    a change shows in the next listing, and another user's instances stay cut down."""
+    root, alice, bob = icm.client(), icm.client("alice"), icm.client("bob")
+    vms = alice.create_instances(spec("v"), count=3)
+    before = {i.id: i for i in root.list_instances()}
+    assert [before[v.id].status.state for v in vms] == [S.INSTANCE_STATE_PENDING] * 3
+    root.hold([pl.Hold(instance_id=vms[1].id, reason="fits nowhere")])
+    after = {i.id: i for i in root.list_instances()}
+    assert after[vms[1].id].status.state == S.INSTANCE_STATE_HELD
+    assert after[vms[1].id].status.reason == "fits nowhere"
+    assert after[vms[0].id] == before[vms[0].id] == alice.get_instance(vms[0].id)
+    seen = {i.id: i for i in bob.list_instances()}
+    assert seen[vms[1].id] == pb.Instance(id=vms[1].id, name=vms[1].name, status=pb.InstanceStatus(
+        state=S.INSTANCE_STATE_HELD)), "bob sees id, name and state only"
+    alice.instance_action("Delete", vms[2].id)
+    assert vms[2].id not in {i.id for i in root.list_instances()}
+
+
 def test_destroy_pending_goes_at_once(icm: InProcCM) -> None:
     alice = icm.client("alice")
     [inst] = alice.create_instances(spec("tmp"))
