@@ -7,7 +7,10 @@ listing's sequence and hands each batch of events, in order, to
 trimmed, or reset), every `resync_seconds` as a safety net, on `resync()`,
 and after a handler failed; a broken stream or an absent CM is retried with
 backoff, resuming from the last sequence the CM said it scanned (filtered
-watches advance it past events they skip).  `stop()` cancels the in-flight
+watches advance it past events they skip).  The watch has no deadline but the
+resync: a CM that goes silent without closing the connection ends it through
+the channel's keepalive (runtime/server.py), within 15 s of its last byte,
+logged as "<name>: lost the cluster manager".  `stop()` cancels the in-flight
 call and joins the thread.  Handlers run on the informer's thread.
 """
 
