@@ -106,6 +106,7 @@ class Informer:
         self.name = name
         self.connected = threading.Event()
         self.relists = 0
+        self.disconnects = 0  # times a connection to the CM was lost (for metrics)
         self._ever_connected = False
         self._seq = since or 0
         self._relist_reason: str | None = "" if since is None else None
@@ -182,6 +183,8 @@ class Informer:
                     continue
                 was_connected = self.connected.is_set()
                 self.connected.clear()
+                if was_connected:
+                    self.disconnects += 1
                 if str(exc) != failed:
                     if was_connected or self._ever_connected:
                         log.warning("%s: lost the cluster manager at %s (%s); reconnecting",
