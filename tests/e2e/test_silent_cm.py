@@ -11,7 +11,9 @@ The bounds, counted from the moment the CM stops answering:
 - a node manager calls the CM every heartbeat (here 0.5 s, 2 s by default)
   with a CALL_TIMEOUT (5 s) deadline: heartbeat + 5 s (5.5 s here, 7 s by
   default).
-Each says so in one line: the informers "<name>: lost the cluster manager",
+Each says so in one line: the informers "<name>: lost the cluster manager"
+(and the scheduler's and accounting's metrics: `*_cm_connected` 0,
+`*_cm_disconnects_total` counting),
 the NM "cluster manager at ...: DEADLINE_EXCEEDED ... (reports buffered: N)",
 `tashi watch` "lost the cluster manager" on stderr.  Allowed slack on a
 shared 2-core machine: SLACK seconds.  After SIGCONT a VM created then is
@@ -40,6 +42,7 @@ from tests.harness import (
     Process,
     SchedulerProcess,
     bin_path,
+    scrape,
     start_accounting,
     start_cm,
     stop_all,
@@ -93,6 +96,19 @@ def first_times(followers: list[Follower], which: str, since: float,
     return found
 
 
+def metrics_address(proc: Process) -> str:
+    pattern = re.compile(r"serving metrics on http://(\S+)/metrics")
+    return str(wait_for(lambda: (m := pattern.search(proc.log_path.read_text())) and m.group(1),
+                        what="the metrics address"))
+
+
+def link(address: str, prefix: str) -> tuple[float | None, float | None]:
+    """(connected, disconnects) as a follower's metrics tell them."""
+    samples = scrape(address)
+    return (samples.get((f"{prefix}_cm_connected", ())),
+            samples.get((f"{prefix}_cm_disconnects_total", ())))
+
+
 def ledger_states(acct: AccountingClient, iid: int) -> set[int]:
     entries = acct.list_events(apb.ListEventsRequest(instance_id=iid))
     return {e.event.instance.status.state for e in entries if e.HasField("event")}
@@ -108,9 +124,13 @@ def test_every_follower_notices_a_silent_cm_and_catches_up(tmp_path: Path) -> No
         root.create_host("h1")
         nm = NMProcess(tmp_path / "nm1", cm.address, "h1", heartbeat_seconds=HEARTBEAT)
         up_host(root, "h1")
-        sched = SchedulerProcess(tmp_path / "sched", cm.address)
+        sched = SchedulerProcess(tmp_path / "sched", cm.address,
+                                 "--metrics-listen", "127.0.0.1:0")
         (tmp_path / "acct").mkdir()
-        acct_proc = start_accounting(tmp_path / "acct", cm.address)
+        acct_proc = start_accounting(tmp_path / "acct", cm.address,
+                                     "--metrics-listen", "127.0.0.1:0")
+        metrics = {"tashi_scheduler": metrics_address(sched),
+                   "tashi_accounting": metrics_address(acct_proc)}
         acct = AccountingClient(acct_proc.address, timeout=10)
         watch = Process([bin_path("tashi"), "--cm", cm.address, "--user", "root", "watch",
                          "--since", "0"], tmp_path / "watch.log", ready=EVENT_LINE)
@@ -133,6 +153,8 @@ def test_every_follower_notices_a_silent_cm_and_catches_up(tmp_path: Path) -> No
             Follower("tashi watch", watch.log_path, r"tashi watch: lost the cluster manager",
                      r"tashi watch: reconnected to the cluster manager", WATCH_BOUND),
         ]
+        for prefix, address in metrics.items():
+            assert link(address, prefix) == (1, 0), prefix
         # Let every stream go quiet first: a ping gRPC sent with the last data (a BDP
         # probe) would otherwise find the silence sooner than keepalive does.
         time.sleep(QUIET)
@@ -141,6 +163,8 @@ def test_every_follower_notices_a_silent_cm_and_catches_up(tmp_path: Path) -> No
         cm.proc.send_signal(signal.SIGSTOP)  # alive, connections open, answering nothing
         stopped = time.monotonic()
         noticed = first_times(followers, "lost", stopped, WATCH_BOUND + SLACK + 2)
+        # Their metrics say so too (each scrape waits out a 2 s probe of the CM).
+        during = {prefix: link(address, prefix) for prefix, address in metrics.items()}
         for f in followers:
             f.mark()
         cm.proc.send_signal(signal.SIGCONT)
@@ -149,6 +173,7 @@ def test_every_follower_notices_a_silent_cm_and_catches_up(tmp_path: Path) -> No
         for f in followers:
             assert f.name in noticed, f"{f.name} did not notice the silent CM in time"
             assert noticed[f.name] <= f.bound + SLACK, (f.name, noticed[f.name], f.bound)
+        assert during == {prefix: (0, 1) for prefix in metrics}, during
 
         back = first_times(followers, "back", resumed, 30)
         print("back after (s):", {k: round(v, 1) for k, v in back.items()})
@@ -166,6 +191,8 @@ def test_every_follower_notices_a_silent_cm_and_catches_up(tmp_path: Path) -> No
                  timeout=30, what="accounting booking the VM created after SIGCONT")
         wait_for(lambda: any(" after Running" in line for line in watch.lines), timeout=30,
                  what="the watch showing the VM created after SIGCONT")
+        for prefix, address in metrics.items():
+            assert wait_for(lambda a=address, p=prefix: link(a, p) == (1, 1)), prefix
         # The CM does not blame its host for its own pause: nothing went down, no VM
         # was orphaned (it used to: no heartbeat for expire_host_seconds, all hosts).
         assert root.get_instance(before.id).status.state == pb.INSTANCE_STATE_RUNNING
