@@ -9,7 +9,8 @@ Keys are tuples compared lexicographically, Tashi's policies made total:
   resource and big holes stay whole for big VMs; memory breaks ties; among
   hosts of equal room the one already running more VMs wins, so empty hosts
   stay empty.  (The count used to come first: a busy host with a lot of room
-  beat a nearly full one, which fragmented the cluster.)
+  beat a nearly full one, and could be left with a hole too small for the
+  next big VM: tests/scheduler/test_policy.py.)
 The capacity index (index.py) yields candidates in exactly this order, so the
 indexed search and the naive full scan pick hosts of equal rank; tests hold
 them to that.
