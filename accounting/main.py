@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tashi-accounting: {exc}")
     ledger = CountingLedger(cfg.db)
     log.info("ledger %s at seq %d", cfg.db, ledger.seq)
+    follower = Follower(ledger, cfg.cm, cfg.user, batch=cfg.watch_batch,
+                        commit_events=cfg.commit_events, tls=tls)
     try:
         metrics = ServiceMetrics(cfg.metrics_listen)
-        metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user, tls=tls))
+        metrics.serve(AccountingCollector(ledger, cfg.cm, cfg.user, tls=tls,
+                                          informer=follower.informer))
     except (OSError, ValueError) as exc:
         sys.exit(f"tashi-accounting: {exc}")
     try:
@@ -59,8 +62,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tashi-accounting: cannot listen on {cfg.listen}: {exc}")
     host, _port = server.split_address(cfg.listen)
     print(f"tashi-accounting listening on {host}:{running.port}", flush=True)
-    follower = Follower(ledger, cfg.cm, cfg.user, batch=cfg.watch_batch,
-                        commit_events=cfg.commit_events, tls=tls)
     reconciler = Reconciler(ledger, cfg.cm, cfg.user, cfg.reconcile_seconds, tls=tls)
     follower.start()
     reconciler.start()

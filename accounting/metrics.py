@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 
 from tashi.accounting.ledger import Ledger
 from tashi.runtime.client import ClusterClient
-from tashi.runtime.metrics import cm_last_sequence
+from tashi.runtime.informer import Informer
+from tashi.runtime.metrics import cm_connection, cm_last_sequence
 from tashi.runtime.tls import Tls
 from tashi.v1 import resources_pb2 as pb
 
@@ -38,8 +39,10 @@ class CountingLedger(Ledger):
 
 class AccountingCollector(Collector):
     def __init__(self, ledger: CountingLedger, cm_address: str, user: str = "root",
-                 probe_seconds: float = CM_PROBE_SECONDS, tls: Tls | None = None) -> None:
+                 probe_seconds: float = CM_PROBE_SECONDS, tls: Tls | None = None,
+                 informer: Informer | None = None) -> None:
         self.ledger = ledger
+        self.informer = informer  # the follower's: its link to the CM
         self.cm_address = cm_address
         self.user = user
         self.tls = tls
@@ -50,6 +53,8 @@ class AccountingCollector(Collector):
         yield CounterMetricFamily("tashi_accounting_events_ingested",
                                   "Cluster manager events committed to the ledger.",
                                   value=self.ledger.ingested)
+        if self.informer is not None:
+            yield from cm_connection("tashi_accounting", self.informer)
         if self._client is None:
             self._client = ClusterClient(self.cm_address, self.user, self.probe_seconds,
                                          tls=self.tls)

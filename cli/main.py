@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tashi.cli.scheduling_cmds",
     "tashi.cli.accounting_cmds",
     "tashi.cli.console_cmds",
+    "tashi.cli.watch_cmds",
     "tashi.cli.certs_cmds",  # local: the site CA, needs no cluster manager
 ]
 

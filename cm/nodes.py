@@ -301,6 +301,20 @@ def expire_hosts(c: Cluster) -> int:
         return len(silent)
 
 
+def forgive_stall(c: Cluster, seconds: float) -> None:
+    """The CM itself did not run for `seconds` (SIGSTOPped, its machine or VM frozen,
+    starved of CPU): no heartbeat could be heard meanwhile, so that time is not
+    counted against any host.  Without this a CM waking from a pause longer than
+    `expire_host_seconds` marked every host down and orphaned every VM, then took
+    them all back at the re-registrations a moment later."""
+    now = time.monotonic()
+    with c.lock:
+        for host_id, heard in c.heartbeats.items():
+            c.heartbeats[host_id] = min(now, heard + seconds)
+    log.warning("the cluster manager did not run for %.1f s (paused or starved); that time "
+                "is not counted against the hosts' heartbeats", seconds)
+
+
 class LivenessMonitor(threading.Thread):
     def __init__(self, cluster: Cluster, interval: float = 0.5) -> None:
         super().__init__(name="liveness", daemon=True)
@@ -309,11 +323,17 @@ class LivenessMonitor(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        last = time.monotonic()
         while not self.stopping.wait(self.interval):
+            # A wait of `interval` that took far longer: this process was not running.
+            stalled = time.monotonic() - last - self.interval
             try:
+                if stalled > max(1.0, 2 * self.interval):
+                    forgive_stall(self.cluster, stalled)
                 expire_hosts(self.cluster)
             except Exception:  # keep watching; the next round retries
                 log.exception("liveness check failed")
+            last = time.monotonic()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -7,7 +7,10 @@ listing's sequence and hands each batch of events, in order, to
 trimmed, or reset), every `resync_seconds` as a safety net, on `resync()`,
 and after a handler failed; a broken stream or an absent CM is retried with
 backoff, resuming from the last sequence the CM said it scanned (filtered
-watches advance it past events they skip).  `stop()` cancels the in-flight
+watches advance it past events they skip).  The watch has no deadline but the
+resync: a CM that goes silent without closing the connection ends it through
+the channel's keepalive (runtime/server.py), within 15 s of its last byte,
+logged as "<name>: lost the cluster manager".  `stop()` cancels the in-flight
 call and joins the thread.  Handlers run on the informer's thread.
 """
 
@@ -103,6 +106,7 @@ class Informer:
         self.name = name
         self.connected = threading.Event()
         self.relists = 0
+        self.disconnects = 0  # times a connection to the CM was lost (for metrics)
         self._ever_connected = False
         self._seq = since or 0
         self._relist_reason: str | None = "" if since is None else None
@@ -179,6 +183,8 @@ class Informer:
                     continue
                 was_connected = self.connected.is_set()
                 self.connected.clear()
+                if was_connected:
+                    self.disconnects += 1
                 if str(exc) != failed:
                     if was_connected or self._ever_connected:
                         log.warning("%s: lost the cluster manager at %s (%s); reconnecting",

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -30,6 +30,7 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -37,6 +38,9 @@ from prometheus_client.registry import Collector
 
 from tashi.runtime.server import split_address
 from tashi.v1 import cluster_manager_pb2 as cmpb
+
+if TYPE_CHECKING:
+    from tashi.runtime.informer import Informer
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +231,20 @@ def cm_last_sequence(client: Any, timeout: float = 2.0) -> int | None:
     except Exception:  # TashiError or anything else: the probe is best-effort
         return None
     return int(resp.seq)
+
+
+def cm_connection(prefix: str, informer: Informer | None) -> Iterator[Metric]:
+    """A follower's link to the CM, from its informer (None: not started yet):
+    `<prefix>_cm_connected` (1 while its watch is up) and
+    `<prefix>_cm_disconnects_total` (connections lost: a restart, or a silent CM
+    found by keepalive)."""
+    up = informer is not None and informer.connected.is_set()
+    yield GaugeMetricFamily(f"{prefix}_cm_connected",
+                            "1 while the watch on the cluster manager is connected.",
+                            value=1 if up else 0)
+    yield CounterMetricFamily(f"{prefix}_cm_disconnects",
+                              "Times the connection to the cluster manager was lost.",
+                              value=informer.disconnects if informer is not None else 0)
 
 
 # -- one service's registry and HTTP endpoint -------------------------------------------

@@ -13,7 +13,7 @@ class SchedulerConfig(TransportSettings):
     cm: str = field(default=DEFAULT_CM, metadata={"help": "cluster manager HOST:PORT"})
     user: str = field(default="root", metadata={"help": "user to act as (an admin)"})
     policy: str = field(default="spread", metadata={
-        "help": "default policy: spread (fewest VMs) or densePack (most VMs that still fit)"})
+        "help": "default policy: spread (fewest VMs) or densePack (best fit: least free room)"})
     resync_seconds: float = field(default=600.0, metadata={
         "help": "relist everything this often, as a safety net beside the event stream"})
     batch_size: int = field(default=1000, metadata={

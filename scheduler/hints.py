@@ -3,7 +3,7 @@
 Tashi's hints, kept as they were:
 - `targetHost=NAME|ID`: place on this host only.
 - `allowElsewhere=True`: if the target host cannot take the VM, any host will do.
-- `densePack=True|False`: pack this VM (most VMs that still fit) or spread it,
+- `densePack=True|False`: pack this VM (best fit: the host left with the least room) or spread it,
   overriding the scheduler's default policy.
 
 Ours, for anti-affinity (VMs of one group on distinct hosts):

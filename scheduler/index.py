@@ -7,8 +7,14 @@ are one bucket.  Within a bucket every host ties on the policy key; the walk
 starts at a random member so that two schedulers deciding from the same
 view rarely propose the same host.
 
-Levels: sorted distinct counts -> per count, sorted distinct free cores ->
-per (count, cores), sorted distinct free memory -> a cell of host ids (a
+Each policy has its own three-level tree over the same buckets, its levels
+in the order of that policy's sort key (scorers.py):
+- spread: distinct counts (fewest first) -> free cores (most first) -> free
+  memory (most first);
+- densePack: distinct free cores (fewest first) -> free memory (least first)
+  -> counts (most first).
+The core and memory levels are cut at the VM's size with a bisection, so
+hosts without room are never visited.  A bucket is a cell of host ids (a
 list with a position map: O(1) add, remove and random start).
 """
 
@@ -21,7 +27,7 @@ from collections.abc import Iterator
 from tashi.runtime import fit
 from tashi.scheduler.model import Policy
 
-Key = tuple[int, int, int]
+Key = tuple[int, int, int]  # (count, free cores, free memory)
 
 
 class _Cell:
@@ -46,14 +52,86 @@ class _Cell:
         return len(self.items)
 
 
+class _Tree:
+    """Sorted distinct bucket keys, levelled in one order of the key's fields.
+
+    `order` names the key field (0 count, 1 cores, 2 memory) at each level and
+    `descending` whether that level is walked largest first.
+    """
+
+    def __init__(self, order: Key, descending: tuple[bool, bool, bool]) -> None:
+        self.order = order
+        self.descending = descending
+        self.top: list[int] = []
+        self.mid: dict[int, list[int]] = {}
+        self.low: dict[tuple[int, int], list[int]] = {}
+
+    def _levels(self, key: Key) -> Key:
+        a, b, c = self.order
+        return key[a], key[b], key[c]
+
+    def add(self, key: Key) -> None:
+        a, b, c = self._levels(key)
+        lows = self.low.get((a, b))
+        if lows is None:
+            lows = self.low[(a, b)] = []
+            mids = self.mid.get(a)
+            if mids is None:
+                mids = self.mid[a] = []
+                insort(self.top, a)
+            insort(mids, b)
+        insort(lows, c)
+
+    def drop(self, key: Key) -> None:
+        a, b, c = self._levels(key)
+        lows = self.low[(a, b)]
+        del lows[bisect_left(lows, c)]
+        if lows:
+            return
+        del self.low[(a, b)]
+        mids = self.mid[a]
+        del mids[bisect_left(mids, b)]
+        if mids:
+            return
+        del self.mid[a]
+        del self.top[bisect_left(self.top, a)]
+
+    def walk(self, floor: Key) -> Iterator[Key]:
+        """Bucket keys whose fields are all >= `floor`'s, best first."""
+        fa, fb, fc = self._levels(floor)
+        da, db, dc = self.descending
+        back = self.order.index(0), self.order.index(1), self.order.index(2)
+        top = self.top
+        for a in _ordered(top, fa, da):
+            mids = self.mid[a]
+            for b in _ordered(mids, fb, db):
+                lows = self.low[(a, b)]
+                for c in _ordered(lows, fc, dc):
+                    levels = (a, b, c)
+                    yield levels[back[0]], levels[back[1]], levels[back[2]]
+
+
+def _ordered(keys: list[int], floor: int, descending: bool) -> Iterator[int]:
+    lo = bisect_left(keys, floor)
+    if descending:
+        for i in range(len(keys) - 1, lo - 1, -1):
+            yield keys[i]
+    else:
+        for i in range(lo, len(keys)):
+            yield keys[i]
+
+
 class CapacityIndex:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
-        self._counts: list[int] = []
-        self._cores: dict[int, list[int]] = {}
-        self._mems: dict[tuple[int, int], list[int]] = {}
         self._cells: dict[Key, _Cell] = {}
         self._where: dict[int, Key] = {}
+        self._trees = {
+            # fewest VMs, then most free cores, then most free memory
+            Policy.SPREAD: _Tree((0, 1, 2), (False, True, True)),
+            # fewest free cores, then least free memory, then most VMs
+            Policy.DENSE_PACK: _Tree((1, 2, 0), (False, False, True)),
+        }
 
     def __len__(self) -> int:
         return len(self._where)
@@ -72,16 +150,8 @@ class CapacityIndex:
         cell = self._cells.get(key)
         if cell is None:
             cell = self._cells[key] = _Cell()
-            pair = (count, free_cores)
-            mems = self._mems.get(pair)
-            if mems is None:
-                mems = self._mems[pair] = []
-                cores = self._cores.get(count)
-                if cores is None:
-                    cores = self._cores[count] = []
-                    insort(self._counts, count)
-                insort(cores, free_cores)
-            insort(mems, free_memory_mib)
+            for tree in self._trees.values():
+                tree.add(key)
         cell.add(host_id)
         self._where[host_id] = key
 
@@ -97,18 +167,8 @@ class CapacityIndex:
         if cell.items:
             return
         del self._cells[key]
-        count, free_cores, free_mem = key
-        mems = self._mems[(count, free_cores)]
-        del mems[bisect_left(mems, free_mem)]
-        if mems:
-            return
-        del self._mems[(count, free_cores)]
-        cores = self._cores[count]
-        del cores[bisect_left(cores, free_cores)]
-        if cores:
-            return
-        del self._cores[count]
-        del self._counts[bisect_left(self._counts, count)]
+        for tree in self._trees.values():
+            tree.drop(key)
 
     def candidates(self, cores: int, memory_mib: int, policy: Policy) -> Iterator[int]:
         """Hosts with at least this much free, best first for `policy`.
@@ -116,26 +176,12 @@ class CapacityIndex:
         Do not change the index while iterating: take what you need, then
         update.
         """
-        spread = policy is Policy.SPREAD
-        counts = self._counts
-        for ci in range(len(counts)) if spread else range(len(counts) - 1, -1, -1):
-            count = counts[ci]
-            core_keys = self._cores[count]
-            lo = bisect_left(core_keys, cores)
-            core_range = range(len(core_keys) - 1, lo - 1, -1) if spread \
-                else range(lo, len(core_keys))
-            for ki in core_range:
-                free_cores = core_keys[ki]
-                mem_keys = self._mems[(count, free_cores)]
-                mlo = bisect_left(mem_keys, memory_mib)
-                mem_range = range(len(mem_keys) - 1, mlo - 1, -1) if spread \
-                    else range(mlo, len(mem_keys))
-                for mi in mem_range:
-                    items = self._cells[(count, free_cores, mem_keys[mi])].items
-                    n = len(items)
-                    start = self._rng.randrange(n) if n > 1 else 0
-                    for i in range(n):
-                        yield items[(start + i) % n]
+        for key in self._trees[policy].walk((0, cores, memory_mib)):
+            items = self._cells[key].items
+            n = len(items)
+            start = self._rng.randrange(n) if n > 1 else 0
+            for i in range(n):
+                yield items[(start + i) % n]
 
     def shortfall(self, cores: int, memory_mib: int) -> tuple[int, int]:
         """How many indexed hosts lack free cores, and how many have the cores but

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tashi.runtime.metrics import ServiceMetrics, cm_last_sequence
+from tashi.runtime.metrics import ServiceMetrics, cm_connection, cm_last_sequence
 from tashi.scheduler.agent import Agent
 from tashi.scheduler.hooks import Hook, PreCreate
 from tashi.scheduler.model import HostView, VmSpec, VmState
@@ -74,6 +74,7 @@ class SchedulerCollector(Collector):
             ("events", s.events, "Events applied from the cluster manager's stream."),
         ):
             yield CounterMetricFamily(f"tashi_scheduler_{name}", text, value=value)
+        yield from cm_connection("tashi_scheduler", a.informer)
         view = a.view
         yield GaugeMetricFamily("tashi_scheduler_held_instances",
                                 "Held VMs the scheduler is waiting to place.",

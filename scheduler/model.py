@@ -31,7 +31,7 @@ class VmState(enum.Enum):
 
 
 class Policy(enum.Enum):
-    """Spread: fewest VMs, then most free.  Dense pack: most VMs that still fit."""
+    """Spread: fewest VMs, then most free.  Dense pack: least free room that still fits."""
 
     SPREAD = "spread"
     DENSE_PACK = "densePack"

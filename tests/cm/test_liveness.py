@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tashi.cm import nodes
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
@@ -91,3 +92,26 @@ def test_cm_restart_orphans_and_pends(tmp_path: Path) -> None:
                           "pend": S.INSTANCE_STATE_PENDING}
         assert not root.get_host("h1").up, "hosts start down until they register"
         assert pend.id
+
+
+def test_time_the_cm_did_not_run_is_not_counted_against_hosts(tmp_path: Path) -> None:
+    """Issue 16: a CM SIGSTOPped past expire_host_seconds woke, marked every host down
+    and orphaned their VMs, then took them back as the NMs re-registered.  (The
+    monitor finding its own stall, with real processes: tests/e2e/test_silent_cm.py.)"""
+    with inproc_cm(tmp_path, expire_host_seconds=3600.0) as cm:
+        root = cm.client()
+        register_host(root, "h1")
+        register_host(root, "h2")
+        c = cm.cluster
+        h1, h2 = root.get_host("h1").id, root.get_host("h2").id
+        with c.lock:  # the monitor's own round waits for it
+            c.heartbeats[h1] = time.monotonic() - 4000  # last heard just before a 4000 s pause
+            c.heartbeats[h2] = time.monotonic()  # heard just after it
+            nodes.forgive_stall(c, 4000)
+            assert c.heartbeats[h2] <= time.monotonic(), "never credited into the future"
+            assert nodes.expire_hosts(c) == 0
+        assert root.get_host("h1").up and root.get_host("h2").up
+        with c.lock:  # silent for as long while the CM ran: down
+            c.heartbeats[h1] = time.monotonic() - 4000
+            assert nodes.expire_hosts(c) == 1
+        assert not root.get_host("h1").up and root.get_host("h2").up

@@ -5,6 +5,8 @@ resync, and the same client works again once the CM does."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import signal
 import threading
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tashi.runtime import rpc
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.runtime.server import KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS
 from tests.harness import start_cm, vm
@@ -55,3 +58,22 @@ def test_a_silent_cluster_manager_is_noticed_within_the_keepalive_bound(
         cm.proc.send_signal(signal.SIGCONT)
         client.close()
         cm.stop()
+
+
+SERVICE_FOLDERS = ("runtime", "cm", "nm", "scheduler", "accounting", "cli", "bench", "tools")
+OPENS_A_CHANNEL = re.compile(r"\b(?:insecure_channel|secure_channel|aio\.\w*[cC]hannel)\s*\(")
+
+
+def test_every_client_channel_is_opened_with_the_keepalive_options() -> None:
+    """Every follower (scheduler, accounting, NMs, the CLI, the CM's calls to NMs) gets
+    its channel from runtime.rpc.channel, which passes CLIENT_KEEPALIVE_OPTIONS: a
+    channel opened anywhere else would hold a silent peer's stream for ever."""
+    root = Path(__file__).resolve().parents[2]
+    opened = sorted(
+        f"{path.relative_to(root)}:{n}"
+        for folder in SERVICE_FOLDERS for path in (root / folder).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if OPENS_A_CHANNEL.search(line))
+    assert [o.split(":")[0] for o in opened] == ["runtime/rpc.py", "runtime/rpc.py"], opened
+    source = inspect.getsource(rpc.channel)
+    assert "*CLIENT_KEEPALIVE_OPTIONS" in source and source.count("options=options") == 2

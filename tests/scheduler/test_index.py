@@ -136,8 +136,13 @@ def test_index_yields_in_policy_order_and_spreads_ties() -> None:
     index.put(2, 1, 7, 7168)
     index.put(3, 0, 8, 8192)
     index.put(4, 2, 1, 1024)
+    index.put(5, 0, 2, 9000)
+    index.put(6, 3, 2, 4096)
     dense = list(index.candidates(2, 2048, Policy.DENSE_PACK))
-    assert dense[0] == 2 and sorted(dense[1:]) == [1, 3]
+    # fewest free cores, then least free memory, then most VMs
+    assert dense[:3] == [6, 5, 2] and sorted(dense[3:]) == [1, 3]
+    index.remove(5)
+    index.remove(6)
     spread = list(index.candidates(2, 2048, Policy.SPREAD))
     assert set(spread[:2]) == {1, 3} and spread[2] == 2
     assert 4 not in spread

@@ -58,6 +58,8 @@ def test_placements_holds_latency_and_lag(cm: InProcCM) -> None:
         assert one(s, "tashi_scheduler_decision_latency_seconds_count") == 2
         assert 0 < one(s, "tashi_scheduler_decision_latency_seconds_sum") < 10  # type: ignore[operator]
         assert one(s, "tashi_scheduler_pending_instances") == 0
+        assert one(s, "tashi_scheduler_cm_connected") == 1
+        assert one(s, "tashi_scheduler_cm_disconnects_total") == 0
         cm_seq = root.call(root.cm.ListHosts, cmpb.ListHostsRequest()).seq
         s = wait_for(lambda: (s := scrape(served.address))
                      and one(s, "tashi_scheduler_event_sequence") == cm_seq and s,

@@ -158,11 +158,28 @@ def test_spread_prefers_fewest_vms_then_most_free() -> None:
     assert best.id == 3
 
 
-def test_dense_pack_prefers_most_vms_then_best_fit() -> None:
-    busy = host(1, cores=32, instance_count=3, used_cores=3)
-    tight = host(2, cores=8, instance_count=3, used_cores=6)
+def test_dense_pack_is_best_fit_then_most_vms() -> None:
+    busy = host(1, cores=32, instance_count=5, used_cores=5)  # most VMs, lots of room
+    tight = host(2, cores=8, instance_count=1, used_cores=6)  # 2 cores left
     idle = host(3, cores=16)
     assert max([busy, tight, idle], key=dense_pack_key).id == 2
+    # Equal cores: least memory left wins; equal room: the host with more VMs.
+    roomy = host(4, cores=8, mem=16384, used_cores=6)
+    assert max([tight, roomy], key=dense_pack_key).id == 2
+    twin = host(5, cores=8, instance_count=3, used_cores=6)
+    assert max([tight, twin], key=dense_pack_key).id == 5
+
+
+def test_dense_pack_keeps_the_big_hole_whole() -> None:
+    """Issue 16: with the VM count first, a 4-core VM went to the busier host with
+    6 cores free and the 6-core VM after it fit nowhere; best fit takes both."""
+    view = view_of([host(1), host(2)],
+                   [running(10, 1), running(11, 1), running(12, 2, cores=4)])
+    for decide in (Placer(view, Policy.DENSE_PACK).decide,
+                   Placer(view, Policy.DENSE_PACK).decide_naive):
+        assert decide(vm(1, cores=4)) == Chosen(1, 2, "h2")
+    view.upsert_instance(running(1, 2, cores=4))
+    assert Placer(view, Policy.DENSE_PACK).decide(vm(2, cores=6)) == Chosen(2, 1, "h1")
 
 
 def test_dense_pack_hint_overrides_default_policy() -> None:
