@@ -56,7 +56,11 @@ def test_live_migration_there_and_back(cluster: TwoHostCluster) -> None:
     wait_for(lambda: c.ticks_on("hostb", inst.id) > before, 20, what="ticks on hostb")
     first_b = int(TICK.findall(c.nms["hostb"].state_dir.joinpath(
         "console", f"tashi-{inst.id}.log").read_text())[0])
-    assert before <= first_b <= before + 3, "the same boot goes on, no gap"
+    # The guest ticks on hosta while its memory is sent (longer on a loaded machine),
+    # then on hostb from the next tick (or the one after, when the switch cut a line
+    # in two): the same boot, no gap.
+    last_a = c.ticks_on("hosta", inst.id)
+    assert before <= last_a < first_b <= last_a + 2, "the same boot goes on, no gap"
     assert c.pair.a.guest_pids() == [] and len(c.pair.b.guest_pids()) == 1
     c.migrate(inst.id, "hosta")
     seen = c.ticks_on("hostb", inst.id)
