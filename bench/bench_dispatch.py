@@ -15,6 +15,7 @@ on the same cluster, so the two figures come from one run.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import threading
@@ -66,6 +67,17 @@ class Follower(threading.Thread):
         self._stream.cancel()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and its waited-for children (qemu-img)
+    so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_use(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+
+
 def seq_now(client: ClusterClient) -> int:
     return int(client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq)
 
@@ -97,12 +109,14 @@ def empty(root: ClusterClient, alice: ClusterClient) -> None:
     wait_for(lambda: not root.list_instances(), timeout=300, interval=0.5, what="no instances")
 
 
-def report(label: str, vms: int, t: dict[str, float]) -> None:
+def report(label: str, vms: int, t: dict[str, float], cpu: dict[str, float]) -> None:
     start_stage = t["running"] - t["activating"]
     print(f"{label:>9}: createMany answered {t['create']:.2f} s; all Activating at "
           f"{t['activating']:.2f} s ({vms / t['activating']:,.0f} VMs/s); all Running at "
           f"{t['running']:.2f} s ({vms / t['running']:,.0f} VMs/s to Running; the start stage "
           f"alone {start_stage:.2f} s)", flush=True)
+    print("           CPU seconds during the round: " + ", ".join(
+        f"{name} {sec:.1f}" for name, sec in cpu.items()), flush=True)
 
 
 def main() -> None:
@@ -139,13 +153,19 @@ def main() -> None:
         wait_for(lambda: all(h.up for h in root.list_hosts()), timeout=120, what="all hosts up")
         print(f"{args.nms} node managers up in {time.perf_counter() - t:.1f} s "
               f"(room for {per_host} VMs each)", flush=True)
-        procs.append(SchedulerProcess(work, cm.address, "--log-level", "WARNING"))
+        sched = SchedulerProcess(work, cm.address, "--log-level", "WARNING")
+        procs.append(sched)
+        groups = {"cm": [cm.proc.pid], "scheduler": [sched.proc.pid],
+                  f"{args.nms} NMs": [p.proc.pid for p in procs if isinstance(p, NMProcess)]}
         rounds = [False, True] if args.both else [args.disk]
         for n, disk in enumerate(rounds):
             if n:
                 empty(root, alice)
+            before = cpu_use(groups)
             times = fill(root, alice, args.vms, disk)
-            report("disk" if disk else "no disk", args.vms, times)
+            after = cpu_use(groups)
+            report("disk" if disk else "no disk", args.vms, times,
+                   {k: after[k] - before[k] for k in groups})
         alice.close()
         root.close()
     finally:
