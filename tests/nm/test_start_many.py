@@ -1,20 +1,37 @@
 """Many starts in one call: the node manager's StartVms answers each start as
 StartVm would, and the cluster manager sends a host's queued starts together
-(real tashi-cm and tashi-nm on libvirt's test driver)."""
+(real tashi-cm and tashi-nm on libvirt's test driver); a node manager of the
+version before StartVms still gets its starts, one StartVm each."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from tashi.nm.libvirt.driver import LibvirtDriver
+from tashi.nm.servicer import NodeManagerServicer
+from tashi.runtime import server
+from tashi.runtime.nm_client import NodeManagerClient
+from tashi.runtime.rpc import TashiError
 from tashi.v1 import node_manager_pb2 as nmpb
+from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import CMProcess, NMProcess, scrape, start_cm, stop_all, up_host, wait_for
+from tests.harness import (
+    CMProcess,
+    NMProcess,
+    node_xml,
+    scrape,
+    start_cm,
+    stop_all,
+    up_host,
+    wait_for,
+)
 
 S = pb
 METRICS_RE = re.compile(r"metrics on http://(\S+:\d+)")
@@ -94,3 +111,42 @@ def test_a_hosts_starts_leave_together(tmp_path: Path, images: Path,
     assert calls.get("StartVm", 0) == 0
     assert 1 <= calls["StartVms"] <= 5, calls
     assert len(list((nm.state_dir / "overlays").iterdir())) == 20
+
+
+def add_previous_version(servicer: NodeManagerServicer, srv: grpc.Server) -> None:
+    """NodeManagerService as a tashi-nm of the version before StartVms serves it:
+    every method but that one, which gRPC then answers UNIMPLEMENTED."""
+
+    class Registry:
+        def add_generic_rpc_handlers(self, handlers: object) -> None:
+            pass  # the same handlers come to add_registered_method_handlers
+
+        def add_registered_method_handlers(self, name: str, handlers: dict[str, Any]) -> None:
+            older = {k: v for k, v in handlers.items() if k != "StartVms"}
+            srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, older),))
+            srv.add_registered_method_handlers(name, older)  # type: ignore[attr-defined]
+
+    nm_grpc.add_NodeManagerServiceServicer_to_server(servicer, Registry())
+
+
+def test_a_node_manager_without_start_vms_gets_one_start_vm_each(tmp_path: Path,
+                                                                   images: Path) -> None:
+    driver = LibvirtDriver("test://" + str(node_xml(tmp_path / "node.xml", cores=2)), images,
+                           tmp_path / "state")
+    running = server.start("127.0.0.1:0", [server.Service(
+        "tashi.v1.NodeManagerService", NodeManagerServicer(driver), add_previous_version)])
+    client = NodeManagerClient(f"127.0.0.1:{running.port}", timeout=10)
+    try:
+        with pytest.raises(TashiError) as err:
+            client.call(client.stub.StartVms, nmpb.StartVmsRequest(starts=[start(9)]))
+        assert err.value.code == grpc.StatusCode.UNIMPLEMENTED
+        answers = client.start_vms([start(1, disk="base.qcow2"), start(2, cores=4), start(3)])
+        assert isinstance(answers[0], nmpb.VmInfo) and answers[0].vm_id == "tashi-1"
+        assert isinstance(answers[1], TashiError)
+        assert answers[1].code == grpc.StatusCode.FAILED_PRECONDITION
+        assert isinstance(answers[2], nmpb.VmInfo) and answers[2].vm_id == "tashi-3"
+        assert sorted(v.instance_id for v in driver.list_vms()) == [1, 3]
+    finally:
+        client.close()
+        running.stop()
+        driver.close()
