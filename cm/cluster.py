@@ -214,6 +214,10 @@ class Cluster:
         self.owned: dict[str, Usage] = {}
         # (network id, address) -> instance holding it, kept with the instances.
         self.addresses: dict[tuple[int, str], int] = {}
+        # image -> the instances placed on a host that use it in place (persistent)
+        # and as a base (overlay), kept with the instances (placement's disk check).
+        self.in_place: dict[str, dict[int, None]] = {}
+        self.as_base: dict[str, dict[int, None]] = {}
         for kind, cls in (("host", pb.Host), ("instance", pb.Instance),
                           ("network", pb.Network), ("user", pb.User),
                           ("token", pb.StoredToken), ("image", pb.Image)):
@@ -301,6 +305,18 @@ class Cluster:
         return host.cores - use.cores, host.memory_mib - use.memory_mib
 
     # -- writing -----------------------------------------------------------------
+    def _index_disks(self, inst: pb.Instance, add: bool) -> None:
+        if not inst.status.host_id:
+            return
+        for d in inst.spec.disks:
+            users = (self.in_place if d.persistent else self.as_base).setdefault(d.uri, {})
+            if add:
+                users[inst.id] = None
+            else:
+                users.pop(inst.id, None)
+                if not users:
+                    del (self.in_place if d.persistent else self.as_base)[d.uri]
+
     def _apply(self, kind: str, obj: Message | None, oid: int = 0) -> None:
         """Install one committed change in memory (obj None deletes `oid`)."""
         if kind == "instance":
@@ -320,6 +336,7 @@ class Cluster:
                 for nic in old.status.nics:
                     if nic.ip and self.addresses.get((nic.network_id, nic.ip)) == old.id:
                         del self.addresses[(nic.network_id, nic.ip)]
+                self._index_disks(old, add=False)
             if obj is None:
                 self.instances.pop(oid, None)
                 return
@@ -333,6 +350,7 @@ class Cluster:
             for nic in obj.status.nics:
                 if nic.ip:
                     self.addresses[(nic.network_id, nic.ip)] = obj.id
+            self._index_disks(obj, add=True)
             for h in obj.status.charged_host_ids:
                 use = self.usage.setdefault(h, Usage())
                 use.cores += obj.spec.cores

@@ -5,11 +5,16 @@ Each call is one row of `CALLS`: which transitional state it starts from,
 the node manager method, and where the instance goes on success.  The
 answer is applied under the lock only if the instance is still where the
 call left it, so late answers never undo newer changes.
+
+Starts, the bulk of the calls when a cluster fills, go by host: the starts
+placed on one host while its previous call was in flight leave together in
+one StartVms call, and their answers are committed in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +23,7 @@ import grpc
 
 from tashi.cm.cluster import Cluster, Txn, move
 from tashi.cm.instances import remove
-from tashi.runtime.nm_client import NodeManagerClients
+from tashi.runtime.nm_client import MAX_STARTS, NodeManagerClients
 from tashi.runtime.rpc import TashiError
 from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2 as nmpb
@@ -55,6 +60,10 @@ class Dispatcher:
         self.nms = NodeManagerClients(
             user=cluster.cfg.admins[0] if cluster.cfg.admins else "root",
             timeout=cluster.cfg.nm_call_seconds, tls=tls)
+        # Starts waiting for their host's call, by host id; hosts with a call out.
+        self._starts: dict[int, list[int]] = {}
+        self._starting: set[int] = set()
+        self._starts_lock = threading.Lock()
         cluster.dispatch = self.submit
         cluster.end_stray = self.end_stray
         self._strays: set[tuple[int, int]] = set()  # (host id, instance id) being ended
@@ -65,7 +74,10 @@ class Dispatcher:
 
     def submit(self, action: str, iid: int) -> None:
         try:
-            self.pool.submit(self._run, action, iid)
+            if action == "start":
+                self._queue_start(iid)
+            else:
+                self.pool.submit(self._run, action, iid)
         except RuntimeError:  # shutting down
             pass
 
@@ -94,6 +106,99 @@ class Dispatcher:
         except RuntimeError:  # shutting down
             with self.cluster.lock:
                 self._strays.discard((host_id, iid))
+
+    # -- starts, by host ------------------------------------------------------------
+    def _queue_start(self, iid: int) -> None:
+        """Queue the start for its host; one call per host is out at a time and
+        takes every start queued for it meanwhile."""
+        inst = self.cluster.instances.get(iid)
+        host_id = inst.status.host_id if inst is not None else 0
+        with self._starts_lock:
+            self._starts.setdefault(host_id, []).append(iid)
+            if host_id in self._starting:
+                return
+            self._starting.add(host_id)
+        self.pool.submit(self._drain_starts, host_id)
+
+    def _drain_starts(self, host_id: int) -> None:
+        while True:
+            with self._starts_lock:
+                queued = self._starts.get(host_id, [])
+                batch, rest = queued[:MAX_STARTS], queued[MAX_STARTS:]
+                if rest:
+                    self._starts[host_id] = rest
+                else:
+                    self._starts.pop(host_id, None)
+                if not batch:
+                    self._starting.discard(host_id)
+                    return
+            try:
+                self._start_many(batch)
+            except Exception:
+                log.exception("starts of instances %s failed unexpectedly", batch)
+
+    def _start_many(self, iids: list[int]) -> None:
+        """Start `iids` (placed on one host) in one StartVms call; resumes go one by
+        one (ResumeVm).  The answers are applied in one transaction, each only if
+        its instance is still Activating on the host the call went to."""
+        c = self.cluster
+        calls: dict[str, tuple[pb.Host, list[nmpb.StartVmRequest]]] = {}
+        with c.lock:
+            for iid in iids:
+                snap = self._snapshot(iid, S.INSTANCE_STATE_ACTIVATING)
+                if snap is None:
+                    continue
+                inst, host = snap
+                if inst.status.suspend_image:
+                    self.pool.submit(self._run, "start", iid)
+                    continue
+                calls.setdefault(host.nm_address, (host, []))[1].append(nmpb.StartVmRequest(
+                    request_id=f"start-{iid}-{inst.update_time.ToNanoseconds()}",
+                    instance=inst, networks=self._networks(inst)))
+        for address, (host, requests) in calls.items():
+            try:
+                answers: list[nmpb.VmInfo | TashiError] = self.nms.get(address).start_vms(
+                    requests)
+            except TashiError as exc:
+                answers = [exc] * len(requests)
+            self._started(host, [(r.instance.id, a) for r, a in zip(requests, answers,
+                                                                    strict=True)])
+
+    def _started(self, host: pb.Host, answers: list[tuple[int, nmpb.VmInfo | TashiError]]
+                 ) -> None:
+        def apply(txn: Txn, iid: int, answer: nmpb.VmInfo | TashiError) -> None:
+            cur = txn.instance(iid)
+            if cur is None or cur.status.state != S.INSTANCE_STATE_ACTIVATING or \
+                    cur.status.host_id != host.id:
+                return
+            if isinstance(answer, TashiError):
+                reason = f"start on {host.name} failed: {answer}"
+                move(txn, cur, S.INSTANCE_STATE_HELD, reason, reason)
+                return
+            state = answer.state if answer.state in (S.INSTANCE_STATE_RUNNING,
+                                                     S.INSTANCE_STATE_PAUSED) \
+                else S.INSTANCE_STATE_RUNNING
+
+            def edit(status: pb.InstanceStatus) -> None:
+                status.vm_id = answer.vm_id
+            move(txn, cur, state, f"started on {host.name}", edit=edit)
+
+        def body(txn: Txn) -> None:
+            for iid, answer in answers:
+                apply(txn, iid, answer)
+
+        try:
+            self.cluster.write("tashi-cm", body)
+        except Exception:
+            # One answer the transaction could not take must not lose the others.
+            log.exception("the answers of %d starts on %s could not be applied together; "
+                          "applying them one by one", len(answers), host.name)
+            for iid, answer in answers:
+                try:
+                    self.cluster.write("tashi-cm", lambda txn, i=iid, a=answer: apply(txn, i, a))  # type: ignore[misc]
+                except Exception:
+                    log.exception("start of instance %d on %s: its answer could not be "
+                                  "applied", iid, host.name)
 
     def _run(self, action: str, iid: int) -> None:
         try:

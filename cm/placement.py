@@ -23,12 +23,14 @@ def _disk_clash(c: Cluster, inst: pb.Instance, claimed: dict[str, bool]) -> str:
     mine = {d.uri: d.persistent for d in inst.spec.disks}
     if not mine:
         return ""
-    for other in c.instances.values():
-        if other.id != inst.id and other.status.host_id:
-            for d in other.spec.disks:
-                if d.uri in mine and (d.persistent or mine[d.uri]):
-                    how = "as its persistent disk" if d.persistent else "as a base image"
-                    return f"disk {d.uri} is in use by {other.name!r} {how}"
+    for uri, persistent in mine.items():  # the cluster's index, not a scan of every instance
+        users = [("as its persistent disk", c.in_place.get(uri, {}))]
+        if persistent:
+            users.append(("as a base image", c.as_base.get(uri, {})))
+        for how, ids in users:
+            other = next((i for i in ids if i != inst.id), 0)
+            if other:
+                return f"disk {uri} is in use by {c.instances[other].name!r} {how}"
     for uri, persistent in mine.items():
         if uri in claimed and (persistent or claimed[uri]):
             return f"disk {uri} is claimed by another placement"

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -20,6 +21,8 @@ from tashi.nm.errors import FailedPrecondition, InvalidArgument, NmError
 from tashi.nm.model import MigrationPaths, VmSpec
 from tashi.nm.plumbing import BridgeLookup, bridges_for
 from tashi.runtime.errors import ServiceError
+from tashi.runtime.interceptors import new_error_id
+from tashi.runtime.nm_client import MAX_STARTS
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import resources_pb2 as pb
@@ -35,6 +38,9 @@ FOLLOW_POLL_SECONDS = 0.2  # a follow looks for new output this often
 # writes them a moment after the hypervisor reports the end.
 FOLLOW_GRACE_SECONDS = 1.0
 ATTACH_WAIT_SECONDS = 0.5  # an attached session checks for a hang-up this often
+# Starts of one StartVms call made at once (a real hypervisor starts guests in
+# parallel; each start holds only its own VM's lock).
+PARALLEL_STARTS = 4
 
 
 class ResourceExhausted(NmError):
@@ -54,6 +60,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         self._console_streams = threading.BoundedSemaphore(CONSOLE_STREAMS)
         self._attached: set[int] = set()  # instances with an interactive session
         self._attached_lock = threading.Lock()
+        self._starts = ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="nm-start")
 
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
         if inst.id <= 0:
@@ -70,6 +77,30 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def StartVm(self, request: nm.StartVmRequest, context: Any) -> nm.StartVmResponse:
         vm = self.driver.start_vm(self._spec(request.instance, request.networks))
         return nm.StartVmResponse(vm=vm_info_pb(vm))
+
+    def StartVms(self, request: nm.StartVmsRequest, context: Any) -> nm.StartVmsResponse:
+        """Each start as StartVm would make it; one refused does not stop the others."""
+        if len(request.starts) > MAX_STARTS:
+            raise InvalidArgument(f"at most {MAX_STARTS} starts per call, got "
+                                  f"{len(request.starts)}")
+        return nm.StartVmsResponse(results=list(self._starts.map(self._one_start,
+                                                                 request.starts)))
+
+    def _one_start(self, start: nm.StartVmRequest) -> nm.StartVmResult:
+        iid = start.instance.id
+        try:
+            vm = self.driver.start_vm(self._spec(start.instance, start.networks))
+        except ServiceError as exc:
+            log.log(logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.DEBUG,
+                    "StartVms: instance %d: %s %s", iid, exc.code.name, exc.message)
+            return nm.StartVmResult(instance_id=iid, code=exc.code.value[0],
+                                    message=exc.message)
+        except Exception:
+            error_id = new_error_id()
+            log.exception("StartVms: instance %d: internal error; id %s", iid, error_id)
+            return nm.StartVmResult(instance_id=iid, code=grpc.StatusCode.INTERNAL.value[0],
+                                    message=f"internal error; id {error_id}")
+        return nm.StartVmResult(instance_id=iid, vm=vm_info_pb(vm))
 
     def ShutdownVm(self, request: nm.ShutdownVmRequest, context: Any) -> nm.ShutdownVmResponse:
         vm = self.driver.shutdown_vm(_instance_id(request.instance_id))

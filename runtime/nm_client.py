@@ -12,15 +12,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
+import grpc
 from google.protobuf.message import Message
 
-from tashi.runtime.rpc import RpcClient, StreamCall
+from tashi.runtime.rpc import RpcClient, StreamCall, TashiError
 from tashi.runtime.tls import Tls
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 
 #: the calls that take only an instance id, by the verb the CM's dispatcher uses
 SIMPLE_ACTIONS = ("shutdown", "destroy", "pause", "unpause", "suspend")
+#: most starts one StartVms call carries (node managers refuse more)
+MAX_STARTS = 256
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 class NodeManagerClient(RpcClient):
@@ -34,6 +38,29 @@ class NodeManagerClient(RpcClient):
     # -- lifecycle ----------------------------------------------------------------
     def start_vm(self, request: nm.StartVmRequest) -> nm.StartVmResponse:
         return self.call(self.stub.StartVm, request)
+
+    def start_vms(self, requests: list[nm.StartVmRequest]
+                  ) -> list[nm.VmInfo | TashiError]:
+        """Several starts in one call (at most MAX_STARTS): for each, in order, the
+        VM or the error StartVm would have raised.  A node manager without
+        StartVms (an older version) is asked one StartVm at a time instead."""
+        try:
+            resp = self.call(self.stub.StartVms, nm.StartVmsRequest(starts=requests))
+        except TashiError as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return [self._one_start(r) for r in requests]
+        if len(resp.results) != len(requests):
+            raise TashiError(grpc.StatusCode.INTERNAL, f"node manager at {self.address} "
+                             f"answered {len(resp.results)} of {len(requests)} starts")
+        return [r.vm if r.code == 0 else TashiError(
+            _CODES.get(r.code, grpc.StatusCode.UNKNOWN), r.message) for r in resp.results]
+
+    def _one_start(self, request: nm.StartVmRequest) -> nm.VmInfo | TashiError:
+        try:
+            return self.start_vm(request).vm
+        except TashiError as exc:
+            return exc
 
     def resume_vm(self, request: nm.ResumeVmRequest) -> nm.ResumeVmResponse:
         return self.call(self.stub.ResumeVm, request)

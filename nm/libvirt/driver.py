@@ -32,7 +32,7 @@ from tashi.nm.errors import (
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import guest, migration
 from tashi.nm.libvirt.console import LibvirtConsole
-from tashi.nm.libvirt.disks import ImageStore, create_overlay, remove_files
+from tashi.nm.libvirt.disks import ImageStore, Overlays, remove_files
 from tashi.nm.libvirt.host import Host
 from tashi.nm.libvirt.plan import StartPlan, plan_start
 from tashi.nm.libvirt.records import Managed, is_no_domain, lv_message, spec_of
@@ -69,6 +69,7 @@ class LibvirtDriver(VmTable, Driver):
         self.console_dir = self.state_dir / "console"
         for d in (self.overlay_dir, self.suspend_dir, self.console_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.overlays = Overlays(self.overlay_dir)
         self.domain_type = domain_type
         self.reserved_memory_mib = reserved_memory_mib
         if cpu_ratio <= 0:
@@ -172,7 +173,7 @@ class LibvirtDriver(VmTable, Driver):
         rec.overlays = [str(o.path) for o in plan.overlays]
         try:
             for o in plan.overlays:
-                create_overlay(o.base, o.fmt, o.path)
+                self.overlays.create(o.base, o.fmt, o.path)
         except BaseException:
             self._release(rec)
             remove_files(rec.overlays)

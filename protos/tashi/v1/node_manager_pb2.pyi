@@ -67,6 +67,30 @@ class StartVmResponse(_message.Message):
     vm: VmInfo
     def __init__(self, vm: _Optional[_Union[VmInfo, _Mapping]] = ...) -> None: ...
 
+class StartVmsRequest(_message.Message):
+    __slots__ = ("starts",)
+    STARTS_FIELD_NUMBER: _ClassVar[int]
+    starts: _containers.RepeatedCompositeFieldContainer[StartVmRequest]
+    def __init__(self, starts: _Optional[_Iterable[_Union[StartVmRequest, _Mapping]]] = ...) -> None: ...
+
+class StartVmResult(_message.Message):
+    __slots__ = ("instance_id", "vm", "code", "message")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: int
+    vm: VmInfo
+    code: int
+    message: str
+    def __init__(self, instance_id: _Optional[int] = ..., vm: _Optional[_Union[VmInfo, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StartVmsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StartVmResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StartVmResult, _Mapping]]] = ...) -> None: ...
+
 class ShutdownVmRequest(_message.Message):
     __slots__ = ("request_id", "instance_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

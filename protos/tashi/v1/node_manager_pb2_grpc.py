@@ -41,6 +41,11 @@ class NodeManagerServiceStub:
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.StartVmRequest.SerializeToString,
                 response_deserializer=tashi_dot_v1_dot_node__manager__pb2.StartVmResponse.FromString,
                 _registered_method=True)
+        self.StartVms = channel.unary_unary(
+                '/tashi.v1.NodeManagerService/StartVms',
+                request_serializer=tashi_dot_v1_dot_node__manager__pb2.StartVmsRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_node__manager__pb2.StartVmsResponse.FromString,
+                _registered_method=True)
         self.ShutdownVm = channel.unary_unary(
                 '/tashi.v1.NodeManagerService/ShutdownVm',
                 request_serializer=tashi_dot_v1_dot_node__manager__pb2.ShutdownVmRequest.SerializeToString,
@@ -130,6 +135,14 @@ class NodeManagerServiceServicer:
 
     def StartVm(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartVms(self, request, context):
+        """Several starts on this host in one call, each answered on its own, as
+        StartVm would have (one refused start does not stop the others).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -249,6 +262,11 @@ def add_NodeManagerServiceServicer_to_server(servicer, server):
                     request_deserializer=tashi_dot_v1_dot_node__manager__pb2.StartVmRequest.FromString,
                     response_serializer=tashi_dot_v1_dot_node__manager__pb2.StartVmResponse.SerializeToString,
             ),
+            'StartVms': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVms,
+                    request_deserializer=tashi_dot_v1_dot_node__manager__pb2.StartVmsRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_node__manager__pb2.StartVmsResponse.SerializeToString,
+            ),
             'ShutdownVm': grpc.unary_unary_rpc_method_handler(
                     servicer.ShutdownVm,
                     request_deserializer=tashi_dot_v1_dot_node__manager__pb2.ShutdownVmRequest.FromString,
@@ -359,6 +377,33 @@ class NodeManagerService:
             '/tashi.v1.NodeManagerService/StartVm',
             tashi_dot_v1_dot_node__manager__pb2.StartVmRequest.SerializeToString,
             tashi_dot_v1_dot_node__manager__pb2.StartVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartVms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.NodeManagerService/StartVms',
+            tashi_dot_v1_dot_node__manager__pb2.StartVmsRequest.SerializeToString,
+            tashi_dot_v1_dot_node__manager__pb2.StartVmsResponse.FromString,
             options,
             channel_credentials,
             insecure,
