@@ -239,9 +239,10 @@ class Fleet:
                     "--heartbeat-seconds", str(self.heartbeat_seconds),
                     "--server-workers", str(self.server_workers),
                     "--log-level", self.log_level]
-            g.proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE,
-                                      stderr=open(self.workdir / f"worker{i}.log", "ab"))
+            with open(self.workdir / f"worker{i}.log", "ab") as log:  # the child keeps it
+                g.proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=log)
         deadline = time.monotonic() + timeout
         for i, g in enumerate(self.groups):
             assert g.proc is not None and g.proc.stdout is not None
