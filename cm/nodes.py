@@ -86,8 +86,9 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
         if fingerprint:
             txn.after.append(lambda: c.host_certs.__setitem__(host.id, fingerprint))
         reported = {r.instance_id for r in req.instances}
-        for inst in list(c.instances.values()):
-            if host.id in inst.status.charged_host_ids and inst.id not in reported:
+        for iid in sorted(c.charged.get(host.id, ())):  # its own, not every instance
+            inst = c.instances[iid]
+            if iid not in reported:
                 if inst.status.state in IN_FLIGHT:
                     continue
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
@@ -279,14 +280,19 @@ def expire_hosts(c: Cluster) -> int:
             return 0
 
         def body(txn: Txn) -> None:
+            reasons = {}
             for host in silent:
                 new = copy_of(host)
                 new.up = False
                 reason = f"host {host.name} stopped answering (no heartbeat for {limit:g} s)"
                 txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, reason)
-                for inst in c.instances.values():
-                    if inst.status.host_id == host.id and inst.status.state in ORPHANABLE:
-                        move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
+                reasons[host.id] = reason
+            # One pass over the instances for every silent host (many hosts going
+            # silent at once must not hold the lock hosts x instances long).
+            for inst in list(c.instances.values()):
+                reason = reasons.get(inst.status.host_id, "")
+                if reason and inst.status.state in ORPHANABLE:
+                    move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
 
         c.write("tashi-cm", body)
         return len(silent)
