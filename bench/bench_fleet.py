@@ -23,7 +23,9 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -184,6 +186,8 @@ def main() -> None:
     parser.add_argument("--expire-seconds", type=float, default=10.0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
+    # SIGTERM ends the run through the `finally` below, which stops every process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     cm = fleet = sched = acc = None
     try:
