@@ -288,10 +288,15 @@ def expire_hosts(c: Cluster) -> int:
                 txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, reason)
                 reasons[host.id] = reason
             # One pass over the instances for every silent host (many hosts going
-            # silent at once must not hold the lock hosts x instances long).
+            # silent at once must not hold the lock hosts x instances long).  A start
+            # still in flight is not orphaned: the CM's own call to the host settles
+            # it (Running, or Held with the reason), whereas an Orphaned instance the
+            # host does not list when it registers again is removed, and a VM that
+            # never started would be lost with it.
             for inst in list(c.instances.values()):
                 reason = reasons.get(inst.status.host_id, "")
-                if reason and inst.status.state in ORPHANABLE:
+                if reason and inst.status.state in ORPHANABLE \
+                        and inst.status.state != pb.INSTANCE_STATE_ACTIVATING:
                     move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
 
         c.write("tashi-cm", body)

@@ -50,6 +50,24 @@ def test_silent_host_orphans_then_reconciles(tmp_path: Path) -> None:
         assert root.get_host("h1").up
 
 
+def test_start_in_flight_on_a_silent_host_is_kept(tmp_path: Path) -> None:
+    """An instance placed but not yet started when its host goes silent stays
+    Activating (the CM's start call settles it), and the host registering again
+    without it does not delete it: seen with 1,000 hosts, where a burst of late
+    heartbeats once removed thousands of VMs that had never started."""
+    with inproc_cm(tmp_path, expire_host_seconds=1.0) as cm:
+        root = cm.client()
+        host = register_host(root, "h1").host
+        [placed] = root.create_instances(vm("p", 1, 128), count=1)
+        root.activate([pl.Placement(instance_id=placed.id, host_id=host.id)])
+        wait_for(lambda: not root.get_host("h1").up, timeout=5, what="host down")
+        assert root.get_instance(placed.id).status.state == S.INSTANCE_STATE_ACTIVATING
+        register_host(root, "h1", add=False, instances=[])
+        got = root.get_instance(placed.id)
+        assert (got.status.state, got.status.host_id) == (S.INSTANCE_STATE_ACTIVATING, host.id)
+        assert root.get_host("h1").used_cores == 1
+
+
 def test_heartbeats_keep_host_up(tmp_path: Path) -> None:
     with inproc_cm(tmp_path, expire_host_seconds=1.0) as cm:
         root = cm.client()
