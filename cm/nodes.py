@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from tashi.cm import instances
 from tashi.cm import validation as v
@@ -13,7 +14,7 @@ from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
 from tashi.runtime.auth import NODE_PREFIX
-from tashi.runtime.errors import ServiceError, denied, invalid, not_found
+from tashi.runtime.errors import ServiceError, denied, exhausted, invalid, not_found
 from tashi.runtime.migration import uri_problem
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
@@ -125,8 +126,13 @@ def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatR
     return nr.HeartbeatResponse(registered=True)
 
 
-def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportInstancesResponse:
+def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
+           wanted: Callable[[], bool] = lambda: True) -> nr.ReportInstancesResponse:
+    """Apply a node manager's reports; `wanted` False (the caller gave up while the
+    report waited for the lock: it sends the same reports again) applies nothing."""
     def body(txn: Txn) -> nr.ReportInstancesResponse:
+        if not wanted():
+            raise exhausted("the node manager stopped waiting for this report")
         speak_for(c, actor, req.name, "report instances")
         host = _host_by_name(c, req.name)
         for rep in req.reports:

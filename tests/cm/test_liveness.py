@@ -4,10 +4,13 @@ the node manager's next registration reconciles them (Tashi's rules)."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tashi.runtime.client import TashiError
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
@@ -109,3 +112,35 @@ def test_cm_restart_orphans_and_pends(tmp_path: Path) -> None:
                           "pend": S.INSTANCE_STATE_PENDING}
         assert not root.get_host("h1").up, "hosts start down until they register"
         assert pend.id
+
+
+def test_reports_never_take_the_threads_heartbeats_need(tmp_path: Path) -> None:
+    """While reports wait for the cluster's lock, at most (workers - watch_reserve) // 2
+    of them hold a server thread; one more is refused at once (the NM sends it again)
+    and heartbeats keep being answered, so no host expires behind a burst of reports."""
+    with inproc_cm(tmp_path, workers=8, watch_reserve=4, expire_host_seconds=30) as cm:
+        root = cm.client()
+        register_host(root, "h1")
+        [inst] = root.create_instances(vm("r", 1, 128), count=1)
+        seqs = iter(range(1, 1000))
+
+        def report(timeout: float = 10.0) -> object:
+            req = nr.ReportInstancesRequest(name="h1", reports=[nr.InstanceReport(
+                instance_id=inst.id, state=S.INSTANCE_STATE_HELD, report_seq=next(seqs))])
+            try:
+                return root.call(root.registry.ReportInstances, req, timeout=timeout)
+            except TashiError as exc:
+                return exc.code
+
+        with ThreadPoolExecutor(4) as pool, cm.cluster.lock:
+            waiting = [pool.submit(report) for _ in range(2)]
+            wait_for(lambda: cm.cm.registry.reports_in == 2, timeout=10,
+                     what="two reports waiting for the lock")
+            assert report(timeout=5) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            t0 = time.monotonic()
+            assert root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"),
+                             timeout=5).registered
+            assert time.monotonic() - t0 < 2
+            assert not any(f.done() for f in waiting)
+        assert all(isinstance(f.result(timeout=10), nr.ReportInstancesResponse)
+                   for f in waiting)
