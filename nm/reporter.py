@@ -107,7 +107,10 @@ class Reporter:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_seconds
                 if self.registered:
-                    self._flush()
+                    # Reports flow until the next heartbeat is due, then the loop beats:
+                    # a busy CM (each report waiting seconds for its lock) and a steady
+                    # stream of changes must not hold the heartbeat back past expiry.
+                    self._flush(until=next_beat)
                 self._ok()
             except TashiError as exc:
                 self._failed(exc)
@@ -192,7 +195,10 @@ class Reporter:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
 
-    def _flush(self) -> None:
+    def _flush(self, until: float = float("inf")) -> None:
+        """Send the buffer in batches, oldest first, until it is empty or (after
+        one batch at least) the monotonic clock passes `until`; the rest goes at
+        the next turn."""
         while True:
             with self._cond:
                 batch = list(self._buffer)[:MAX_BATCH]
@@ -206,3 +212,5 @@ class Reporter:
                 while self._buffer and self._buffer[0].report_seq <= sent_top:
                     self._buffer.popleft()
             log.debug("reported %d changes (applied up to %d)", len(batch), resp.applied_seq)
+            if time.monotonic() >= until:
+                return
