@@ -131,10 +131,12 @@ def listing(client: ClusterClient, acc: Process, work: Path) -> None:
 
 def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
           seconds: float) -> list[int]:
-    """`rate` creates/s and `rate` destroys/s (of `victims`) as single calls."""
+    """`rate` creates/s and `rate` destroys/s as single calls: of `victims` first,
+    then of the VMs this churn created, oldest first, once they are Running."""
     starts: dict[int, float] = {}
     call_s: list[float] = []
     del_s: list[float] = []
+    gone: set[int] = set()
     lock = threading.Lock()
 
     def create(k: int) -> None:
@@ -144,7 +146,18 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
             call_s.append(time.perf_counter() - t)
             starts[inst.id] = t
 
-    def destroy(iid: int) -> None:
+    def destroy(k: int) -> None:
+        if k < len(victims):
+            iid = victims[k]
+        else:
+            with lock:
+                made = sorted(starts, key=starts.__getitem__)
+            ripe = [i for i in made if i in tracker.first[RUNNING] and i not in gone]
+            if not ripe:
+                return
+            iid = ripe[0]
+        with lock:
+            gone.add(iid)
         t = time.perf_counter()
         alice.instance_action("Delete", iid)
         with lock:
@@ -157,16 +170,17 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
             due = t0 + k / rate
             time.sleep(max(0.0, due - time.perf_counter()))
             pool.submit(create, k)
-            pool.submit(destroy, victims[k])
+            pool.submit(destroy, k)
         issued = time.perf_counter() - t0
     done = time.perf_counter() - t0
-    ids = list(starts)
+    ids = [i for i in starts if i not in gone]
     tracker.wait(lambda: all(i in tracker.first[RUNNING] for i in ids), 120)
-    lat = [tracker.first[RUNNING][i] - starts[i] for i in ids if i in tracker.first[RUNNING]]
-    print(f"[churn] {n} creates + {n} destroys at {rate}/s each, issued in {issued:.1f}s "
-          f"(all answered at {done:.1f}s): create -> Running p50 {pct(lat, .5):.2f}s "
-          f"p99 {pct(lat, .99):.2f}s max {max(lat, default=0):.2f}s ({len(ids) - len(lat)} "
-          f"never Running); CreateInstance call p50 {pct(call_s, .5) * 1000:.0f} ms "
+    lat = [tracker.first[RUNNING][i] - starts[i] for i in starts if i in tracker.first[RUNNING]]
+    never = sum(1 for i in ids if i not in tracker.first[RUNNING])
+    print(f"[churn] {n} creates + {len(del_s)} destroys at {rate}/s each, issued in "
+          f"{issued:.1f}s (all answered at {done:.1f}s): create -> Running p50 "
+          f"{pct(lat, .5):.2f}s p99 {pct(lat, .99):.2f}s max {max(lat, default=0):.2f}s "
+          f"({never} never Running); CreateInstance call p50 {pct(call_s, .5) * 1000:.0f} ms "
           f"p99 {pct(call_s, .99) * 1000:.0f} ms; DeleteInstance p99 "
           f"{pct(del_s, .99) * 1000:.0f} ms", flush=True)
     return ids
