@@ -15,6 +15,16 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
 4. Failure detection: the --kill hosts of one worker SIGSTOPped at once: time to
    all down and all their VMs Orphaned, against expire + one heartbeat; then
    SIGCONT: time until all Running again, none lost; every VM accounted for.
+
+Measured here (2-core machine shared with other sessions, load 15-40), 1,000
+hosts / 20,000 VMs / 8 fleet processes: fleet 0.92 MiB and 3.1 threads per
+host idle, 1.26 MiB and 4.1 after the fill; fill Activating 12 s (1,664/s),
+Running 118 s (170/s); steady CM 42% of a core, 342 MiB, 501 heartbeats/s;
+ListInstances of 20,000 in 343 ms; GetUsage by user 13 ms, by instance 719 ms;
+churn create -> Running p50 8.5 s p99 11.9 s, CreateInstance p99 482 ms, 0
+overcommits; 50 hosts frozen: down and Orphaned 9.9 s (bound 12 s), back in
+2.6 s, 0 lost, every VM accounted for.  At 100 hosts / 2,000 VMs: Running at
+317/s, churn p99 0.18 s, CreateInstance p99 51 ms.
 """
 
 from __future__ import annotations
