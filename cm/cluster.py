@@ -210,6 +210,9 @@ class Cluster:
         self.instance_ids: dict[str, int] = {}
         self.user_ids: dict[str, int] = {}
         self.usage: dict[int, Usage] = {}
+        # host id -> the instances charged to it (those `usage` counts), so a host's
+        # registration or expiry looks at its own instances, not at every one.
+        self.charged: dict[int, set[int]] = {}
         # owner -> what their instances ask for, in every state (for quotas).
         self.owned: dict[str, Usage] = {}
         # (network id, address) -> instance holding it, kept with the instances.
@@ -327,6 +330,7 @@ class Cluster:
                     use.cores -= old.spec.cores
                     use.memory_mib -= old.spec.memory_mib
                     use.count -= 1
+                    self.charged.get(h, set()).discard(old.id)
                 if self.instance_ids.get(old.name) == old.id:
                     del self.instance_ids[old.name]
                 mine = self.owned.setdefault(old.owner, Usage())
@@ -356,6 +360,7 @@ class Cluster:
                 use.cores += obj.spec.cores
                 use.memory_mib += obj.spec.memory_mib
                 use.count += 1
+                self.charged.setdefault(h, set()).add(obj.id)
         elif kind == "host":
             old_h = self.hosts.get(oid or obj.id)  # type: ignore[union-attr]
             if old_h is not None:

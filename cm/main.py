@@ -135,8 +135,12 @@ class ClusterManager:
         if self.store.shared:
             self._keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
             self._keeper.start()
+        # Reports waiting for the lock hold at most half of (workers - watch_reserve)
+        # threads; heartbeats and every other call keep the rest.
+        report_slots = (self.cfg.workers - self.cfg.watch_reserve) // 2
+        self.registry = NodeRegistryServicer(c, report_slots=report_slots)
         servicers = (ClusterManagerServicer(c, self.evacuations, self.dispatcher.nms),
-                     NodeRegistryServicer(c), PlacementServicer(c))
+                     self.registry, PlacementServicer(c))
         services = [server.Service(name, servicer, add)
                     for (name, add), servicer in zip(SERVICES, servicers, strict=True)]
         self.metrics.serve(ClusterCollector(c))

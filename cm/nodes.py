@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from tashi.cm import instances
 from tashi.cm import validation as v
@@ -13,7 +14,7 @@ from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
 from tashi.runtime.auth import NODE_PREFIX
-from tashi.runtime.errors import ServiceError, denied, invalid, not_found
+from tashi.runtime.errors import ServiceError, denied, exhausted, invalid, not_found
 from tashi.runtime.migration import uri_problem
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
@@ -86,8 +87,9 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
         if fingerprint:
             txn.after.append(lambda: c.host_certs.__setitem__(host.id, fingerprint))
         reported = {r.instance_id for r in req.instances}
-        for inst in list(c.instances.values()):
-            if host.id in inst.status.charged_host_ids and inst.id not in reported:
+        for iid in sorted(c.charged.get(host.id, ())):  # its own, not every instance
+            inst = c.instances[iid]
+            if iid not in reported:
                 if inst.status.state in IN_FLIGHT:
                     continue
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
@@ -124,8 +126,13 @@ def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatR
     return nr.HeartbeatResponse(registered=True)
 
 
-def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest) -> nr.ReportInstancesResponse:
+def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
+           wanted: Callable[[], bool] = lambda: True) -> nr.ReportInstancesResponse:
+    """Apply a node manager's reports; `wanted` False (the caller gave up while the
+    report waited for the lock: it sends the same reports again) applies nothing."""
     def body(txn: Txn) -> nr.ReportInstancesResponse:
+        if not wanted():
+            raise exhausted("the node manager stopped waiting for this report")
         speak_for(c, actor, req.name, "report instances")
         host = _host_by_name(c, req.name)
         for rep in req.reports:
@@ -288,14 +295,24 @@ def expire_hosts(c: Cluster) -> int:
             return 0
 
         def body(txn: Txn) -> None:
+            reasons = {}
             for host in silent:
                 new = copy_of(host)
                 new.up = False
                 reason = f"host {host.name} stopped answering (no heartbeat for {limit:g} s)"
                 txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, reason)
-                for inst in c.instances.values():
-                    if inst.status.host_id == host.id and inst.status.state in ORPHANABLE:
-                        move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
+                reasons[host.id] = reason
+            # One pass over the instances for every silent host (many hosts going
+            # silent at once must not hold the lock hosts x instances long).  A start
+            # still in flight is not orphaned: the CM's own call to the host settles
+            # it (Running, or Held with the reason), whereas an Orphaned instance the
+            # host does not list when it registers again is removed, and a VM that
+            # never started would be lost with it.
+            for inst in list(c.instances.values()):
+                reason = reasons.get(inst.status.host_id, "")
+                if reason and inst.status.state in ORPHANABLE \
+                        and inst.status.state != pb.INSTANCE_STATE_ACTIVATING:
+                    move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
 
         c.write("tashi-cm", body)
         return len(silent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from tashi.cm.listing import InstancePages
 from tashi.cm.slots import Slots
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
-from tashi.runtime.errors import invalid, out_of_range
+from tashi.runtime.errors import exhausted, invalid, out_of_range
 from tashi.runtime.nm_client import NodeManagerClients
 from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -340,8 +341,16 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
 
 
 class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, report_slots: int = 48) -> None:
         self.c = cluster
+        # A report waits for the cluster's lock holding a server thread.  Bounded, so
+        # that a burst (a thousand hosts reporting their starts, and their retries
+        # after a deadline) never takes every thread and queues heartbeats behind it
+        # until their hosts expire.  A refused report stays buffered on its node
+        # manager, which sends it again within a second.
+        self.report_slots = max(1, report_slots)
+        self.reports_in = 0  # reports being applied or waiting for the lock
+        self._reports_lock = threading.Lock()
 
     @handler
     def RegisterHost(self, req: nr.RegisterHostRequest, ctx: Any, who: str) -> Any:
@@ -353,7 +362,16 @@ class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
 
     @handler
     def ReportInstances(self, req: nr.ReportInstancesRequest, ctx: Any, who: str) -> Any:
-        return nodes.report(self.c, who, req)
+        with self._reports_lock:
+            if self.reports_in >= self.report_slots:
+                raise exhausted("the cluster manager is busy applying other reports; send "
+                                "this one again shortly")
+            self.reports_in += 1
+        try:
+            return nodes.report(self.c, who, req, wanted=ctx.is_active)
+        finally:
+            with self._reports_lock:
+                self.reports_in -= 1
 
 
 class PlacementServicer(pl_grpc.PlacementServiceServicer):

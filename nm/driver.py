@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from tashi.nm.console import ConsoleLog, ConsoleSession
 from tashi.nm.errors import FailedPrecondition
@@ -27,6 +28,11 @@ ChangeListener = Callable[[Observation], None]
 
 
 class Driver(ABC):
+    def starts_held(self) -> AbstractContextManager[None]:
+        """Holds VM starts while the reporter takes and delivers a registration
+        (nm/gate.py); drivers whose starts cannot race it need nothing."""
+        return nullcontext()
+
     @abstractmethod
     def host_facts(self) -> HostFacts: ...
 

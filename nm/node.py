@@ -49,8 +49,12 @@ def migration_uri(cfg: NmConfig, advertised: str, tls: bool) -> str:
 class NodeManager:
     def __init__(self, cfg: NmConfig, driver: Driver | None = None, *,
                  bridge_lookup: BridgeLookup | None = None,
-                 network_status: NetworkStatus | None = None) -> None:
+                 network_status: NetworkStatus | None = None,
+                 server_workers: int = 32) -> None:
         self.cfg = cfg
+        # Threads serving NodeManagerService (created as calls arrive, kept): a fleet
+        # of simulated hosts in one process keeps this small.
+        self.server_workers = server_workers
         self.tls = Tls.from_settings(cfg)
         self.driver = driver or LibvirtDriver(
             cfg.libvirt_uri, cfg.images, cfg.state_dir, domain_type=cfg.domain_type,
@@ -73,7 +77,8 @@ class NodeManager:
         self.running = server.start(self.cfg.listen, [
             server.Service(SERVICE_NAME, self.servicer,
                            nm_grpc.add_NodeManagerServiceServicer_to_server)],
-            interceptors=self.metrics.interceptors, tls=self.tls, insecure=self.cfg.insecure,
+            max_workers=self.server_workers, interceptors=self.metrics.interceptors,
+            tls=self.tls, insecure=self.cfg.insecure,
             name="tashi-nm")
         advertised = advertised_address(self.cfg, self.running.port)
         facts = self.driver.host_facts()

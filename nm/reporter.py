@@ -107,7 +107,10 @@ class Reporter:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_seconds
                 if self.registered:
-                    self._flush()
+                    # Reports flow until the next heartbeat is due, then the loop beats:
+                    # a busy CM (each report waiting seconds for its lock) and a steady
+                    # stream of changes must not hold the heartbeat back past expiry.
+                    self._flush(until=next_beat)
                 self._ok()
             except TashiError as exc:
                 self._failed(exc)
@@ -146,19 +149,22 @@ class Reporter:
 
     def _register(self) -> None:
         facts = self.driver.host_facts()
-        with self._cond:
-            snapshot = []
-            for vm in self.driver.list_vms():
-                snapshot.append(report_pb(
-                    Observation(vm=vm, message="reported at registration",
-                                spec=self.driver.vm_spec(vm.instance_id)), self._next_seq()))
         networks = self._networks()
-        req = reg.RegisterHostRequest(
-            name=self.hostname, cores=facts.cores,
-            memory_mib=max(0, facts.memory_mib - self.reserved_memory_mib),
-            version=VERSION, nm_address=self.nm_address, instances=snapshot, networks=networks,
-            capabilities=self.capabilities)
-        self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
+        # No start finishes between taking the list and the CM reading it (nm/gate.py).
+        with self.driver.starts_held():
+            with self._cond:
+                snapshot = []
+                for vm in self.driver.list_vms():
+                    snapshot.append(report_pb(
+                        Observation(vm=vm, message="reported at registration",
+                                    spec=self.driver.vm_spec(vm.instance_id)),
+                        self._next_seq()))
+            req = reg.RegisterHostRequest(
+                name=self.hostname, cores=facts.cores,
+                memory_mib=max(0, facts.memory_mib - self.reserved_memory_mib),
+                version=VERSION, nm_address=self.nm_address, instances=snapshot,
+                networks=networks, capabilities=self.capabilities)
+            self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
         self._sent_networks = networks
         self.registered = True
         self.last_heartbeat = time.time()
@@ -192,7 +198,10 @@ class Reporter:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
 
-    def _flush(self) -> None:
+    def _flush(self, until: float = float("inf")) -> None:
+        """Send the buffer in batches, oldest first, until it is empty or (after
+        one batch at least) the monotonic clock passes `until`; the rest goes at
+        the next turn."""
         while True:
             with self._cond:
                 batch = list(self._buffer)[:MAX_BATCH]
@@ -206,3 +215,5 @@ class Reporter:
                 while self._buffer and self._buffer[0].report_seq <= sent_top:
                     self._buffer.popleft()
             log.debug("reported %d changes (applied up to %d)", len(batch), resp.applied_seq)
+            if time.monotonic() >= until:
+                return

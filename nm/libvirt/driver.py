@@ -15,6 +15,7 @@ import os
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import libvirt
@@ -29,6 +30,7 @@ from tashi.nm.errors import (
     NotFound,
     Unavailable,
 )
+from tashi.nm.gate import StartGate
 from tashi.nm.libvirt import domain_xml as dx
 from tashi.nm.libvirt import guest, migration
 from tashi.nm.libvirt.console import LibvirtConsole
@@ -76,6 +78,7 @@ class LibvirtDriver(VmTable, Driver):
             raise ValueError(f"--cpu-ratio must be positive, got {cpu_ratio}")
         self.cpu_ratio = cpu_ratio
         self._claims = migration.Claims()
+        self._gate = StartGate()
         self._facts: HostFacts | None = None
         self._targets = DeviceTargets()  # for vm_usage on drivers without bulk counters
         self.host = Host(uri, self._on_connect, self.request_resync)
@@ -207,10 +210,13 @@ class LibvirtDriver(VmTable, Driver):
             raise AlreadyExists(f"domain {name!r} exists but is not running; nothing was changed")
         return adopted.info()
 
+    def starts_held(self) -> AbstractContextManager[None]:
+        return self._gate.hold()
+
     def start_vm(self, spec: VmSpec) -> VmInfo:
         check_spec(spec)
         name = dx.vm_name(spec.instance_id)
-        with self._vm_lock(spec.instance_id):
+        with self._gate.start(), self._vm_lock(spec.instance_id):
             found = self._existing(spec, name)
             if found is not None:
                 return found
@@ -312,7 +318,7 @@ class LibvirtDriver(VmTable, Driver):
     def resume_vm(self, spec: VmSpec, suspend_file: str) -> VmInfo:
         check_spec(spec)
         path = self._check_suspend_file(suspend_file)
-        with self._vm_lock(spec.instance_id):
+        with self._gate.start(), self._vm_lock(spec.instance_id):
             with self._lock:
                 rec0 = self._vms.get(spec.instance_id)
             if rec0 is not None and rec0.state in (RUNNING, PAUSED):

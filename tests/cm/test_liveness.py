@@ -4,11 +4,14 @@ the node manager's next registration reconciles them (Tashi's rules)."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tashi.cm import nodes
+from tashi.runtime.client import TashiError
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
@@ -49,6 +52,24 @@ def test_silent_host_orphans_then_reconciles(tmp_path: Path) -> None:
         assert after[vms[1].id].status.state == S.INSTANCE_STATE_PAUSED
         assert vms[2].id not in after
         assert root.get_host("h1").up
+
+
+def test_start_in_flight_on_a_silent_host_is_kept(tmp_path: Path) -> None:
+    """An instance placed but not yet started when its host goes silent stays
+    Activating (the CM's start call settles it), and the host registering again
+    without it does not delete it: seen with 1,000 hosts, where a burst of late
+    heartbeats once removed thousands of VMs that had never started."""
+    with inproc_cm(tmp_path, expire_host_seconds=1.0) as cm:
+        root = cm.client()
+        host = register_host(root, "h1").host
+        [placed] = root.create_instances(vm("p", 1, 128), count=1)
+        root.activate([pl.Placement(instance_id=placed.id, host_id=host.id)])
+        wait_for(lambda: not root.get_host("h1").up, timeout=5, what="host down")
+        assert root.get_instance(placed.id).status.state == S.INSTANCE_STATE_ACTIVATING
+        register_host(root, "h1", add=False, instances=[])
+        got = root.get_instance(placed.id)
+        assert (got.status.state, got.status.host_id) == (S.INSTANCE_STATE_ACTIVATING, host.id)
+        assert root.get_host("h1").used_cores == 1
 
 
 def test_heartbeats_keep_host_up(tmp_path: Path) -> None:
@@ -115,3 +136,35 @@ def test_time_the_cm_did_not_run_is_not_counted_against_hosts(tmp_path: Path) ->
             c.heartbeats[h1] = time.monotonic() - 4000
             assert nodes.expire_hosts(c) == 1
         assert not root.get_host("h1").up and root.get_host("h2").up
+
+
+def test_reports_never_take_the_threads_heartbeats_need(tmp_path: Path) -> None:
+    """While reports wait for the cluster's lock, at most (workers - watch_reserve) // 2
+    of them hold a server thread; one more is refused at once (the NM sends it again)
+    and heartbeats keep being answered, so no host expires behind a burst of reports."""
+    with inproc_cm(tmp_path, workers=8, watch_reserve=4, expire_host_seconds=30) as cm:
+        root = cm.client()
+        register_host(root, "h1")
+        [inst] = root.create_instances(vm("r", 1, 128), count=1)
+        seqs = iter(range(1, 1000))
+
+        def report(timeout: float = 10.0) -> object:
+            req = nr.ReportInstancesRequest(name="h1", reports=[nr.InstanceReport(
+                instance_id=inst.id, state=S.INSTANCE_STATE_HELD, report_seq=next(seqs))])
+            try:
+                return root.call(root.registry.ReportInstances, req, timeout=timeout)
+            except TashiError as exc:
+                return exc.code
+
+        with ThreadPoolExecutor(4) as pool, cm.cluster.lock:
+            waiting = [pool.submit(report) for _ in range(2)]
+            wait_for(lambda: cm.cm.registry.reports_in == 2, timeout=10,
+                     what="two reports waiting for the lock")
+            assert report(timeout=5) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            t0 = time.monotonic()
+            assert root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"),
+                             timeout=5).registered
+            assert time.monotonic() - t0 < 2
+            assert not any(f.done() for f in waiting)
+        assert all(isinstance(f.result(timeout=10), nr.ReportInstancesResponse)
+                   for f in waiting)

@@ -352,3 +352,54 @@ def test_console_log_and_session_on_the_test_driver(drv: tuple[LibvirtDriver, Se
     d.destroy_vm(40)
     assert not log.running()
     assert d.console_log(40).path == log.path, "a log left behind is still served"
+
+
+def test_a_registration_holds_starts_from_its_list_until_the_cm_has_it(
+        drv: tuple[LibvirtDriver, Seen]) -> None:
+    """nm/gate.py: no start finishes between the reporter taking its list and the CM
+    reading it (else the CM ends the instance its own start made Running as missing
+    from the list: seen at 1,000 hosts).  A start under way finishes first and is
+    listed; one asked meanwhile waits for the registration."""
+    import threading
+
+    d, _seen = drv
+    d.start_vm(spec(1))
+    started: list[int] = []
+    with d.starts_held():
+        listed = [v.instance_id for v in d.list_vms()]
+        later = threading.Thread(target=lambda: started.append(d.start_vm(spec(2)).instance_id))
+        later.start()
+        later.join(0.5)
+        assert later.is_alive() and started == [], "the start waits for the registration"
+        assert [v.instance_id for v in d.list_vms()] == listed == [1]
+    later.join(10)
+    assert started == [2] and [v.instance_id for v in d.list_vms()] == [1, 2]
+    # A registration waits for a start under way (here: one blocked in libvirt).
+    gate_taken = threading.Event()
+    release = threading.Event()
+    real = d.host.conn
+
+    def slow_conn() -> libvirt.virConnect:
+        gate_taken.set()
+        release.wait(10)
+        return real()
+
+    d.host.conn = slow_conn  # type: ignore[method-assign]
+    third = threading.Thread(target=lambda: d.start_vm(spec(3)))
+    third.start()
+    assert gate_taken.wait(10)
+    held: list[list[int]] = []
+
+    def register() -> None:
+        with d.starts_held():
+            held.append([v.instance_id for v in d.list_vms()])
+
+    reg = threading.Thread(target=register)
+    reg.start()
+    reg.join(0.5)
+    assert reg.is_alive() and held == [], "the registration waits for the start under way"
+    d.host.conn = real  # type: ignore[method-assign]
+    release.set()
+    third.join(10)
+    reg.join(10)
+    assert held == [[1, 2, 3]], "and lists it"

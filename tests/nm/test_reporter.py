@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ class Registry(reg_grpc.NodeRegistryServiceServicer):
             self.reports.extend(r for r in request.reports if r.report_seq > top)
             return reg.ReportInstancesResponse(
                 applied_seq=max((r.report_seq for r in self.reports), default=0))
+
+    def reports_by_instance(self) -> dict[int, list[int]]:
+        with self.lock:
+            out: dict[int, list[int]] = {}
+            for r in self.reports:
+                out.setdefault(r.instance_id, []).append(r.state)
+            return out
 
     def states(self, iid: int) -> list[int]:
         with self.lock:
@@ -137,3 +145,48 @@ def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(
         assert snapshot[0].report_seq > seqs[-1]
     finally:
         back.stop(0)
+
+
+class SlowRegistry(Registry):
+    """A CM whose reports wait for a busy lock: each takes 0.3 s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beats: list[float] = []
+
+    def Heartbeat(self, request: Any, context: Any) -> reg.HeartbeatResponse:
+        self.beats.append(time.monotonic())
+        return super().Heartbeat(request, context)
+
+    def ReportInstances(self, request: Any, context: Any) -> reg.ReportInstancesResponse:
+        time.sleep(0.3)
+        return super().ReportInstances(request, context)
+
+
+def test_heartbeats_go_on_while_reports_are_slow(tmp_path: Path) -> None:
+    """Changes keep coming and each report takes 0.3 s: the heartbeat (every 0.2 s)
+    still goes out between batches, never held back for the whole stream."""
+    drv = LibvirtDriver("test://" + str(node_xml(tmp_path / "node.xml", 64, 65536)),
+                        tmp_path, tmp_path / "state")
+    registry = SlowRegistry()
+    running = serve(registry)
+    client = ClusterClient(f"127.0.0.1:{running.port}")
+    rep = Reporter(drv, client, "h1", "127.0.0.1:9999", heartbeat_seconds=0.2)
+    try:
+        rep.start()
+        wait_for(lambda: registry.registrations, what="registration")
+        t0 = time.monotonic()
+        for iid in range(1, 31):  # a change every 0.1 s for 3 s
+            drv.start_vm(VmSpec(iid, f"vm{iid}", "alice", 1, 64))
+            time.sleep(0.1)
+        beats = [b for b in registry.beats if b > t0]
+        gaps = [b - a for a, b in zip([t0, *beats], beats, strict=False)]
+        assert len(beats) >= 5 and max(gaps) < 1.0, gaps
+        wait_for(lambda: rep.pending() == 0, timeout=10, what="every report delivered")
+        assert sorted(i for i, s in registry.reports_by_instance().items()
+                      if s == [S.INSTANCE_STATE_RUNNING]) == list(range(1, 31))
+    finally:
+        rep.stop()
+        client.close()
+        drv.close()
+        running.stop(0)
