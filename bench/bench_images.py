@@ -16,7 +16,8 @@ deleting what it made as it goes:
 An upload is done when the CM has checked its size and digest, detected its
 format and linked it into place; a download when the client has checked its
 digest and renamed the file into place.  Everything is in the page cache, for
-`cp` too; no side syncs.  coreutils' cp has the kernel copy the file
+`cp` too; before each timed step the dirty pages of the earlier ones are
+synced (untimed), and no step syncs its own.  coreutils' cp has the kernel copy the file
 (copy_file_range); dd moves the bytes through a process as Tashi must.
 Figures are medians over rounds.  The scratch folder is removed at the end,
 also after a failure or ^C.
@@ -69,6 +70,9 @@ def make_file(path: Path, size: int) -> None:
 
 
 def timed(run: Callable[..., object], *args: object) -> float:
+    """Seconds `run` takes, from a clean start: what earlier steps wrote is flushed
+    first (untimed), so no step pays for another's writeback."""
+    os.sync()
     t0 = time.perf_counter()
     run(*args)
     return time.perf_counter() - t0
