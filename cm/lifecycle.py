@@ -53,9 +53,11 @@ EXIT_IGNORED = frozenset({S.INSTANCE_STATE_SUSPENDING, S.INSTANCE_STATE_SUSPENDE
                           S.INSTANCE_STATE_PENDING, S.INSTANCE_STATE_HELD})
 
 # Hosted states the liveness monitor and a CM restart turn Orphaned: the host
-# went silent, so nobody knows what became of them until its NM reports.
+# went silent, so nobody knows what became of them until its NM reports.  Not
+# Activating: the CM's own start call settles that (Running, or Held with the
+# reason), and a CM restart sends it back to Pending.
 ORPHANABLE = frozenset({
-    S.INSTANCE_STATE_ACTIVATING, S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSING,
+    S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSING,
     S.INSTANCE_STATE_PAUSED, S.INSTANCE_STATE_UNPAUSING, S.INSTANCE_STATE_SUSPENDING,
     S.INSTANCE_STATE_RESUMING, S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS,
     S.INSTANCE_STATE_SHUTTING_DOWN})

@@ -310,8 +310,7 @@ def expire_hosts(c: Cluster) -> int:
             # never started would be lost with it.
             for inst in list(c.instances.values()):
                 reason = reasons.get(inst.status.host_id, "")
-                if reason and inst.status.state in ORPHANABLE \
-                        and inst.status.state != pb.INSTANCE_STATE_ACTIVATING:
+                if reason and inst.status.state in ORPHANABLE:
                     move(txn, inst, pb.INSTANCE_STATE_ORPHANED, reason, reason)
 
         c.write("tashi-cm", body)
