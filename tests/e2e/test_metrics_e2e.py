@@ -160,10 +160,11 @@ def test_prometheus_scrapes_the_cluster(tmp_path: Path, images: Path,
     wait_for(lambda: (prom.value('rate(tashi_vm_cpu_time_seconds_total{instance_name="web"}'
                                  '[5s])') or 0) > 0, timeout=30, what="a CPU rate")
 
-    # The gRPC request counters: the CM took the create, the NM the start.
+    # The gRPC request counters: the CM took the create, the NM the start (the CM
+    # sends a host's starts in one StartVms call).
     assert prom.value('grpc_server_handled_total{job="tashi-cm", grpc_method="CreateInstance",'
                       ' grpc_code="OK"}') == 1
-    assert prom.value('grpc_server_handled_total{job="tashi-nm", grpc_method="StartVm",'
+    assert prom.value('grpc_server_handled_total{job="tashi-nm", grpc_method="StartVms",'
                       ' grpc_code="OK"}') == 1
     assert (prom.value('sum(grpc_server_handled_total{job="tashi-cm", grpc_method="Heartbeat"})')
             or 0) >= 1
