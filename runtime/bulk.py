@@ -3,10 +3,12 @@ the image data port (runtime/data_port.py, cm/data_port.py).
 
 The work is spread over the machine: a sender on a plain socket has the kernel
 send the file (sendfile: no copy through this process) while a second thread
-hashes it through a memory map; over TLS, and on the receiving side, one
-thread moves the bytes (read or recv, then send or write) while another hashes
-the block before, through a small ring of buffers.  The hashing threads run
-beside the I/O because both release the GIL on large blocks.
+hashes it through a memory map.  Otherwise one thread moves the bytes through
+a small ring of buffers (a sender over TLS reads and sends; a receiver only
+receives, so the socket is drained while earlier blocks are written) and a
+thread per stage works on the blocks behind it: writing them, hashing them.
+The threads run side by side because the system calls and BLAKE3 release the
+GIL on large blocks.
 """
 
 from __future__ import annotations
@@ -22,37 +24,76 @@ from collections.abc import Callable
 import blake3
 
 BLOCK = 4 << 20  # bytes per read, write and hash step
-RING = 3  # buffers in flight between the mover and the hasher
+RING = 4  # buffers in flight between the mover and the stages behind it
 
 Progress = Callable[[int, int], None]
 
 
-class _Hasher(threading.Thread):
-    """Hashes the blocks it is handed, in order, returning each buffer to `free`."""
+class _Ring:
+    """Buffers handed round: taken by the mover, given back once every stage that
+    was handed one is done with it."""
 
-    def __init__(self, free: queue.Queue[bytearray]) -> None:
-        super().__init__(name="bulk-hash", daemon=True)
-        self.free = free
+    def __init__(self) -> None:
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(RING):
+            self.free.put(bytearray(BLOCK))
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        return self.free.get()
+
+    def hand(self, buf: bytearray, n: int, stages: list[_Stage]) -> None:
+        with self._lock:
+            self._users[id(buf)] = len(stages)
+        for stage in stages:
+            stage.todo.put((buf, n))
+
+    def done(self, buf: bytearray) -> None:
+        with self._lock:
+            self._users[id(buf)] -= 1
+            last = self._users[id(buf)] == 0
+        if last:
+            self.free.put(buf)
+
+
+class _Stage(threading.Thread):
+    """One thing done to every block, in order, beside the mover (writing it, or
+    hashing it); the first error is kept, and later blocks are only given back."""
+
+    def __init__(self, ring: _Ring, work: Callable[[memoryview], object]) -> None:
+        super().__init__(name="bulk-stage", daemon=True)
+        self.ring = ring
+        self.work = work
         self.todo: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        self.hasher = blake3.blake3()
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         while (item := self.todo.get()) is not None:
             buf, n = item
-            self.hasher.update(memoryview(buf)[:n])
-            self.free.put(buf)
+            if self.error is None:
+                try:
+                    self.work(memoryview(buf)[:n])
+                except BaseException as exc:  # raised again by the mover
+                    self.error = exc
+            self.ring.done(buf)
 
-    def digest(self) -> bytes:
-        self.todo.put(None)
-        self.join()
-        return self.hasher.digest()
 
-
-def _ring() -> queue.Queue[bytearray]:
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(RING):
-        free.put(bytearray(BLOCK))
-    return free
+def _run_stages(ring: _Ring, stages: list[_Stage], move: Callable[[], None]) -> None:
+    """`move` (the mover's loop) with `stages` running beside it; their first error
+    is raised once all have stopped."""
+    for stage in stages:
+        stage.start()
+    try:
+        move()
+    finally:
+        for stage in stages:
+            stage.todo.put(None)
+        for stage in stages:
+            stage.join()
+    for stage in stages:
+        if stage.error is not None:
+            raise stage.error
 
 
 def _mapped_digest(path: str, size: int, out: list[bytes]) -> None:
@@ -85,51 +126,56 @@ def send_file(sock: socket.socket, f: io.FileIO, path: str, size: int,
         finally:
             hashing.join()
         return got[0]
-    free = _ring()
-    hasher = _Hasher(free)
-    hasher.start()
-    sent = 0
-    try:
+    ring = _Ring()
+    hasher = blake3.blake3()
+    hashing = _Stage(ring, hasher.update)
+
+    def move() -> None:
+        sent = 0
         while sent < size:
-            buf = free.get()
+            buf = ring.take()
             n = os.preadv(fd, [memoryview(buf)[:min(BLOCK, size - sent)]], sent)
             if n <= 0:
                 raise EOFError(f"{path} shrank while being sent")
             sock.sendall(memoryview(buf)[:n])
-            hasher.todo.put((buf, n))
+            ring.hand(buf, n, [hashing])
             sent += n
             if progress is not None:
                 progress(sent, size)
-    finally:
-        digest = hasher.digest()
-    return digest
+
+    _run_stages(ring, [hashing], move)
+    return hasher.digest()
 
 
 def receive(sock: socket.socket, size: int, write: Callable[[memoryview], None],
             progress: Progress | None = None) -> bytes:
     """Exactly `size` bytes from `sock`, each block handed to `write`; their digest.
     ConnectionError if the peer closes first."""
-    free = _ring()
-    hasher = _Hasher(free)
-    hasher.start()
-    got = 0
-    try:
+    ring = _Ring()
+    hasher = blake3.blake3()
+    stages = [_Stage(ring, write), _Stage(ring, hasher.update)]
+
+    def move() -> None:
+        got = 0
         while got < size:
-            buf = free.get()
+            for stage in stages:  # the store refused a write: stop receiving
+                if stage.error is not None:
+                    return
+            buf = ring.take()
             view = memoryview(buf)
             want = min(BLOCK, size - got)
             n = 0
             while n < want:  # fill the block: fewer, larger writes and hash steps
                 k = sock.recv_into(view[n:want])
                 if k == 0:
+                    ring.free.put(buf)
                     raise ConnectionError(f"the connection closed after {got + n} of {size} "
                                           "bytes")
                 n += k
-            write(view[:n])
-            hasher.todo.put((buf, n))
+            ring.hand(buf, n, stages)
             got += n
             if progress is not None:
                 progress(got, size)
-    finally:
-        digest = hasher.digest()
-    return digest
+
+    _run_stages(ring, stages, move)
+    return hasher.digest()
