@@ -22,6 +22,7 @@ import time
 
 import grpc
 
+from tashi.cm.image_ops import _store_error
 from tashi.cm.image_transfer import Ticket, Transfers
 from tashi.runtime import bulk, server
 from tashi.runtime import data_port as wire
@@ -146,10 +147,13 @@ class DataPort:
         with self.transfers.incoming(ticket.who, ticket.name, ticket.size) as inc:
             conn.sendall(wire.frame(cmpb.ImageTransferResult()))  # go ahead
             try:
-                mine = bulk.receive(conn, ticket.size, inc.write)
-            except ConnectionError:
+                mine = bulk.receive_file(conn, inc.fd, ticket.size, wire.IDLE_SECONDS)
+            except (ConnectionError, TimeoutError, ssl.SSLError):
                 raise ServiceError(grpc.StatusCode.CANCELLED,
                                    "the upload was cut short; nothing was kept") from None
+            except OSError as exc:  # the store refused the write (full, read-only)
+                raise _store_error(exc) from None
+            inc.got = ticket.size
             try:
                 digest = wire.read_exact(conn, wire.DIGEST_BYTES)
             except ConnectionError:

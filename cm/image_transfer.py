@@ -72,7 +72,7 @@ class Incoming:
         self.got = 0
         self.tmp = ops._temp(ops._path(name), "upload")
         try:
-            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                               0o600)
         except OSError as exc:
             self.fd = -1

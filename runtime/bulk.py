@@ -1,21 +1,25 @@
 """Moving a file's bytes over a socket with their BLAKE3 digest, both ends of
 the image data port (runtime/data_port.py, cm/data_port.py).
 
-The work is spread over the machine: a sender on a plain socket has the kernel
-send the file (sendfile: no copy through this process) while a second thread
-hashes it through a memory map.  Otherwise one thread moves the bytes through
-a small ring of buffers (a sender over TLS reads and sends; a receiver only
-receives, so the socket is drained while earlier blocks are written) and a
-thread per stage works on the blocks behind it: writing them, hashing them.
+On a plain socket the kernel moves the bytes and no copy goes through this
+process: the sender uses sendfile, the receiver splice (socket -> pipe ->
+file), and on each side a second thread hashes the file through a memory map
+(the receiver's follows what has landed).  Over TLS one thread moves the bytes
+through a small ring of buffers (the sender reads and sends; the receiver
+only receives, so the socket is drained while earlier blocks are written) and
+a thread per stage works on the blocks behind it: writing them, hashing them.
 The threads run side by side because the system calls and BLAKE3 release the
 GIL on large blocks.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
+import mmap
 import os
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -178,4 +182,87 @@ def receive(sock: socket.socket, size: int, write: Callable[[memoryview], None],
                 progress(got, size)
 
     _run_stages(ring, stages, move)
+    return hasher.digest()
+
+
+PIPE_BYTES = 1 << 20
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named by Python only from 3.10 on some builds
+
+
+def receive_file(sock: socket.socket, fd: int, size: int, idle_seconds: float,
+                 progress: Progress | None = None) -> bytes:
+    """Exactly `size` bytes from `sock` into the file open at `fd` (from its start);
+    their digest.  On a plain socket the kernel moves them (splice: socket -> pipe
+    -> file, no copy through this process) while a thread hashes what has landed
+    through a memory map; over TLS, `receive` with a write stage."""
+    if isinstance(sock, ssl.SSLSocket) or size == 0:
+        def write(block: memoryview) -> None:
+            while block:
+                block = block[os.write(fd, block):]
+        return receive(sock, size, write, progress)
+    os.ftruncate(fd, size)  # the map covers the whole file; the blocks fill it
+    landed = [0]
+    cond = threading.Condition()
+    hasher = blake3.blake3()
+    failed: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
+                view, done = memoryview(mm), 0
+                try:
+                    while done < size:
+                        with cond:
+                            while landed[0] == done and not failed:
+                                cond.wait()
+                            if failed:
+                                return
+                            upto = landed[0]
+                        hasher.update(view[done:upto])
+                        done = upto
+                finally:
+                    view.release()
+        except BaseException as exc:
+            failed.append(exc)
+
+    hashing = threading.Thread(target=follow, name="bulk-hash", daemon=True)
+    hashing.start()
+    r, w = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # a smaller pipe only means more calls
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        got = 0
+        while got < size:
+            try:
+                n = os.splice(sock.fileno(), w, min(PIPE_BYTES, size - got))
+            except BlockingIOError:
+                if not poller.poll(idle_seconds * 1000):
+                    raise TimeoutError(f"no bytes for {idle_seconds:g} s") from None
+                continue
+            if n == 0:
+                raise ConnectionError(f"the connection closed after {got} of {size} bytes")
+            left = n
+            while left:
+                left -= os.splice(r, fd, left, offset_dst=got + n - left)
+            got += n
+            with cond:
+                landed[0] = got
+                cond.notify()
+            if progress is not None:
+                progress(got, size)
+    except BaseException as exc:
+        with cond:
+            failed.append(exc)
+            cond.notify()
+        raise
+    finally:
+        os.close(r)
+        os.close(w)
+        hashing.join()
+    if failed:
+        raise failed[0]
     return hasher.digest()

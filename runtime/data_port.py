@@ -146,16 +146,10 @@ def download(host: str, port: int, ticket: str, path: str | os.PathLike[str],
     sock, head = _connect(host, port, ticket, tls)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with sock, os.fdopen(fd, "wb", buffering=0) as out:
-            fd = -1
+        with sock:
             try:
                 size = head.image.size_bytes
-
-                def write(block: memoryview) -> None:
-                    while block:
-                        block = block[out.write(block) or 0:]
-
-                digest = bulk.receive(sock, size, write, progress)
+                digest = bulk.receive_file(sock, fd, size, IDLE_SECONDS, progress)
                 sent_digest = read_exact(sock, DIGEST_BYTES)
             except (OSError, ssl.SSLError) as exc:
                 raise TashiError(grpc.StatusCode.DATA_LOSS,
@@ -165,6 +159,8 @@ def download(host: str, port: int, ticket: str, path: str | os.PathLike[str],
             raise TashiError(grpc.StatusCode.DATA_LOSS,
                              "the download's BLAKE3 digest is not the cluster manager's: it "
                              "was damaged on the way; nothing was kept")
+        os.close(fd)
+        fd = -1
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return size, f"blake3:{digest.hex()}"
