@@ -37,7 +37,6 @@ from tashi.accounting.usage import GroupBy, usage, usage_scan
 from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.version import VERSION
-from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import resources_pb2 as pb
 
@@ -108,7 +107,7 @@ def make_history(address: str, instances: int, hosts: int = 10, batch: int = 100
                                                  report_seq=report_seq[host]))
             client.call(client.registry.ReportInstances,
                         nr.ReportInstancesRequest(name=host, reports=reports))
-    top = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    top = client.last_seq()
     client.close()
     return int(top)
 

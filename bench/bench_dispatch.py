@@ -78,12 +78,9 @@ def cpu_use(groups: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
 
 
-def seq_now(client: ClusterClient) -> int:
-    return int(client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq)
-
 
 def fill(root: ClusterClient, alice: ClusterClient, vms: int, disk: bool) -> dict[str, float]:
-    follower = Follower(root, seq_now(root), vms)
+    follower = Follower(root, root.last_seq(), vms)
     follower.start()
     spec = pb.InstanceSpec(cores=1, memory_mib=64,
                            disks=[pb.Disk(uri="base.qcow2")] if disk else [])

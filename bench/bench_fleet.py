@@ -47,7 +47,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bench.bench_accounting import committed
 from bench.bench_scheduler import history, overcommitted
 from bench.fleet import Fleet, proc_status
-from bench.fleet_checks import RUNNING, Tracker, accounted, failure_drill, seq_now
+from bench.fleet_checks import RUNNING, Tracker, accounted, failure_drill
 from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
@@ -119,7 +119,7 @@ def listing(client: ClusterClient, acc: Process, work: Path) -> None:
     print(f"[list] ListInstances of all {n} (pages of 5,000): median "
           f"{statistics.median(times) * 1000:.0f} ms, best {min(times) * 1000:.0f} ms",
           flush=True)
-    top = seq_now(client)
+    top = client.last_seq()
     t = time.perf_counter()
     while committed(work / "ledger.sqlite") < top and time.perf_counter() - t < 120:
         time.sleep(0.2)
@@ -232,7 +232,7 @@ def main() -> None:
               f"waiting for registration); {fleet.cost()}", flush=True)
         sched = SchedulerProcess(work, cm.address, "--log-level", "WARNING")
         acc = start_accounting(work, cm.address, "--log-level", "WARNING")
-        tracker = Tracker(client, seq_now(client))
+        tracker = Tracker(client, client.last_seq())
         tracker.start()
         alice = ClusterClient(cm.address, user="alice", timeout=120)
         fill(alice, tracker, args.vms, args.batch)

@@ -53,7 +53,7 @@ class RunningWatch:
         self.client = client
         self.seen: dict[int, float] = {}
         self.cond = threading.Condition()
-        since = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+        since = client.last_seq()
         self.stream = client.cm.WatchEvents(cmpb.WatchEventsRequest(since=since),
                                             metadata=user_metadata(client.user))
         threading.Thread(target=self._run, daemon=True).start()

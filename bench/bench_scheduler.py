@@ -64,9 +64,6 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
-def seq_now(client: ClusterClient) -> int:
-    return int(client.call(client.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq)
-
 
 class Watcher(threading.Thread):
     """Counts instances entering Activating and Running; keeps every event for the
@@ -110,7 +107,7 @@ class Watcher(threading.Thread):
 
 
 def history(client: ClusterClient) -> list[pb.Event]:
-    last = seq_now(client)
+    last = client.last_seq()
     out: list[pb.Event] = []
     stream = client.cm.WatchEvents(cm.WatchEventsRequest(since=0, max_batch=5000),
                                    metadata=user_metadata(client.user))
@@ -198,7 +195,7 @@ def main() -> None:
                              "--log-level", "WARNING"],
                             r"connected to (\S+:\d+)", work / f"sched{i}.log")
             procs.append(proc)
-        watcher = Watcher(client, seq_now(client), args.vms)
+        watcher = Watcher(client, client.last_seq(), args.vms)
         watcher.start()
         alice = ClusterClient(address, user="alice", timeout=120)
         t0 = time.perf_counter()

@@ -21,17 +21,12 @@ from dataclasses import dataclass
 from bench.fleet import Fleet, Group
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.names import instance_state_name
-from tashi.v1 import cluster_manager_pb2 as cm
 from tashi.v1 import resources_pb2 as pb
 
 RUNNING = pb.INSTANCE_STATE_RUNNING
 ORPHANED = pb.INSTANCE_STATE_ORPHANED
 ACTIVATING = pb.INSTANCE_STATE_ACTIVATING
 
-
-def seq_now(client: ClusterClient) -> int:
-    """The CM's last event sequence (one page of one instance answers it)."""
-    return int(client.call(client.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq)
 
 
 class Tracker(threading.Thread):

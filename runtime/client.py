@@ -145,6 +145,11 @@ class ClusterClient(RpcClient):
             if not token:
                 return items, min(seqs, default=0), max(seqs, default=0)
 
+    def last_seq(self) -> int:
+        """The sequence number of the CM's last event (one page of one instance
+        answers it): watch from here to see what happens next."""
+        return int(self.call(self.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq)
+
     def list_instances_at(self, owner: str = "", states: list[int] | None = None,
                           host_id: int = 0, page_size: int = MAX_PAGE,
                           ) -> tuple[list[pb.Instance], int, int]:

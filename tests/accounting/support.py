@@ -15,7 +15,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tashi.runtime import fit
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.version import VERSION
-from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import resources_pb2 as pb
 
@@ -217,13 +216,10 @@ class SyntheticHost:
                          nr.ReportInstancesRequest(name=self.name, reports=reports))
 
 
-def head_seq(client: ClusterClient) -> int:
-    return int(client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq)
-
 
 def cm_history(client: ClusterClient) -> list[pb.Event]:
     """Every event the CM has retained, up to now."""
-    top = head_seq(client)
+    top = client.last_seq()
     out: list[pb.Event] = []
     if top == 0:
         return out

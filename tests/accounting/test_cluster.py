@@ -12,7 +12,7 @@ from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import accounting_pb2 as apb
 from tashi.v1 import resources_pb2 as pb
-from tests.accounting.support import SyntheticHost, cm_history, committed_seq, head_seq, sized
+from tests.accounting.support import SyntheticHost, cm_history, committed_seq, sized
 from tests.harness import (
     NMProcess,
     Process,
@@ -41,7 +41,7 @@ def ledger_entries(address: str, **filters: object) -> list[apb.LedgerEntry]:
 
 
 def caught_up(db: Path, client: ClusterClient) -> bool:
-    return committed_seq(db) == head_seq(client)
+    return committed_seq(db) == client.last_seq()
 
 
 def by_seq(events: list[pb.Event]) -> dict[int, pb.Event]:

@@ -11,7 +11,7 @@ import pytest
 
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
-from tests.accounting.support import SyntheticHost, committed_seq, dump_ledger, head_seq
+from tests.accounting.support import SyntheticHost, committed_seq, dump_ledger
 from tests.harness import free_port, start_accounting, start_cm_at, stop_all, wait_for
 
 S = pb
@@ -29,7 +29,7 @@ def drive(cm_addr: str, rng: random.Random, events: int) -> int:
     running: list[int] = []
     paused: list[int] = []
     n = 0
-    while head_seq(root) < events:
+    while root.last_seq() < events:
         action = rng.random()
         if action < 0.4 or not running:
             n += 1
@@ -50,7 +50,7 @@ def drive(cm_addr: str, rng: random.Random, events: int) -> int:
             pool = paused if paused and rng.random() < 0.5 else running
             iid = pool.pop(rng.randrange(len(pool)))
             where[iid].report([(iid, S.INSTANCE_STATE_EXITED)])
-    top = head_seq(root)
+    top = root.last_seq()
     for c in users:
         c.close()
     return top

@@ -17,7 +17,7 @@ import pytest
 
 from bench.bench_scheduler import history, overcommitted
 from bench.fleet import Fleet
-from bench.fleet_checks import ORPHANED, RUNNING, Tracker, accounted, failure_drill, seq_now
+from bench.fleet_checks import ORPHANED, RUNNING, Tracker, accounted, failure_drill
 from tashi.runtime.client import ClusterClient
 from tests.harness import CMProcess, SchedulerProcess, stop_all, vm
 
@@ -52,7 +52,7 @@ def test_fleet_at_ci_scale(cluster: tuple[CMProcess, Fleet, ClusterClient]) -> N
     cm, fleet, client = cluster
     client.create_user("alice")
     alice = cm.client("alice")
-    tracker = Tracker(client, seq_now(client))
+    tracker = Tracker(client, client.last_seq())
     tracker.start()
     try:
         ids: list[int] = []

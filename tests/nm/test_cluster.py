@@ -11,7 +11,6 @@ import grpc
 import pytest
 
 from tashi.runtime.client import ClusterClient
-from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import node_manager_pb2 as nmpb
 from tashi.v1 import resources_pb2 as pb
 from tests.harness import (
@@ -41,7 +40,7 @@ def create(client: ClusterClient, name: str, **kw: object) -> pb.Instance:
 
 
 def events_until_now(client: ClusterClient, since: int) -> list[pb.Event]:
-    top = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    top = client.last_seq()
     out: list[pb.Event] = []
     if top <= since:
         return out
@@ -161,7 +160,7 @@ def test_reports_buffered_while_cm_is_away(tmp_path: Path, images: Path,
     for inst in (a, b):
         activate(client, inst.id, host.id)
         wait_state(client, inst.id, S.INSTANCE_STATE_RUNNING)
-    since = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    since = client.last_seq()
     address = cm.address
     client.close()
     cm.stop()
@@ -201,7 +200,7 @@ def test_a_start_landing_after_its_delete_is_ended_not_adopted(
     client.instance_action("Delete", inst.id)
     wait_for(lambda: inst.id not in {i.id for i in client.list_instances()},
              what="the instance deleted")
-    after = client.call(client.cm.ListInstances, cmpb.ListInstancesRequest(page_size=1)).seq
+    after = client.last_seq()
     # The start that was still on its way lands now, after the delete.
     nm.stub.StartVm(nmpb.StartVmRequest(request_id="late-start", instance=inst))
     assert [v.instance_id for v in nm.stub.ListVms(nmpb.ListVmsRequest()).vms] == [inst.id]

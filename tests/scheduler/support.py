@@ -39,7 +39,7 @@ def spec(name: str, cores: int = 1, memory: int = 1024, **kw: object) -> pb.Inst
 
 def history(client: ClusterClient) -> list[pb.Event]:
     """Every event from the start up to now."""
-    last = client.call(client.cm.ListInstances, cm.ListInstancesRequest(page_size=1)).seq
+    last = client.last_seq()
     out: list[pb.Event] = []
     if last == 0:
         return out
