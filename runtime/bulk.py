@@ -22,8 +22,11 @@ import queue
 import select
 import socket
 import ssl
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import blake3
 
@@ -266,3 +269,25 @@ def receive_file(sock: socket.socket, fd: int, size: int, idle_seconds: float,
     if failed:
         raise failed[0]
     return hasher.digest()
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[tuple[int, Callable[[], None]]]:
+    """A hidden file beside `path` to write (its descriptor) and `keep`, which
+    puts it in place as `path` (mode 644); left without `keep`, it is removed,
+    so nothing partial or unchecked ever stands under the name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    open_fd = [fd]
+
+    def keep() -> None:
+        os.close(open_fd.pop())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    try:
+        yield fd, keep
+    finally:
+        if open_fd:
+            os.close(open_fd.pop())
+        if os.path.exists(tmp):
+            os.unlink(tmp)

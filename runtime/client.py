@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from tashi.runtime import bulk
 from tashi.runtime import data_port as dp
 from tashi.runtime.malloc import keep_large_buffers
 from tashi.runtime.names import as_host_state, as_instance_state
@@ -353,14 +353,12 @@ class ClusterClient(RpcClient):
                 return dp.download(self._data_host(), ticket.port, ticket.ticket, path,
                                    self.tls, progress)
         keep_large_buffers()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
+        with bulk.staged(path) as (fd, keep):
             call = self.cm.DownloadImage(cm.DownloadImageRequest(name=name), timeout=timeout,
                                          metadata=self._metadata)
             size, got, sent_digest = -1, 0, ""
             hasher = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                fd = -1
+            with open(fd, "wb", closefd=False) as out:
                 try:
                     for resp in call:
                         part = resp.WhichOneof("part")
@@ -383,14 +381,8 @@ class ClusterClient(RpcClient):
                                  f"image {name!r} arrived damaged ({got} of {size} bytes, "
                                  f"sha256 {digest[:12]}... against {sent_digest[:12] or 'none'}"
                                  "...); nothing was kept")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            return size, f"sha256:{digest}"
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            keep()
+        return size, f"sha256:{digest}"
 
     # -- events and placement -------------------------------------------------
     def watch_events(self, since: int, max_batch: int = 1000,

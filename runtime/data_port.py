@@ -23,7 +23,6 @@ import os
 import socket
 import ssl
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,28 +143,17 @@ def download(host: str, port: int, ticket: str, path: str | os.PathLike[str],
     hidden name, renamed once its size and digest check out); (size, "blake3:HEX")."""
     path = Path(path)
     sock, head = _connect(host, port, ticket, tls)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with sock:
-            try:
-                size = head.image.size_bytes
-                digest = bulk.receive_file(sock, fd, size, IDLE_SECONDS, progress)
-                sent_digest = read_exact(sock, DIGEST_BYTES)
-            except (OSError, ssl.SSLError) as exc:
-                raise TashiError(grpc.StatusCode.DATA_LOSS,
-                                 f"the download was cut short: {exc}; nothing was kept") \
-                    from None
+    with sock, bulk.staged(path) as (fd, keep):
+        try:
+            size = head.image.size_bytes
+            digest = bulk.receive_file(sock, fd, size, IDLE_SECONDS, progress)
+            sent_digest = read_exact(sock, DIGEST_BYTES)
+        except (OSError, ssl.SSLError) as exc:
+            raise TashiError(grpc.StatusCode.DATA_LOSS,
+                             f"the download was cut short: {exc}; nothing was kept") from None
         if sent_digest != digest:
             raise TashiError(grpc.StatusCode.DATA_LOSS,
                              "the download's BLAKE3 digest is not the cluster manager's: it "
                              "was damaged on the way; nothing was kept")
-        os.close(fd)
-        fd = -1
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return size, f"blake3:{digest.hex()}"
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        keep()
+    return size, f"blake3:{digest.hex()}"
