@@ -59,7 +59,10 @@ class Standby:
             raise AttributeError(method)
 
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-            where = self._leader()
+            try:
+                where = self._leader()
+            except StoreError:  # the database is away: still a standby's answer
+                where = ""
             raise unavailable(f"this cluster manager is a standby; the leader is "
                               f"{where or 'being elected'}")
         return refuse
@@ -91,7 +94,7 @@ class ClusterManager:
         """With a shared store, serve as a standby (health NOT_SERVING, every call
         UNAVAILABLE naming the leader) until the lease is ours."""
         store = self.store
-        if store.try_lead(self.name):
+        if self._try_lead():
             return
         standby = Standby(store.leader)
         running = server.start(self.cfg.listen, [
@@ -101,12 +104,20 @@ class ClusterManager:
         print(f"tashi-cm standby on {self.cfg.listen}; the leader is "
               f"{store.leader() or 'not known yet'}", flush=True)
         try:
-            while not store.try_lead(self.name):
+            while not self._try_lead():
                 if self.stopping.wait(max(0.1, self.cfg.lease_seconds / 10)):
                     raise StoreError("stopped while a standby")
         finally:
             running.stop(grace=0.0)
         log.warning("took the lease: leading now")
+
+    def _try_lead(self) -> bool:
+        """A standby outlives the database being away: it keeps trying."""
+        try:
+            return self.store.try_lead(self.name)
+        except StoreError as exc:
+            log.warning("could not try for the lease: %s", exc)
+            return False
 
     def _keep_lease(self) -> None:
         while not self.stopping.wait(self.cfg.lease_seconds / 3):

@@ -21,6 +21,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tashi.cm.pgstore import LeaseLost, PostgresStore
+from tashi.cm.store import Batch, StoreError
 from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient, TashiError
 from tashi.runtime.rpc import channel
@@ -201,6 +203,59 @@ def test_sigkill_the_leader_mid_run(tmp_path: Path, db: str) -> None:
         if watcher is not None:
             watcher.stop()
         stop_all(*reversed(procs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("between", ["statements", "pipelined statements"])
+def test_a_leader_paused_inside_a_transaction_does_not_hold_off_the_standby(
+        db: str, between: str) -> None:
+    """SIGSTOP can land while the leader's commit holds the lease row's lock; the
+    standby must still take over about a lease later, not when the leader wakes.
+    Between statements PostgreSQL's idle-in-transaction timeout ends the session;
+    inside a pipeline (executemany) that timeout is not armed, and the standby
+    ends the session itself: modelled here by turning the timeout off."""
+    a, b = PostgresStore(db, lease_seconds=1.0), PostgresStore(db, lease_seconds=1.0)
+    try:
+        assert a.try_lead("a") and not b.try_lead("b")
+        a.commit(Batch(meta={"n": 1}))
+        if between == "pipelined statements":
+            a._db.execute("SET idle_in_transaction_session_timeout = 0")
+        paused = a._db.transaction()  # what a commit holds when the process is stopped
+        paused.__enter__()
+        with a._db.cursor() as cur:
+            a._extend(cur)
+        began = time.monotonic()
+        wait_for(lambda: b.try_lead("b"), 6, what="the standby took the lease")
+        took = time.monotonic() - began
+        assert took < 1.0 + 2.0, f"takeover took {took:.1f} s"
+        with pytest.raises(Exception):  # noqa: B017 - PostgreSQL ended the session
+            paused.__exit__(None, None, None)
+        with pytest.raises(LeaseLost):  # the woken one reconnects and finds it deposed
+            a.renew()
+        with pytest.raises(LeaseLost):
+            a.commit(Batch(meta={"n": 2}))
+        b.commit(Batch(meta={"n": 3}))
+        assert b.load(10).meta["n"] == 3
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_leader_whose_session_ended_reconnects_and_keeps_its_lease(db: str) -> None:
+    a, b = PostgresStore(db, lease_seconds=5.0), PostgresStore(db, lease_seconds=5.0)
+    try:
+        assert a.try_lead("a")
+        pid = a._db.info.backend_pid
+        b._db.execute("SELECT pg_terminate_backend(%s)", (pid,))  # a restart, say
+        with pytest.raises(StoreError):  # the first use finds the session gone
+            a.renew()
+        a.renew()
+        a.commit(Batch(meta={"n": 1}))
+        assert a._db.info.backend_pid != pid
+        assert not b.try_lead("b") and b.leader() == "a"
+        assert b.load(10).meta["n"] == 1
+    finally:
+        a.close()
+        b.close()
 
 
 def test_a_paused_leader_cannot_write_after_it_wakes(tmp_path: Path, db: str) -> None:
