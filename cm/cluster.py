@@ -200,6 +200,8 @@ class Cluster:
         """(Re)build every in-memory table from the store's resources."""
         self.hosts: dict[int, pb.Host] = {}
         self.instances: dict[int, pb.Instance] = {}
+        # Bumped whenever an instance id comes or goes, never reset (listing.py).
+        self.instance_keys = getattr(self, "instance_keys", 0) + 1
         self.networks: dict[int, pb.Network] = {}
         self.users: dict[int, pb.User] = {}
         self.tokens: dict[int, pb.StoredToken] = {}
@@ -342,9 +344,12 @@ class Cluster:
                         del self.addresses[(nic.network_id, nic.ip)]
                 self._index_disks(old, add=False)
             if obj is None:
-                self.instances.pop(oid, None)
+                if self.instances.pop(oid, None) is not None:
+                    self.instance_keys += 1
                 return
             assert isinstance(obj, pb.Instance)
+            if old is None:
+                self.instance_keys += 1
             self.instances[obj.id] = obj
             self.instance_ids[obj.name] = obj.id
             mine = self.owned.setdefault(obj.owner, Usage())
@@ -531,7 +536,9 @@ class Cluster:
         self.write("tashi-cm", body)
 
     # -- reading ------------------------------------------------------------------
-    def page(self, items: Iterable[int], page_size: int, token: str) -> tuple[list[int], str]:
+    @staticmethod
+    def page_bounds(page_size: int, token: str) -> tuple[int, int]:
+        """(how many, after which id) a List request asks for."""
         size = page_size or 1000
         if size < 0 or size > 5000:
             raise invalid("page_size must be between 1 and 5000")
@@ -541,6 +548,10 @@ class Cluster:
                 after = int(token)
             except ValueError:
                 raise invalid(f"page_token {token!r} is not one this server gave") from None
+        return size, after
+
+    def page(self, items: Iterable[int], page_size: int, token: str) -> tuple[list[int], str]:
+        size, after = self.page_bounds(page_size, token)
         ids = heapq.nsmallest(size + 1, (i for i in items if i > after))
         chosen = ids[:size]
         return chosen, (str(chosen[-1]) if len(ids) > size else "")

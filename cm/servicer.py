@@ -86,14 +86,7 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
         c = self.c
         with c.lock:
             c.user(who)
-            states = set(req.states)
-            source = c.instances
-            ids = (i for i, inst in source.items()
-                   if (not req.owner or inst.owner == req.owner)
-                   and (not states or inst.status.state in states)
-                   and (not req.host_id or inst.status.host_id == req.host_id))
-            chosen, token = c.page(ids, req.page_size, req.page_token)
-            page = [source[i] for i in chosen]  # immutable: safe to read without the lock
+            page, token = self.pages.select(req)  # immutable: safe to read without the lock
             seq = c.events.last_seq
         # Making the answer is the costly part: done outside the lock, so writers
         # (creates, reports) never wait for readers.

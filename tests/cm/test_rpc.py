@@ -51,6 +51,36 @@ def test_list_filters_and_pages(icm: InProcCM) -> None:
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_pages_stay_right_while_instances_come_and_go(icm: InProcCM) -> None:
+    """Pages start by bisecting the sorted ids, kept until an id comes or goes:
+    between pages, a deleted instance is not shown, a new one is, and none of the
+    rest is skipped or repeated; filters hold across pages."""
+    from tashi.v1 import cluster_manager_pb2 as cmpb
+
+    root, alice = icm.client(), icm.client("alice")
+    ids = [i.id for i in alice.create_instances(spec("a"), count=6)]
+    mine = root.create_instances(spec("r"), count=3)
+
+    def page(token: str, **filters: object) -> cmpb.ListInstancesResponse:
+        return root.call(root.cm.ListInstances, cmpb.ListInstancesRequest(
+            page_size=4, page_token=token, **filters))
+    first = page("")
+    assert [i.id for i in first.instances] == ids[:4]
+    alice.instance_action("Delete", ids[4])
+    late = alice.create_instances(spec("late"))[0]
+    second = page(first.next_page_token)
+    third = page(second.next_page_token)
+    shown = [i.id for i in second.instances] + [i.id for i in third.instances]
+    assert shown == [ids[5]] + [m.id for m in mine] + [late.id]
+    assert not third.next_page_token
+    theirs = page("", owner="alice")
+    rest = page(theirs.next_page_token, owner="alice")
+    assert [i.id for i in theirs.instances] + [i.id for i in rest.instances] == \
+        ids[:4] + [ids[5], late.id]
+    assert not rest.next_page_token
+    assert [i.id for i in page("", owner="root").instances] == [m.id for m in mine]
+
+
 def test_a_listing_follows_each_change_and_shows_each_caller_its_view(icm: InProcCM) -> None:
     """ListInstances answers from bytes serialized once per change (cm/listing.py):
     a change shows in the next listing, and another user's instances stay cut down."""
