@@ -153,9 +153,10 @@ def listing(client: ClusterClient, acc: Process, work: Path) -> None:
 
 
 def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
-          seconds: float) -> list[int]:
+          seconds: float, parts: dict[str, list[int]]) -> list[int]:
     """`rate` creates/s and `rate` destroys/s as single calls: of `victims` first,
     then of the VMs this churn created, oldest first, once they are Running."""
+    cpu0, c0 = cpu_of(parts), time.perf_counter()
     starts: dict[int, float] = {}
     call_s: list[float] = []
     del_s: list[float] = []
@@ -198,7 +199,12 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
     done = time.perf_counter() - t0
     ids = [i for i in starts if i not in gone]
     tracker.wait(lambda: all(i in tracker.first[RUNNING] for i in ids), 120)
+    cpu1, c1 = cpu_of(parts), time.perf_counter()
     lat = [tracker.first[RUNNING][i] - starts[i] for i in starts if i in tracker.first[RUNNING]]
+    act = tracker.first[pb.INSTANCE_STATE_ACTIVATING]
+    placed = [act[i] - starts[i] for i in starts if i in act]
+    begun = [tracker.first[RUNNING][i] - act[i] for i in starts
+             if i in act and i in tracker.first[RUNNING]]
     never = sum(1 for i in ids if i not in tracker.first[RUNNING])
     print(f"[churn] {n} creates + {len(del_s)} destroys at {rate}/s each, issued in "
           f"{issued:.1f}s (all answered at {done:.1f}s): create -> Running p50 "
@@ -206,6 +212,11 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
           f"({never} never Running); CreateInstance call p50 {pct(call_s, .5) * 1000:.0f} ms "
           f"p99 {pct(call_s, .99) * 1000:.0f} ms; DeleteInstance p99 "
           f"{pct(del_s, .99) * 1000:.0f} ms", flush=True)
+    print(f"[churn] create -> Activating p50 {pct(placed, .5):.2f}s p99 {pct(placed, .99):.2f}s;"
+          f" Activating -> Running p50 {pct(begun, .5):.2f}s p99 {pct(begun, .99):.2f}s; CPU "
+          "over the churn: " + ", ".join(
+              f"{name} {100 * (cpu1[name] - cpu0[name]) / (c1 - c0):.0f}%" for name in parts)
+          + " of one core", flush=True)
     return ids
 
 
@@ -248,9 +259,9 @@ def main() -> None:
         tracker = Tracker(client, client.last_seq())
         tracker.start()
         alice = ClusterClient(cm.address, user="alice", timeout=120)
-        fill(alice, tracker, args.vms, args.batch, {
-            "CM": [cm.proc.pid], "scheduler": [sched.proc.pid], "accounting": [acc.proc.pid],
-            "fleet": fleet.pids(), "bench": [os.getpid()]})
+        parts = {"CM": [cm.proc.pid], "scheduler": [sched.proc.pid],
+                 "accounting": [acc.proc.pid], "fleet": fleet.pids(), "bench": [os.getpid()]}
+        fill(alice, tracker, args.vms, args.batch, parts)
         print(f"[fleet] after the fill: {fleet.cost()}", flush=True)
         steady(cm, metrics, fleet, args.steady, args.hosts, args.heartbeat_seconds)
         listing(client, acc, work)
@@ -258,7 +269,7 @@ def main() -> None:
         hosts = {h.id: h.name for h in client.list_hosts()}
         victims = [i.id for i in client.list_instances()
                    if hosts.get(i.status.host_id) not in frozen]
-        churn(alice, tracker, victims, args.rate, args.churn)
+        churn(alice, tracker, victims, args.rate, args.churn, parts)
         events = history(client)
         print(f"[churn] moments of overcommit in the replayed history of {len(events):,} "
               f"events: {overcommitted(events)}", flush=True)

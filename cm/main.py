@@ -136,6 +136,8 @@ class ClusterManager:
         self.on_deposed(why)
 
     def start(self) -> int:
+        if self.cfg.nm_calls < 1:
+            raise ValueError("--nm-calls must be at least 1")
         self._wait_to_lead()
         self.cluster = c = Cluster(self.cfg, self.store)
         c.deposed = self._deposed
