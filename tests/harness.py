@@ -325,7 +325,9 @@ class NMProcess(Process):
         self.stub = nm_grpc.NodeManagerServiceStub(self._channel)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._channel.close()
+        ch = getattr(self, "_channel", None)  # none when the process did not start
+        if ch is not None:
+            ch.close()
         super().stop(timeout)
 
     def kill(self) -> None:
