@@ -13,7 +13,10 @@ each instance's serialized bytes.
   when the instance does (a change puts a new object in `Cluster.instances`;
   objects are never edited in place).  So each instance is serialized once per
   change, and a page is the concatenation of its instances' bytes, each framed
-  as field `instances` of ListInstancesResponse, parsed once into the answer.
+  as field `instances` of ListInstancesResponse, then the token and seq (a
+  message's encodings concatenate into one message).  Those bytes go out as
+  they are (`runtime.interceptors.Encoded`): parsing 5,000 instances into a
+  response only for gRPC to serialize them again cost 4 ms a page.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 from tashi.cm import instances
 from tashi.cm.cluster import Cluster
+from tashi.runtime.interceptors import Encoded
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
 
@@ -97,9 +101,9 @@ class InstancePages:
             page.append(e)
         return page, ""
 
-    def answer(self, who: str, page: list[Entry], token: str, seq: int
-               ) -> cmpb.ListInstancesResponse:
-        """The page as `who` may see it (instances.view), with its token and seq."""
+    def answer(self, who: str, page: list[Entry], token: str, seq: int) -> Encoded:
+        """The encoded ListInstancesResponse: the page as `who` may see it
+        (instances.view), with its token and seq."""
         c = self.c
         admin = c.is_admin(who)
         decayed: dict[int, bool] = {}
@@ -113,6 +117,6 @@ class InstancePages:
                 parts.append(e.framed)
             else:  # another user's, or decayed: built for this answer only
                 parts.append(_framed(instances.view(c, who, e.inst)))
-        resp = cmpb.ListInstancesResponse.FromString(b"".join(parts))
-        resp.next_page_token, resp.seq = token, seq
-        return resp
+        parts.append(cmpb.ListInstancesResponse(next_page_token=token, seq=seq)
+                     .SerializeToString())
+        return Encoded(b"".join(parts))

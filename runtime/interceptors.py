@@ -72,25 +72,44 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method  # type: ignore[attr-defined]
+        decode = _lenient(handler.request_deserializer)
+        encode = _encoded(handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _single(method, handler.unary_unary, self.gate),
-                request_deserializer=_lenient(handler.request_deserializer),
-                response_serializer=handler.response_serializer)
+                request_deserializer=decode, response_serializer=encode)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _streaming(method, handler.unary_stream, self.gate),
-                request_deserializer=_lenient(handler.request_deserializer),
-                response_serializer=handler.response_serializer)
+                request_deserializer=decode, response_serializer=encode)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 _single(method, _each_decoded(handler.stream_unary), self.gate),
-                request_deserializer=_lenient(handler.request_deserializer),
-                response_serializer=handler.response_serializer)
+                request_deserializer=decode, response_serializer=encode)
         return grpc.stream_stream_rpc_method_handler(
             _streaming(method, _each_decoded(handler.stream_stream), self.gate),
-            request_deserializer=_lenient(handler.request_deserializer),
-            response_serializer=handler.response_serializer)
+            request_deserializer=decode, response_serializer=encode)
+
+
+class Encoded:
+    """A response a handler made as the bytes of its message (the CM's listing,
+    from bytes kept per instance): sent as they are, not parsed to be
+    serialized again."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _encoded(encode: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    if encode is None:
+        return None
+
+    def run(response: Any) -> bytes:
+        return response.data if type(response) is Encoded else encode(response)
+
+    return run
 
 
 class Undecodable:
