@@ -195,7 +195,10 @@ class Fleet:
     def __init__(self, cm: str, hosts: int, procs: int, workdir: Path | None = None, *,
                  cores: int = 32, memory_mib: int = 65536, heartbeat_seconds: float = 2.0,
                  isolate: int = 0, server_workers: int = 2, prefix: str = "fh",
-                 log_level: str = "WARNING") -> None:
+                 log_level: str = "WARNING", nice: int = 0) -> None:
+        """`nice`: the workers' niceness.  Real hosts have CPUs of their own; on one
+        machine a positive value leaves the control plane the CPU it needs first,
+        and the simulated hosts the rest."""
         if hosts < 1 or procs < 1 or not 0 <= isolate < hosts or (isolate and procs < 2):
             raise ValueError("need hosts >= 1, procs >= 1 and 0 <= isolate < hosts "
                              "(isolating takes one of the processes)")
@@ -207,6 +210,7 @@ class Fleet:
         self.heartbeat_seconds = heartbeat_seconds
         self.server_workers = server_workers
         self.log_level = log_level
+        self.nice = nice
         shared = self.names[:hosts - isolate]
         k = procs - (1 if isolate else 0)
         self.groups = [Group(shared[i::k]) for i in range(k) if shared[i::k]]
@@ -233,7 +237,8 @@ class Fleet:
             client.close()
         env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
         for i, g in enumerate(self.groups):
-            argv = [sys.executable, "-m", "bench.fleet", "--worker", "--cm", self.cm,
+            argv = [*(["nice", "-n", str(self.nice)] if self.nice else []),
+                    sys.executable, "-m", "bench.fleet", "--worker", "--cm", self.cm,
                     "--names", ",".join(g.names), "--workdir", str(self.workdir),
                     "--cores", str(self.cores), "--memory-mib", str(self.memory_mib),
                     "--heartbeat-seconds", str(self.heartbeat_seconds),

@@ -217,6 +217,12 @@ class VmTable:
         """Compare libvirt with what we believe; adopt, update and drop accordingly."""
         seen: list[Observation | None] = []
         with self._resync_lock:
+            # Only a VM settled before the listing can have vanished from it: one a
+            # start (or an incoming migration) brings up meanwhile runs in libvirt
+            # but may be missing from the listing, and calling it gone made the CM
+            # delete a running instance (bench_fleet at 1,000 hosts, with churn).
+            with self._lock:
+                settled = [r for r in self._vms.values() if r.state != UNSPECIFIED]
             conn = self.host.conn()
             live: set[str] = set()
             for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -231,8 +237,8 @@ class VmTable:
                 live.add(name)
                 seen.append(self._settle(rec))
             with self._lock:
-                vanished = [r for r in self._vms.values()
-                            if r.vm_id not in live and r.state != UNSPECIFIED]
+                vanished = [r for r in settled if self._vms.get(r.meta.instance_id) is r
+                            and r.vm_id not in live and r.state != UNSPECIFIED]
             for rec in vanished:
                 seen.append(self._transition(rec, EXITED, "no longer known to libvirt"))
         return [o for o in seen if o is not None]

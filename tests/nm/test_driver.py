@@ -79,6 +79,32 @@ def files(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
 
+def test_a_start_during_a_resync_is_not_taken_for_a_vanished_vm(
+        drv: tuple[LibvirtDriver, Seen], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM started after the resync listed libvirt's domains is not in that listing;
+    it must not be reported EXITED ('no longer known to libvirt'), which made the CM
+    delete a running instance.  A VM that did vanish still is."""
+    d, seen = drv
+    d.start_vm(spec(1))
+    d.start_vm(spec(2))
+    conn = d.host.conn()
+    real = conn.listAllDomains
+
+    def list_then_start(flags: int = 0) -> list[libvirt.virDomain]:
+        # VM 2 is missing from the listing as if libvirt lost it without an event.
+        listed = [dom for dom in real(flags) if dom.name() != dx.vm_name(2)]
+        d.start_vm(spec(3))  # lands between the listing and the comparison
+        return listed
+    monkeypatch.setattr(conn, "listAllDomains", list_then_start)
+    observed = d.resync()
+    monkeypatch.undo()
+    assert [(o.vm.instance_id, o.vm.state) for o in observed if o.vm.state == EXITED] == \
+        [(2, EXITED)], "only the VM missing from the listing is reported gone"
+    assert EXITED not in seen.states(3)
+    running = {v.instance_id for v in d.list_vms() if v.state == RUNNING}
+    assert {1, 3} <= running and 2 not in running
+
+
 def test_an_event_read_before_a_call_is_not_reported_after_it(
         drv: tuple[LibvirtDriver, Seen], monkeypatch: pytest.MonkeyPatch) -> None:
     """The event worker reads 'paused' from libvirt; an unpause completes before it
