@@ -16,15 +16,19 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
    all down and all their VMs Orphaned, against expire + one heartbeat; then
    SIGCONT: time until all Running again, none lost; every VM accounted for.
 
-Measured here (2-core machine shared with other sessions, load 15-40), 1,000
-hosts / 20,000 VMs / 8 fleet processes: fleet 0.92 MiB and 3.1 threads per
-host idle, 1.26 MiB and 4.1 after the fill; fill Activating 12 s (1,664/s),
-Running 118 s (170/s); steady CM 42% of a core, 342 MiB, 501 heartbeats/s;
-ListInstances of 20,000 in 343 ms; GetUsage by user 13 ms, by instance 719 ms;
-churn create -> Running p50 8.5 s p99 11.9 s, CreateInstance p99 482 ms, 0
-overcommits; 50 hosts frozen: down and Orphaned 9.9 s (bound 12 s), back in
-2.6 s, 0 lost, every VM accounted for.  At 100 hosts / 2,000 VMs: Running at
-317/s, churn p99 0.18 s, CreateInstance p99 51 ms.
+Measured here (2-core machine, quiet), defaults (1,000 hosts / 20,000 VMs / 8
+fleet processes, heartbeats every 2 s), one run: fleet 0.93 MiB and 3.1
+threads per host idle, 1.47 MiB and 8.0 after the fill; fill Activating 37 s
+(535/s), Running 46 s (431/s), with 87 of the 93 CPU seconds the 2 cores had
+spent (CM 1.33 ms/VM, scheduler 0.20, accounting 0.26, the simulated hosts
+2.50): the machine, not a queue, sets that rate; steady CM 40% of a core,
+328 MiB, 496 heartbeats/s; ListInstances of 20,000 median 162 ms (medians of
+84-190 ms across five runs); GetUsage by user 5 ms, by instance 496 ms; churn offered at
+100/s + 100/s is more than this machine takes (56 creates/s achieved,
+CreateInstance p50 2.2 s, create -> Running p99 9.3 s), while at --rate 50 (another
+run) it keeps up: create -> Running p50 0.11 s p99 0.82 s, CreateInstance p99 288 ms;
+0 overcommits; 50 hosts frozen: down and Orphaned 10.5 s (bound 12 s), back in
+2.5 s, 0 lost, every VM accounted for.
 """
 
 from __future__ import annotations
