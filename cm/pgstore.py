@@ -62,6 +62,9 @@ INSERT INTO leader (id, holder, epoch, expires) VALUES (1, '', 0, now())
 ALTER TABLE leader ADD COLUMN IF NOT EXISTS pid INT NOT NULL DEFAULT 0;
 """
 
+# What the CMs' sessions call themselves: a standby ends only such a session.
+APPLICATION = "tashi-cm"
+
 # Two CMs starting at once both run SCHEMA; this lock keeps them apart.
 SCHEMA_LOCK = 0x7461736869  # "tashi"
 
@@ -85,7 +88,9 @@ def _connect(url: str, lease_seconds: float) -> psycopg.Connection:
     try:
         db = psycopg.connect(url, autocommit=True, connect_timeout=10)
         db.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-                   "set_config('lock_timeout', %s, false)", (str(idle_ms), str(lock_ms)))
+                   "set_config('lock_timeout', %s, false), "
+                   "set_config('application_name', %s, false)",
+                   (str(idle_ms), str(lock_ms), APPLICATION))
         return db
     except psycopg.Error as exc:
         raise StoreError(f"the store {redact(url)} cannot be opened: {_first_line(exc)}") from None
@@ -165,9 +170,13 @@ class PostgresStore(Store):
         expired as committed, that transaction belongs to a leader stopped in the
         middle of a commit: end its session, so its transaction rolls back."""
         try:
-            row = db.execute("SELECT pid, pg_terminate_backend(pid) FROM leader "
-                             "WHERE id = 1 AND expires < now() AND pid <> 0 "
-                             "AND pid <> pg_backend_pid()").fetchone()
+            # Joined with the sessions alive now, under the CMs' name: a pid the
+            # server has since given to another client is never ended.
+            row = db.execute("SELECT l.pid, pg_terminate_backend(l.pid) FROM leader l "
+                             "JOIN pg_stat_activity a ON a.pid = l.pid "
+                             "AND a.application_name = %s "
+                             "WHERE l.id = 1 AND l.expires < now() AND l.pid <> 0 "
+                             "AND l.pid <> pg_backend_pid()", (APPLICATION,)).fetchone()
         except psycopg.errors.InsufficientPrivilege as exc:
             log.warning("cannot end the stuck leader's session: %s", _first_line(exc))
             return
