@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from tashi.cm import images
 from tashi.cm import validation as v
@@ -158,12 +159,17 @@ def migrating_to(status: pb.InstanceStatus, source: int, target: int) -> None:
     status.migration_target_host_id = target
 
 
+def is_stale(decayed: Callable[[int], bool], host_id: int, state: int) -> bool:
+    """Whether what the CM shows of an instance may be stale (shown `decayed`): it
+    is Orphaned, or its host has not been heard from lately (`Cluster.decayed`)."""
+    return bool(host_id) and (state == pb.INSTANCE_STATE_ORPHANED or decayed(host_id))
+
+
 def view(c: Cluster, actor: str, inst: pb.Instance) -> pb.Instance:
     """What `actor` may see of an instance: all of it when it is theirs (or they are
     an admin or a service); else its id, name and state, never its spec (hints,
     disks, NICs), owner or host."""
-    host = inst.status.host_id
-    stale = bool(host) and (c.decayed(host) or inst.status.state == pb.INSTANCE_STATE_ORPHANED)
+    stale = is_stale(c.decayed, inst.status.host_id, inst.status.state)
     if inst.owner == actor or c.is_admin(actor):
         if stale:
             inst = copy_of(inst)

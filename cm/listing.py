@@ -22,6 +22,7 @@ each instance's serialized bytes.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass
 
 from tashi.cm import instances
@@ -106,12 +107,10 @@ class InstancePages:
         (instances.view), with its token and seq."""
         c = self.c
         admin = c.is_admin(who)
-        decayed: dict[int, bool] = {}
+        decayed = functools.cache(c.decayed)  # many instances share a host
         parts: list[bytes] = []
         for e in page:
-            stale = bool(e.host) and (e.state == pb.INSTANCE_STATE_ORPHANED or decayed.setdefault(
-                e.host, c.decayed(e.host)))
-            if not stale and (admin or e.owner == who):
+            if not instances.is_stale(decayed, e.host, e.state) and (admin or e.owner == who):
                 if not e.framed:
                     e.framed = _framed(e.inst)
                 parts.append(e.framed)
