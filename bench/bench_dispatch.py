@@ -15,7 +15,6 @@ on the same cluster, so the two figures come from one run.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.procs import cpu_use
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb
@@ -65,18 +65,6 @@ class Follower(threading.Thread):
 
     def cancel(self) -> None:
         self._stream.cancel()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` and its waited-for children (qemu-img)
-    so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_use(groups: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
-
 
 
 def fill(root: ClusterClient, alice: ClusterClient, vms: int, disk: bool) -> dict[str, float]:

@@ -50,19 +50,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.bench_accounting import committed
 from bench.bench_scheduler import history, overcommitted
-from bench.fleet import Fleet, proc_status
+from bench.fleet import Fleet
 from bench.fleet_checks import RUNNING, Tracker, accounted, failure_drill
+from bench.procs import cpu_seconds, cpu_use, proc_status
 from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
 from tests.harness import CMProcess, Process, SchedulerProcess, scrape, start_accounting
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
 def pct(values: list[float], q: float) -> float:
@@ -81,15 +75,11 @@ def spec(name: str) -> pb.Instance:
     return pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=2048))
 
 
-def cpu_of(parts: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
-
-
 def fill(alice: ClusterClient, tracker: Tracker, vms: int, batch: int,
          parts: dict[str, list[int]]) -> list[int]:
     """`parts`: the processes whose CPU seconds the fill is charged, by name (on
     this machine's 2 cores their sum per VM bounds the rate)."""
-    cpu0 = cpu_of(parts)
+    cpu0 = cpu_use(parts)
     t0 = time.perf_counter()
     ids: list[int] = []
     for start in range(0, vms, batch):
@@ -103,7 +93,7 @@ def fill(alice: ClusterClient, tracker: Tracker, vms: int, batch: int,
           f"all Activating after {act:.2f}s ({vms / act:,.0f}/s), all Running after "
           f"{run:.2f}s ({vms / run:,.0f}/s){'' if ok else ' NOT ALL RUNNING within 900 s'}",
           flush=True)
-    cpu1 = cpu_of(parts)
+    cpu1 = cpu_use(parts)
     used = {name: cpu1[name] - cpu0[name] for name in parts}
     print("[fill] CPU spent until all Running: " + ", ".join(
         f"{name} {sec:.1f}s ({1e3 * sec / vms:.2f} ms/VM)" for name, sec in used.items())
@@ -160,7 +150,7 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
           seconds: float, parts: dict[str, list[int]]) -> list[int]:
     """`rate` creates/s and `rate` destroys/s as single calls: of `victims` first,
     then of the VMs this churn created, oldest first, once they are Running."""
-    cpu0, c0 = cpu_of(parts), time.perf_counter()
+    cpu0, c0 = cpu_use(parts), time.perf_counter()
     starts: dict[int, float] = {}
     call_s: list[float] = []
     del_s: list[float] = []
@@ -205,7 +195,7 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
     done = time.perf_counter() - t0
     ids = [i for i in starts if i not in gone]
     tracker.wait(lambda: all(i in tracker.first[RUNNING] for i in ids), 120)
-    cpu1, c1 = cpu_of(parts), time.perf_counter()
+    cpu1, c1 = cpu_use(parts), time.perf_counter()
     lat = [tracker.first[RUNNING][i] - starts[i] for i in starts if i in tracker.first[RUNNING]]
     act = tracker.first[pb.INSTANCE_STATE_ACTIVATING]
     placed = [act[i] - starts[i] for i in starts if i in act]

@@ -41,6 +41,7 @@ from pathlib import Path  # noqa: E402
 
 import grpc  # noqa: E402
 
+from bench.procs import proc_status  # noqa: E402
 from tashi.nm.config import NmConfig  # noqa: E402
 from tashi.nm.node import NodeManager  # noqa: E402
 from tashi.runtime import server  # noqa: E402
@@ -174,17 +175,6 @@ class Cost:
         return (f"{self.rss_bytes / 2**20:,.0f} MiB RSS and {self.threads} threads for "
                 f"{self.hosts} hosts: {self.rss_per_host / 2**20:.2f} MiB and "
                 f"{self.threads_per_host:.1f} threads per host")
-
-
-def proc_status(pid: int) -> tuple[int, int]:
-    """(resident bytes, threads) of a process, from /proc/PID/status."""
-    rss = threads = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-        elif line.startswith("Threads:"):
-            threads = int(line.split()[1])
-    return rss, threads
 
 
 class Fleet:
