@@ -172,6 +172,8 @@ class Cluster:
             raise StoreError(
                 f"the store {config.db} holds format {found}, this cluster manager reads format "
                 f"{STORE_FORMAT} (instances with spec and status); start from a new --db")
+        # Bumped whenever an instance id comes or goes, never reset (listing.py).
+        self.instance_keys = 0
         self._load_resources(loaded.resources)
         self.meta = dict(loaded.meta)
         for kind, table in (("host", self.hosts), ("instance", self.instances),
@@ -200,8 +202,7 @@ class Cluster:
         """(Re)build every in-memory table from the store's resources."""
         self.hosts: dict[int, pb.Host] = {}
         self.instances: dict[int, pb.Instance] = {}
-        # Bumped whenever an instance id comes or goes, never reset (listing.py).
-        self.instance_keys = getattr(self, "instance_keys", 0) + 1
+        self.instance_keys += 1  # a new table: the listing sorts its ids again
         self.networks: dict[int, pb.Network] = {}
         self.users: dict[int, pb.User] = {}
         self.tokens: dict[int, pb.StoredToken] = {}
