@@ -187,6 +187,9 @@ class Cluster:
         self.request_ids = store.request_ids()
         self.heartbeats: dict[int, float] = {}
         self.applied_reports: dict[int, int] = {}
+        # Per host: (the NM's incarnation, the highest report_seq this CM learned
+        # from it: a registration list, a start's answer); see nodes.register.
+        self.nm_seqs: dict[int, tuple[int, int]] = {}
         # host id -> sha256 of the certificate its node manager registered with.
         self.host_certs: dict[int, str] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
@@ -306,6 +309,14 @@ class Cluster:
             view.last_heartbeat_time.FromSeconds(int(time.time() - (time.monotonic() - beat)))
         return view
 
+    def learned(self, host_id: int, report_seq: int) -> None:
+        """Under the lock: this CM learned what host `host_id`'s node manager
+        numbered `report_seq` (a report, the answer of a start); a registration
+        list that node manager took before it is out of date (nodes.stale_list)."""
+        if report_seq:
+            incarnation, top = self.nm_seqs.get(host_id, (0, 0))
+            self.nm_seqs[host_id] = (incarnation, max(top, report_seq))
+
     def free(self, host: pb.Host) -> tuple[int, int]:
         use = self.usage.get(host.id, Usage())
         return host.cores - use.cores, host.memory_mib - use.memory_mib
@@ -374,6 +385,8 @@ class Cluster:
             if obj is None:
                 self.hosts.pop(oid, None)
                 self.heartbeats.pop(oid, None)
+                self.applied_reports.pop(oid, None)
+                self.nm_seqs.pop(oid, None)
                 return
             assert isinstance(obj, pb.Host)
             self.hosts[obj.id] = obj

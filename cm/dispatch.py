@@ -172,6 +172,8 @@ class Dispatcher:
     def _started(self, host: pb.Host, answers: list[tuple[int, nmpb.VmInfo | TashiError]]
                  ) -> None:
         def apply(txn: Txn, iid: int, answer: nmpb.VmInfo | TashiError) -> None:
+            if not isinstance(answer, TashiError):
+                self.cluster.learned(host.id, answer.report_seq)
             cur = txn.instance(iid)
             if cur is None or cur.status.state != S.INSTANCE_STATE_ACTIVATING or \
                     cur.status.host_id != host.id:
@@ -270,6 +272,7 @@ class Dispatcher:
             return
 
         def running(txn: Txn, cur: pb.Instance) -> None:
+            self.cluster.learned(host.id, vm.report_seq)
             state = vm.state if vm.state in (S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED) \
                 else S.INSTANCE_STATE_RUNNING
 
@@ -357,7 +360,8 @@ class Dispatcher:
                                    f"migration to {target.name} failed at {step}: {exc}")
             return
         self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, target,
-                               f"migrated to {target.name}", vm_id=vm.vm_id, done=True)
+                               f"migrated to {target.name}", vm_id=vm.vm_id, done=True,
+                               report_seq=vm.report_seq)
 
     def _migration_failed(self, iid: int, source: pb.Host, target: pb.Host, rid: str,
                           cookie: str, sent: bool, reason: str) -> None:
@@ -376,7 +380,8 @@ class Dispatcher:
                 if answer.arrived:
                     self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, target,
                                            f"migrated to {target.name} ({reason}, yet it "
-                                           "arrived)", vm_id=answer.vm.vm_id, done=True)
+                                           "arrived)", vm_id=answer.vm.vm_id, done=True,
+                                           report_seq=answer.vm.report_seq)
                     return
             except TashiError as exc:
                 target_knows = False
@@ -403,10 +408,13 @@ class Dispatcher:
             self._settle_migration(iid, S.INSTANCE_STATE_RUNNING, source, reason)
 
     def _settle_migration(self, iid: int, state: pb.InstanceState, host: pb.Host,
-                          message: str, vm_id: str = "", done: bool = False) -> None:
+                          message: str, vm_id: str = "", done: bool = False,
+                          report_seq: int = 0) -> None:
         """End a migration with the instance in `state` on `host`; `done`: it moved
-        (no reason kept), else `message` is the reason."""
+        (no reason kept), else `message` is the reason; `report_seq`: the number
+        `host`'s node manager gave its answer."""
         def change(txn: Txn, cur: pb.Instance) -> None:
+            self.cluster.learned(host.id, report_seq)
             def edit(status: pb.InstanceStatus) -> None:
                 status.host_id, status.host_name = host.id, host.name
                 status.vm_id = vm_id or status.vm_id

@@ -14,7 +14,7 @@ from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
 from tashi.runtime.auth import NODE_PREFIX
-from tashi.runtime.errors import ServiceError, denied, exhausted, invalid, not_found
+from tashi.runtime.errors import ServiceError, aborted, denied, exhausted, invalid, not_found
 from tashi.runtime.migration import uri_problem
 from tashi.runtime.names import instance_state_name
 from tashi.runtime.version import VERSION, compatible
@@ -49,11 +49,34 @@ def speak_for(c: Cluster, actor: str, host_name: str, what: str) -> None:
     c.require_admin(actor, what)
 
 
+def stale_list(c: Cluster, host_id: int, req: nr.RegisterHostRequest) -> bool:
+    """A registration whose list was taken before something this CM already
+    learned from the same node manager process: a start that ran after the list
+    would be ended as missing from it.  (The node manager holds its starts while
+    its registration is on the way, but not after giving up waiting for the
+    answer: a registration can reach the lock after newer news.)"""
+    if not (req.incarnation and req.snapshot_seq):
+        return False
+    incarnation, top = c.nm_seqs.get(host_id, (0, 0))
+    if incarnation != req.incarnation:
+        return False
+    return req.snapshot_seq < max(top, c.applied_reports.get(host_id, 0))
+
+
 def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
-             fingerprint: str = "") -> nr.RegisterHostResponse:
+             fingerprint: str = "", wanted: Callable[[], bool] = lambda: True
+             ) -> nr.RegisterHostResponse:
+    """`wanted` False (the node manager gave up waiting: it registers again with a
+    fresh list, and lets its held starts go on meanwhile) applies nothing."""
     def body(txn: Txn) -> nr.RegisterHostResponse:
+        if not wanted():
+            raise exhausted("the node manager stopped waiting for this registration")
         speak_for(c, actor, req.name, "register")
         host = _host_by_name(c, req.name)
+        if stale_list(c, host.id, req):
+            raise aborted(f"this registration's list of VMs (report_seq {req.snapshot_seq}) "
+                          f"is older than what {host.name} has told the cluster manager "
+                          "since; register again with a new list")
         held = c.host_certs.get(host.id)
         if fingerprint and host.up and held and held != fingerprint:
             log.warning("refused: a second registration of host %s, which is up, from another "
@@ -95,7 +118,9 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
         for report in req.instances:
             observe(c, txn, new, report)
-        seen = max((r.report_seq for r in req.instances), default=0)
+        seen = max((r.report_seq for r in req.instances), default=req.snapshot_seq)
+        seen = max(seen, req.snapshot_seq)
+        c.nm_seqs[host.id] = (req.incarnation, seen)
         txn.after.append(lambda: c.applied_reports.__setitem__(host.id, seen))
         return nr.RegisterHostResponse(host=c.host_view(new),
                                        heartbeat_seconds=2,
@@ -143,6 +168,7 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
                 continue
             observe(c, txn, host, rep)
             applied = max(applied, rep.report_seq)
+        c.learned(host.id, applied)
         txn.after.append(lambda: c.applied_reports.__setitem__(host.id, applied))
         return nr.ReportInstancesResponse(applied_seq=applied)
 

@@ -347,7 +347,8 @@ class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
 
     @handler
     def RegisterHost(self, req: nr.RegisterHostRequest, ctx: Any, who: str) -> Any:
-        return nodes.register(self.c, who, req, fingerprint=principal(ctx).fingerprint)
+        return nodes.register(self.c, who, req, fingerprint=principal(ctx).fingerprint,
+                              wanted=ctx.is_active)
 
     @handler
     def Heartbeat(self, req: nr.HeartbeatRequest, ctx: Any, who: str) -> Any:

@@ -10,7 +10,7 @@ from tashi.nm.driver import Driver
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.network.agent import HostNetworkAgent
 from tashi.nm.plumbing import BridgeLookup
-from tashi.nm.reporter import NetworkStatus, Reporter
+from tashi.nm.reporter import NetworkStatus, ReportClock, Reporter
 from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
 from tashi.runtime.client import ClusterClient
@@ -67,7 +67,8 @@ class NodeManager:
                 resync_seconds=cfg.resync_seconds, host=cfg.hostname)
             bridge_lookup = bridge_lookup or self.networks.bridge_for
             network_status = network_status or self.networks.statuses
-        self.servicer = NodeManagerServicer(self.driver, bridge_lookup)
+        self.clock = ReportClock()  # numbers the reports and the answers of starts
+        self.servicer = NodeManagerServicer(self.driver, bridge_lookup, stamp=self.clock.next)
         self.network_status = network_status
         self.running: server.Running | None = None
         self.reporter: Reporter | None = None
@@ -90,7 +91,8 @@ class NodeManager:
             capabilities=capabilities,
             reserved_memory_mib=self.cfg.reserved_memory,
             heartbeat_seconds=self.cfg.heartbeat_seconds,
-            resync_seconds=self.cfg.resync_seconds, network_status=self.network_status)
+            resync_seconds=self.cfg.resync_seconds, network_status=self.network_status,
+            clock=self.clock)
         if self.networks is not None:  # first pass before registering, bounded
             self.networks.start(self.reporter.observe)
         self.reporter.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -35,12 +36,30 @@ CALL_TIMEOUT = 5.0
 NetworkStatus = Callable[[], list[pb.HostNetworkStatus]]
 
 
+class ReportClock:
+    """The node manager's report_seq: a microsecond clock that never repeats or goes
+    back within this process, shared by the reports, the registration's list and
+    the answers of starts (the CM orders what it learns from this host by it).
+    `incarnation` tells this process's numbering from an earlier one's, whose
+    clock may have been ahead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = time.time_ns() // 1000
+        self.incarnation = secrets.randbits(62) + 1
+
+    def next(self) -> int:
+        with self._lock:
+            self._seq = max(self._seq + 1, time.time_ns() // 1000)
+            return self._seq
+
+
 class Reporter:
     def __init__(self, driver: Driver, client: ClusterClient, hostname: str, nm_address: str,
                  *, capabilities: pb.HostCapabilities | None = None,
                  reserved_memory_mib: int = 0, heartbeat_seconds: float = 2.0,
-                 resync_seconds: float = 60.0, network_status: NetworkStatus | None = None
-                 ) -> None:
+                 resync_seconds: float = 60.0, network_status: NetworkStatus | None = None,
+                 clock: ReportClock | None = None) -> None:
         self.driver = driver
         self.client = client
         self.hostname = hostname
@@ -54,7 +73,7 @@ class Reporter:
         self.last_heartbeat = 0.0  # Unix time the CM last took a registration or heartbeat
         self.last_error = ""
         self._buffer: collections.deque[reg.InstanceReport] = collections.deque()
-        self._seq = time.time_ns() // 1000
+        self.clock = clock or ReportClock()
         self._cond = threading.Condition()
         self._stopping = False
         self._sent_networks: list[pb.HostNetworkStatus] | None = None
@@ -62,14 +81,10 @@ class Reporter:
         driver.set_listener(self.observe)
 
     # -- intake -----------------------------------------------------------------
-    def _next_seq(self) -> int:
-        self._seq = max(self._seq + 1, time.time_ns() // 1000)
-        return self._seq
-
     def observe(self, obs: Observation) -> None:
         """Queue one observed change (called from the driver's event thread)."""
         with self._cond:
-            self._buffer.append(report_pb(obs, self._next_seq()))
+            self._buffer.append(report_pb(obs, self.clock.next()))
             self._cond.notify_all()
 
     def pending(self) -> int:
@@ -158,19 +173,22 @@ class Reporter:
                     snapshot.append(report_pb(
                         Observation(vm=vm, message="reported at registration",
                                     spec=self.driver.vm_spec(vm.instance_id)),
-                        self._next_seq()))
+                        self.clock.next()))
+                # Nothing is numbered between the list and this: everything later
+                # (reports, answers of starts) is numbered above it.
+                snapshot_seq = self.clock.next()
             req = reg.RegisterHostRequest(
                 name=self.hostname, cores=facts.cores,
                 memory_mib=max(0, facts.memory_mib - self.reserved_memory_mib),
                 version=VERSION, nm_address=self.nm_address, instances=snapshot,
-                networks=networks, capabilities=self.capabilities)
+                networks=networks, capabilities=self.capabilities,
+                snapshot_seq=snapshot_seq, incarnation=self.clock.incarnation)
             self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
         self._sent_networks = networks
         self.registered = True
         self.last_heartbeat = time.time()
         with self._cond:  # the snapshot supersedes anything older still queued
-            top = max((r.report_seq for r in snapshot), default=0)
-            while self._buffer and self._buffer[0].report_seq <= top:
+            while self._buffer and self._buffer[0].report_seq <= snapshot_seq:
                 self._buffer.popleft()
         log.info("registered as %s with %s (%d VMs, %d cores, %d MiB)", self.hostname,
                  self.client.address, len(snapshot), facts.cores, req.memory_mib)

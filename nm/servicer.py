@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,7 +18,7 @@ from tashi.nm.console import ConsoleSession, LogReader
 from tashi.nm.convert import spec_from_instance, vm_info_pb, vm_stats_pb
 from tashi.nm.driver import Driver
 from tashi.nm.errors import FailedPrecondition, InvalidArgument, NmError
-from tashi.nm.model import MigrationPaths, VmSpec
+from tashi.nm.model import MigrationPaths, VmInfo, VmSpec
 from tashi.nm.plumbing import BridgeLookup, bridges_for
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.interceptors import new_error_id
@@ -54,13 +54,25 @@ def _instance_id(value: int) -> int:
 
 
 class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
-    def __init__(self, driver: Driver, bridge_lookup: BridgeLookup | None = None) -> None:
+    def __init__(self, driver: Driver, bridge_lookup: BridgeLookup | None = None,
+                 stamp: Callable[[], int] | None = None) -> None:
+        """`stamp`: the reporter's next report_seq (ReportClock.next), put on the
+        answers of starts, resumes and receives."""
         self.driver = driver
         self.bridge_lookup = bridge_lookup
+        self.stamp = stamp
         self._console_streams = threading.BoundedSemaphore(CONSOLE_STREAMS)
         self._attached: set[int] = set()  # instances with an interactive session
         self._attached_lock = threading.Lock()
         self._starts = ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="nm-start")
+
+    def _ran(self, vm: VmInfo) -> nm.VmInfo:
+        """A VM that now runs here, numbered after it ran: a registration whose list
+        was taken before is told from one taken after (RegisterHostRequest)."""
+        info = vm_info_pb(vm)
+        if self.stamp is not None:
+            info.report_seq = self.stamp()
+        return info
 
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
         if inst.id <= 0:
@@ -76,7 +88,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
 
     def StartVm(self, request: nm.StartVmRequest, context: Any) -> nm.StartVmResponse:
         vm = self.driver.start_vm(self._spec(request.instance, request.networks))
-        return nm.StartVmResponse(vm=vm_info_pb(vm))
+        return nm.StartVmResponse(vm=self._ran(vm))
 
     def StartVms(self, request: nm.StartVmsRequest, context: Any) -> nm.StartVmsResponse:
         """Each start as StartVm would make it; one refused does not stop the others."""
@@ -100,7 +112,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
             log.exception("StartVms: instance %d: internal error; id %s", iid, error_id)
             return nm.StartVmResult(instance_id=iid, code=grpc.StatusCode.INTERNAL.value[0],
                                     message=f"internal error; id {error_id}")
-        return nm.StartVmResult(instance_id=iid, vm=vm_info_pb(vm))
+        return nm.StartVmResult(instance_id=iid, vm=self._ran(vm))
 
     def ShutdownVm(self, request: nm.ShutdownVmRequest, context: Any) -> nm.ShutdownVmResponse:
         vm = self.driver.shutdown_vm(_instance_id(request.instance_id))
@@ -125,7 +137,7 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def ResumeVm(self, request: nm.ResumeVmRequest, context: Any) -> nm.ResumeVmResponse:
         suspend_file = request.suspend_file or request.instance.status.suspend_image
         vm = self.driver.resume_vm(self._spec(request.instance, request.networks), suspend_file)
-        return nm.ResumeVmResponse(vm=vm_info_pb(vm))
+        return nm.ResumeVmResponse(vm=self._ran(vm))
 
     def PrepareReceiveVm(self, request: nm.PrepareReceiveVmRequest,
                          context: Any) -> nm.PrepareReceiveVmResponse:
@@ -150,14 +162,14 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
 
     def ReceiveVm(self, request: nm.ReceiveVmRequest, context: Any) -> nm.ReceiveVmResponse:
         vm = self.driver.receive_vm(_instance_id(request.instance_id), request.cookie)
-        return nm.ReceiveVmResponse(vm=vm_info_pb(vm))
+        return nm.ReceiveVmResponse(vm=self._ran(vm))
 
     def CancelReceiveVm(self, request: nm.CancelReceiveVmRequest,
                         context: Any) -> nm.CancelReceiveVmResponse:
         vm = self.driver.cancel_receive(_instance_id(request.instance_id), request.cookie)
         if vm is None:
             return nm.CancelReceiveVmResponse()
-        return nm.CancelReceiveVmResponse(arrived=True, vm=vm_info_pb(vm))
+        return nm.CancelReceiveVmResponse(arrived=True, vm=self._ran(vm))
 
     def GetVm(self, request: nm.GetVmRequest, context: Any) -> nm.GetVmResponse:
         vm = self.driver.get_vm(_instance_id(request.instance_id))

@@ -20,8 +20,10 @@ import pytest
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.model import DiskSpec, VmSpec
 from tashi.nm.reporter import Reporter
+from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
 from tashi.runtime.client import ClusterClient
+from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_registry_pb2 as reg
 from tashi.v1 import node_registry_pb2_grpc as reg_grpc
 from tashi.v1 import resources_pb2 as pb
@@ -108,6 +110,29 @@ def test_registers_with_facts_and_running_vms(
     assert [(i.instance_id, i.state, i.spec.owner, i.spec.spec.disks[0].uri,
              i.spec.status.state, i.spec.status.vm_id) for i in r.instances] \
         == [(1, S.INSTANCE_STATE_RUNNING, "alice", "b.qcow2", S.INSTANCE_STATE_RUNNING, "tashi-1")]
+
+
+def test_a_registration_is_numbered_between_what_it_lists_and_later_starts(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    """The list's own number is above every VM it lists and below the answer of any
+    start after it, from the clock the reports use: what the CM compares to refuse
+    an out-of-date list (tests/cm/test_registration_order.py)."""
+    drv, registry, _running, rep = setup
+    drv.start_vm(spec(1))
+    servicer = NodeManagerServicer(drv, stamp=rep.clock.next)
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    r = registry.registrations[0]
+    assert r.incarnation == rep.clock.incarnation != 0
+    assert [i.instance_id for i in r.instances] == [1]
+    assert 0 < r.instances[0].report_seq < r.snapshot_seq
+    answer = servicer.StartVms(nm.StartVmsRequest(starts=[nm.StartVmRequest(
+        instance=pb.Instance(id=2, name="vm2", owner="alice", spec=pb.InstanceSpec(
+            cores=1, memory_mib=64, disks=[pb.Disk(uri="b.qcow2")])))]), None)
+    assert answer.results[0].vm.state == S.INSTANCE_STATE_RUNNING
+    assert answer.results[0].vm.report_seq > r.snapshot_seq
+    wait_for(lambda: registry.states(2) == [S.INSTANCE_STATE_RUNNING], what="running report")
+    assert [x.report_seq for x in registry.reports if x.instance_id == 2][0] > r.snapshot_seq
 
 
 def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(

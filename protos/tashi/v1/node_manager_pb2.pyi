@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VmInfo(_message.Message):
-    __slots__ = ("instance_id", "vm_id", "state", "name", "owner", "cores", "memory_mib")
+    __slots__ = ("instance_id", "vm_id", "state", "name", "owner", "cores", "memory_mib", "report_seq")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class VmInfo(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SEQ_FIELD_NUMBER: _ClassVar[int]
     instance_id: int
     vm_id: str
     state: _resources_pb2.InstanceState
@@ -23,7 +24,8 @@ class VmInfo(_message.Message):
     owner: str
     cores: int
     memory_mib: int
-    def __init__(self, instance_id: _Optional[int] = ..., vm_id: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.InstanceState, str]] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ...) -> None: ...
+    report_seq: int
+    def __init__(self, instance_id: _Optional[int] = ..., vm_id: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.InstanceState, str]] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., report_seq: _Optional[int] = ...) -> None: ...
 
 class VmStats(_message.Message):
     __slots__ = ("instance_id", "cpu_time_seconds", "memory_bytes", "block_read_bytes", "block_write_bytes", "block_read_requests", "block_write_requests", "network_receive_bytes", "network_transmit_bytes", "network_receive_packets", "network_transmit_packets")

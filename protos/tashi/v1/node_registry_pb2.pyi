@@ -31,7 +31,7 @@ class InstanceReport(_message.Message):
     def __init__(self, instance_id: _Optional[int] = ..., vm_id: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.InstanceState, str]] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[_resources_pb2.Instance, _Mapping]] = ..., suspend_file: _Optional[str] = ..., report_seq: _Optional[int] = ...) -> None: ...
 
 class RegisterHostRequest(_message.Message):
-    __slots__ = ("name", "cores", "memory_mib", "version", "nm_address", "instances", "networks", "request_id", "capabilities")
+    __slots__ = ("name", "cores", "memory_mib", "version", "nm_address", "instances", "networks", "request_id", "capabilities", "snapshot_seq", "incarnation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class RegisterHostRequest(_message.Message):
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     cores: int
     memory_mib: int
@@ -50,7 +52,9 @@ class RegisterHostRequest(_message.Message):
     networks: _containers.RepeatedCompositeFieldContainer[_resources_pb2.HostNetworkStatus]
     request_id: str
     capabilities: _resources_pb2.HostCapabilities
-    def __init__(self, name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., version: _Optional[str] = ..., nm_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ..., request_id: _Optional[str] = ..., capabilities: _Optional[_Union[_resources_pb2.HostCapabilities, _Mapping]] = ...) -> None: ...
+    snapshot_seq: int
+    incarnation: int
+    def __init__(self, name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., version: _Optional[str] = ..., nm_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ..., request_id: _Optional[str] = ..., capabilities: _Optional[_Union[_resources_pb2.HostCapabilities, _Mapping]] = ..., snapshot_seq: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class RegisterHostResponse(_message.Message):
     __slots__ = ("host", "heartbeat_seconds", "expire_host_seconds")
