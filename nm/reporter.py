@@ -12,6 +12,7 @@ applied it (`applied_seq`).
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import secrets
 import threading
@@ -77,7 +78,9 @@ class Reporter:
         self._cond = threading.Condition()
         self._stopping = False
         self._sent_networks: list[pb.HostNetworkStatus] | None = None
+        self._generation = 0  # registrations this reporter made
         self._thread = threading.Thread(target=self._run, name="nm-reporter", daemon=True)
+        self._beats = threading.Thread(target=self._beat, name="nm-heartbeat", daemon=True)
         driver.set_listener(self.observe)
 
     # -- intake -----------------------------------------------------------------
@@ -94,16 +97,21 @@ class Reporter:
     # -- loop -------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+        self._beats.start()
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout=CALL_TIMEOUT + 1)
+        for thread in (self._thread, self._beats):
+            if thread.is_alive():
+                thread.join(timeout=CALL_TIMEOUT + 1)
 
     def _run(self) -> None:
-        next_beat = 0.0
+        """Registration and reports (and the periodic resync); heartbeats go on in
+        their own thread (`_beat`), so a registration or report waiting seconds
+        for a busy CM's lock never holds a beat back past the host's expiry."""
+        retry_at = 0.0
         next_resync = time.monotonic() + self.resync_seconds
         while True:
             now = time.monotonic()
@@ -113,35 +121,58 @@ class Reporter:
                     self.driver.resync()  # safety net; changes arrive through observe()
                 except Exception as exc:
                     log.warning("resync with the hypervisor failed: %s", exc)
-            try:
-                if not self.registered:
-                    self._flush_unregistered()
-                    self._register()
-                    next_beat = time.monotonic() + self.heartbeat_seconds
-                elif now >= next_beat:
-                    self._heartbeat()
-                    next_beat = time.monotonic() + self.heartbeat_seconds
-                if self.registered:
-                    # Reports flow until the next heartbeat is due, then the loop beats:
-                    # a busy CM (each report waiting seconds for its lock) and a steady
-                    # stream of changes must not hold the heartbeat back past expiry.
-                    self._flush(until=next_beat)
-                self._ok()
-            except TashiError as exc:
-                self._failed(exc)
-                next_beat = time.monotonic() + min(self.heartbeat_seconds, 1.0)
-            except Exception as exc:  # keep going whatever went wrong once
-                log.exception("reporter")
-                self._failed(TashiError(grpc.StatusCode.INTERNAL, str(exc)))
-                next_beat = time.monotonic() + self.heartbeat_seconds
+            if now >= retry_at and not self._step("reporter", self._send):
+                retry_at = time.monotonic() + min(self.heartbeat_seconds, 1.0)
             with self._cond:
                 if self._stopping:
                     return
-                if self._buffer and self.registered and not self.last_error:
-                    continue
-                self._cond.wait(timeout=max(0.0, min(next_beat, next_resync) - time.monotonic()))
+                now = time.monotonic()
+                if now >= retry_at and (self._buffer or not self.registered):
+                    continue  # more to send, or a heartbeat asked to register again
+                # Until a change (observe), a registration asked for, the retry after
+                # a failure, the resync, or stop.
+                until = retry_at if now < retry_at else next_resync
+                self._cond.wait(timeout=max(0.0, min(until, next_resync) - now))
                 if self._stopping:
                     return
+
+    def _beat(self) -> None:
+        """Every heartbeat_seconds while registered, whatever the other thread does."""
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while True:
+            with self._cond:
+                while not self._stopping and (time.monotonic() < next_beat
+                                              or not self.registered):
+                    self._cond.wait(timeout=max(0.05, next_beat - time.monotonic())
+                                    if self.registered else None)
+                if self._stopping:
+                    return
+                generation = self._generation
+            next_beat = time.monotonic() + self.heartbeat_seconds
+            if not self._step("heartbeat", functools.partial(self._heartbeat, generation)):
+                next_beat = time.monotonic() + min(self.heartbeat_seconds, 1.0)
+
+    def _send(self) -> None:
+        """Register if the CM asks, then deliver what is buffered."""
+        called = False
+        if not self.registered:
+            self._flush_unregistered()
+            self._register()
+            called = True
+        if self._flush() or called:
+            self._ok()
+
+    def _step(self, what: str, step: Callable[[], None]) -> bool:
+        """One turn of a loop; False if it failed (logged once per new error)."""
+        try:
+            step()
+            return True
+        except TashiError as exc:
+            self._failed(exc)
+        except Exception as exc:  # keep going whatever went wrong once
+            log.exception(what)
+            self._failed(TashiError(grpc.StatusCode.INTERNAL, str(exc)))
+        return False
 
     def _ok(self) -> None:
         if self.last_error:
@@ -185,15 +216,19 @@ class Reporter:
                 snapshot_seq=snapshot_seq, incarnation=self.clock.incarnation)
             self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
         self._sent_networks = networks
-        self.registered = True
         self.last_heartbeat = time.time()
         with self._cond:  # the snapshot supersedes anything older still queued
+            self.registered = True
+            self._generation += 1
+            self._cond.notify_all()  # the heartbeats go on
             while self._buffer and self._buffer[0].report_seq <= snapshot_seq:
                 self._buffer.popleft()
         log.info("registered as %s with %s (%d VMs, %d cores, %d MiB)", self.hostname,
                  self.client.address, len(snapshot), facts.cores, req.memory_mib)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, generation: int) -> None:
+        """One beat; `generation`: the registration it beats for (a "register again"
+        answered to a beat older than the latest registration is out of date)."""
         networks = self._networks()
         changed = networks != self._sent_networks
         req = reg.HeartbeatRequest(name=self.hostname, networks=networks if changed else [],
@@ -202,10 +237,15 @@ class Reporter:
         if changed:
             self._sent_networks = networks
         if not resp.registered:
-            log.info("cluster manager asks %s to register again", self.hostname)
-            self.registered = False
+            with self._cond:
+                if generation != self._generation or not self.registered:
+                    return
+                log.info("cluster manager asks %s to register again", self.hostname)
+                self.registered = False
+                self._cond.notify_all()  # the reporter registers
         else:
             self.last_heartbeat = time.time()
+            self._ok()
 
     def _flush_unregistered(self) -> None:
         """Deliver the history first, so the CM sees every change in order; a CM that
@@ -216,22 +256,21 @@ class Reporter:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
 
-    def _flush(self, until: float = float("inf")) -> None:
-        """Send the buffer in batches, oldest first, until it is empty or (after
-        one batch at least) the monotonic clock passes `until`; the rest goes at
-        the next turn."""
+    def _flush(self) -> bool:
+        """Send the buffer in batches, oldest first, until it is empty; True if a
+        call was made."""
+        sent = False
         while True:
             with self._cond:
                 batch = list(self._buffer)[:MAX_BATCH]
             if not batch:
-                return
+                return sent
             req = reg.ReportInstancesRequest(name=self.hostname, reports=batch)
             resp = self.client.call(self.client.registry.ReportInstances, req,
                                     timeout=CALL_TIMEOUT)
+            sent = True
             sent_top = batch[-1].report_seq
             with self._cond:
                 while self._buffer and self._buffer[0].report_seq <= sent_top:
                     self._buffer.popleft()
             log.debug("reported %d changes (applied up to %d)", len(batch), resp.applied_seq)
-            if time.monotonic() >= until:
-                return
