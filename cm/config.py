@@ -35,7 +35,8 @@ class CMConfig(TransportSettings):
     workers: int = field(default=128, metadata={
         "help": "threads serving calls; each open WatchEvents holds one"})
     watch_reserve: int = field(default=32, metadata={
-        "help": "threads no watch may take, so unary calls and heartbeats always run"})
+        "help": "threads no watch may take, so unary calls and heartbeats always run; "
+                "unary calls are admitted this less 8 at a time (the 8 kept for heartbeats)"})
     watches_per_caller: int = field(default=8, metadata={
         "help": "most WatchEvents streams one user, node or service may hold open"})
     quota_instances: int = field(default=10_000, metadata={

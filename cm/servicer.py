@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import grpc
 from tashi.cm import admin, consoles, instances, nodes, placement, tokens
 from tashi.cm import images as catalogue
 from tashi.cm.cluster import Cluster
+from tashi.cm.config import CMConfig
 from tashi.cm.evacuate import Evacuations
 from tashi.cm.eventlog import OutOfRange
 from tashi.cm.image_jobs import ImageJobs
@@ -25,7 +25,7 @@ from tashi.cm.listing import InstancePages
 from tashi.cm.slots import Slots
 from tashi.cm.watch import own_host, watch_filter
 from tashi.runtime.auth import NODE_PREFIX, caller_name, principal
-from tashi.runtime.errors import exhausted, invalid, out_of_range
+from tashi.runtime.errors import invalid, out_of_range
 from tashi.runtime.nm_client import NodeManagerClients
 from tashi.runtime.tls import Tls
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -40,12 +40,51 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0  # a filtered watch hears of skipped events at least this often
 
 
+# Server threads kept for heartbeats (and for answering refusals) beyond what
+# admitted calls may hold: no burst of other calls delays a beat past its host's
+# expiry, which would orphan its VMs and bring a re-registration on top.
+HEARTBEAT_THREADS = 8
+# Not admitted through `calls`: heartbeats (never refused, never wait for the
+# lock) and transfers (bounded by their own slots, for as long as they last).
+UNADMITTED = frozenset({"Heartbeat", "UploadImage", "DownloadImage"})
+CALLS = "calls"
+
+
+class Admitted:
+    """A servicer whose calls are admitted through `calls` (see `handler`)."""
+
+    calls: Slots
+
+    def caller_key(self, who: str, request: Any) -> str:
+        """Whose share of `calls` a call takes."""
+        return who
+
+
+def call_slots(cfg: CMConfig) -> Slots:
+    """The unary calls served at once (most wait for the cluster's lock; each holds
+    a server thread while it does): the threads no watch may take, less those kept
+    for heartbeats; a third of them per caller, so one caller's burst leaves the
+    others room.  A refused call did nothing and is sent again (RpcClient.call)."""
+    total = max(1, cfg.watch_reserve - HEARTBEAT_THREADS)
+    return Slots(total, max(1, total // 3), "calls at once", retry_after=0.02)
+
+
 def handler(fn: Callable[[Any, Any, Any, str], Any]) -> Callable[[Any, Any, Any], Any]:
-    """Hand the caller's name to the handler as `who`."""
+    """Hand the caller's name to the handler as `who`, once the call is admitted
+    (`self.calls`)."""
+    admit = fn.__name__ not in UNADMITTED
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        return fn(self, request, context, caller_name(context))
+        who = caller_name(context)
+        if not admit:
+            return fn(self, request, context, who)
+        key = self.caller_key(who, request)
+        self.calls.take(key, CALLS)
+        try:
+            return fn(self, request, context, who)
+        finally:
+            self.calls.give(key, CALLS)
 
     return wrapper
 
@@ -54,10 +93,12 @@ WATCHES = "watches"
 CONSOLES = "console streams"
 
 
-class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
+class ClusterManagerServicer(Admitted, cm_grpc.ClusterManagerServiceServicer):
     def __init__(self, cluster: Cluster, evacuations: Evacuations | None = None,
-                 nms: NodeManagerClients | None = None) -> None:
+                 nms: NodeManagerClients | None = None, calls: Slots | None = None) -> None:
+        """`calls`: shared with the other services (call_slots)."""
         self.c = cluster
+        self.calls = calls or call_slots(cluster.cfg)
         self.evacuations = evacuations or Evacuations(cluster)
         cfg = cluster.cfg
         self.watches = Slots(cfg.workers - cfg.watch_reserve, cfg.watches_per_caller,
@@ -333,17 +374,19 @@ class ClusterManagerServicer(cm_grpc.ClusterManagerServiceServicer):
             self.watches.give(who, CONSOLES)
 
 
-class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
-    def __init__(self, cluster: Cluster, report_slots: int = 48) -> None:
+class NodeRegistryServicer(Admitted, nr_grpc.NodeRegistryServiceServicer):
+    def __init__(self, cluster: Cluster, calls: Slots | None = None) -> None:
+        """Registrations and reports wait for the cluster's lock holding a server
+        thread: admitted through `calls` (call_slots), so that a burst (a thousand
+        hosts reporting their starts, or registering again) never takes the
+        threads heartbeats need."""
         self.c = cluster
-        # A report waits for the cluster's lock holding a server thread.  Bounded, so
-        # that a burst (a thousand hosts reporting their starts, and their retries
-        # after a deadline) never takes every thread and queues heartbeats behind it
-        # until their hosts expire.  A refused report stays buffered on its node
-        # manager, which sends it again within a second.
-        self.report_slots = max(1, report_slots)
-        self.reports_in = 0  # reports being applied or waiting for the lock
-        self._reports_lock = threading.Lock()
+        self.calls = calls or call_slots(cluster.cfg)
+
+    def caller_key(self, who: str, request: Any) -> str:
+        """A node's own share; an admin speaking for hosts (tools, a fleet of node
+        managers without certificates, all "root") a share per host it names."""
+        return who if who.startswith(NODE_PREFIX) else f"{who} for {request.name}"
 
     @handler
     def RegisterHost(self, req: nr.RegisterHostRequest, ctx: Any, who: str) -> Any:
@@ -356,21 +399,13 @@ class NodeRegistryServicer(nr_grpc.NodeRegistryServiceServicer):
 
     @handler
     def ReportInstances(self, req: nr.ReportInstancesRequest, ctx: Any, who: str) -> Any:
-        with self._reports_lock:
-            if self.reports_in >= self.report_slots:
-                raise exhausted("the cluster manager is busy applying other reports; send "
-                                "this one again shortly")
-            self.reports_in += 1
-        try:
-            return nodes.report(self.c, who, req, wanted=ctx.is_active)
-        finally:
-            with self._reports_lock:
-                self.reports_in -= 1
+        return nodes.report(self.c, who, req, wanted=ctx.is_active)
 
 
-class PlacementServicer(pl_grpc.PlacementServiceServicer):
-    def __init__(self, cluster: Cluster) -> None:
+class PlacementServicer(Admitted, pl_grpc.PlacementServiceServicer):
+    def __init__(self, cluster: Cluster, calls: Slots | None = None) -> None:
         self.c = cluster
+        self.calls = calls or call_slots(cluster.cfg)
 
     @handler
     def ActivateInstances(self, req: plpb.ActivateInstancesRequest, ctx: Any, who: str) -> Any:

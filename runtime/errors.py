@@ -16,10 +16,13 @@ import grpc
 class ServiceError(Exception):
     """A status code and a message a person can act on."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # > 0: refused before anything was done (the server is busy); the caller
+        # may send the same call again after about this many seconds.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -42,3 +45,12 @@ out_of_range = _status(grpc.StatusCode.OUT_OF_RANGE)
 exhausted = _status(grpc.StatusCode.RESOURCE_EXHAUSTED)
 unavailable = _status(grpc.StatusCode.UNAVAILABLE)
 aborted = _status(grpc.StatusCode.ABORTED)
+
+# Trailing metadata on a refusal that did nothing and may be sent again as is
+# (`ServiceError.retry_after`); `RpcClient.call` waits and retries on it.
+RETRY_AFTER_KEY = "tashi-retry-after-ms"
+
+
+def busy(message: str, retry_after: float = 0.05) -> ServiceError:
+    """RESOURCE_EXHAUSTED for a call refused before it did anything: try again."""
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after)

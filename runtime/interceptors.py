@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import grpc
 
 from tashi.runtime.auth import CURRENT, Principal
-from tashi.runtime.errors import ServiceError
+from tashi.runtime.errors import RETRY_AFTER_KEY, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def answer(method: str, exc: Exception, context: grpc.ServicerContext) -> NoRetu
         # failures (a hypervisor refusing, say) are worth an operator's look.
         level = logging.WARNING if exc.code in SERVER_SIDE else logging.DEBUG
         log.log(level, "%s: %s %s", method, exc.code.name, exc.message)
+        if exc.retry_after > 0:
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, str(int(exc.retry_after * 1000))),))
         context.abort(exc.code, exc.message)
     error_id = new_error_id()
     log.exception("%s failed: internal error; id %s", method, error_id, exc_info=exc)

@@ -9,6 +9,7 @@ protobuf messages back and `TashiError` (with `.code`) on failure, never a raw
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 import time
@@ -19,11 +20,16 @@ from typing import Any, Generic, Self, TypeVar
 import grpc
 
 from tashi.runtime.auth import user_metadata
-from tashi.runtime.errors import ServiceError
+from tashi.runtime.errors import RETRY_AFTER_KEY, ServiceError
 from tashi.runtime.server import CLIENT_KEEPALIVE_OPTIONS, MAX_MESSAGE_BYTES
 from tashi.runtime.tls import Tls
 
 R = TypeVar("R")
+
+# A busy server's "try again after" is taken up to this (a hostile or broken one
+# cannot park its callers); the wait doubles on each refusal of one call, with
+# jitter, so refused callers do not come back together.
+MAX_RETRY_AFTER_MS = 2000
 
 
 class TashiError(ServiceError):
@@ -32,10 +38,16 @@ class TashiError(ServiceError):
 
 
 def translate(exc: grpc.RpcError) -> TashiError:
-    """The one place a gRPC failure becomes a TashiError."""
+    """The one place a gRPC failure becomes a TashiError (with `retry_after` when
+    the server refused the call before doing anything, being busy)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    return TashiError(code, details or "")
+    retry_after = 0.0
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hasattr(exc, "trailing_metadata"):
+        for key, value in exc.trailing_metadata() or ():
+            if key == RETRY_AFTER_KEY and str(value).isdigit():
+                retry_after = min(int(value), MAX_RETRY_AFTER_MS) / 1000
+    return TashiError(code, details or "", retry_after)
 
 
 def new_request_id() -> str:
@@ -130,16 +142,25 @@ class RpcClient:
 
     def call(self, method: Callable[..., R], request: Any, timeout: float | None = None) -> R:
         """`method(request)` on a stub of this channel; TashiError on failure (after
-        trying the other addresses, when there are several, until the deadline)."""
+        trying the other addresses, when there are several, until the deadline; and
+        after sending it again while the server says it is too busy to take it)."""
         limit = timeout or self.timeout
         deadline = time.monotonic() + limit
         tries = 0
+        backoff = 0.0
         while True:
             left = max(0.1, deadline - time.monotonic())
             try:
                 return method(request, timeout=min(limit, left), metadata=self._metadata)
             except grpc.RpcError as exc:
                 err = translate(exc)
+                if err.retry_after > 0:
+                    backoff = min(max(err.retry_after, 2 * backoff), MAX_RETRY_AFTER_MS / 1000)
+                    pause = backoff * random.uniform(0.5, 1.5)
+                    if time.monotonic() + pause >= deadline:
+                        raise err from None
+                    time.sleep(pause)
+                    continue
                 if (err.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline
                         or not self.switch(err.message)):
                     raise err from None

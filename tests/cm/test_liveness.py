@@ -3,6 +3,7 @@ the node manager's next registration reconciles them (Tashi's rules)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from tashi.cm import nodes
 from tashi.runtime.client import TashiError
+from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as pl
 from tashi.v1 import resources_pb2 as pb
@@ -138,33 +140,98 @@ def test_time_the_cm_did_not_run_is_not_counted_against_hosts(tmp_path: Path) ->
         assert not root.get_host("h1").up and root.get_host("h2").up
 
 
-def test_reports_never_take_the_threads_heartbeats_need(tmp_path: Path) -> None:
-    """While reports wait for the cluster's lock, at most (workers - watch_reserve) // 2
-    of them hold a server thread; one more is refused at once (the NM sends it again)
-    and heartbeats keep being answered, so no host expires behind a burst of reports."""
-    with inproc_cm(tmp_path, workers=8, watch_reserve=4, expire_host_seconds=30) as cm:
+def test_calls_waiting_for_the_lock_never_take_the_threads_heartbeats_need(
+        tmp_path: Path) -> None:
+    """While calls wait for the cluster's lock, at most watch_reserve - 8 of them hold
+    a server thread, a third of those per caller; the next is refused at once with
+    a "try again after" (RpcClient.call waits and sends it again, so callers see it
+    succeed later), and heartbeats keep being answered, so no host expires behind
+    a burst of reports, registrations or a user's creates."""
+    with inproc_cm(tmp_path, workers=24, watch_reserve=14, expire_host_seconds=30) as cm:
         root = cm.client()
         register_host(root, "h1")
         [inst] = root.create_instances(vm("r", 1, 128), count=1)
+        for name in ("alice", "bob", "carol"):
+            root.create_user(name)
+        alice, bob, carol = cm.client("alice"), cm.client("bob"), cm.client("carol")
         seqs = iter(range(1, 1000))
 
-        def report(timeout: float = 10.0) -> object:
-            req = nr.ReportInstancesRequest(name="h1", reports=[nr.InstanceReport(
-                instance_id=inst.id, state=S.INSTANCE_STATE_HELD, report_seq=next(seqs))])
-            try:
-                return root.call(root.registry.ReportInstances, req, timeout=timeout)
-            except TashiError as exc:
-                return exc.code
+        def report() -> object:
+            return root.call(root.registry.ReportInstances, nr.ReportInstancesRequest(
+                name="h1", reports=[nr.InstanceReport(
+                    instance_id=inst.id, state=S.INSTANCE_STATE_HELD,
+                    report_seq=next(seqs))]), timeout=30)
 
-        with ThreadPoolExecutor(4) as pool, cm.cluster.lock:
-            waiting = [pool.submit(report) for _ in range(2)]
-            wait_for(lambda: cm.cm.registry.reports_in == 2, timeout=10,
-                     what="two reports waiting for the lock")
-            assert report(timeout=5) == grpc.StatusCode.RESOURCE_EXHAUSTED
-            t0 = time.monotonic()
-            assert root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"),
-                             timeout=5).registered
-            assert time.monotonic() - t0 < 2
-            assert not any(f.done() for f in waiting)
-        assert all(isinstance(f.result(timeout=10), nr.ReportInstancesResponse)
-                   for f in waiting)
+        calls = cm.cm.registry.calls
+        assert (calls.total, calls.per_caller) == (6, 2)
+        with ThreadPoolExecutor(12) as pool:
+            with cm.cluster.lock:
+                creates = [pool.submit(alice.create_instances, vm(f"a{k}", 1, 128))
+                           for k in range(5)]
+                others = [pool.submit(report) for _ in range(2)] + [
+                    pool.submit(bob.create_instances, vm(f"b{k}", 1, 128)) for k in range(2)]
+                wait_for(lambda: calls._in_all == 6, timeout=10,
+                         what="six calls admitted, waiting for the lock")
+                assert calls.open["alice"] == 2, "alice's burst takes her third, no more"
+                with pytest.raises(TashiError) as err:
+                    carol.call(carol.cm.CreateInstance, cmpb.CreateInstanceRequest(
+                        instance=vm("c", 1, 128)), timeout=1)
+                assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert 0 < err.value.retry_after <= 2
+                t0 = time.monotonic()
+                assert root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"),
+                                 timeout=5).registered
+                assert time.monotonic() - t0 < 2
+                assert not any(f.done() for f in creates + others)
+            made = [f.result(timeout=30)[0] for f in creates]
+            assert sorted(i.name for i in made) == [f"a{k}" for k in range(5)], \
+                "the refused creates were sent again and made, once each"
+            assert all(f.result(timeout=30) for f in others)
+        assert calls._in_all == 0 and not calls.open
+        names = [i.name for i in root.list_instances()]
+        assert sorted(n for n in names if n.startswith("a")) == [f"a{k}" for k in range(5)]
+
+
+def silence(tmp_path: Path, hosts: int, silent: int) -> tuple[float, bool]:
+    """`hosts` hosts up (expiry 2 s), then `silent` of them stop beating while the
+    rest beat every 0.3 s: how long until those are all down, and whether the
+    rest stayed up."""
+    with inproc_cm(tmp_path, expire_host_seconds=2.0) as cm:
+        root = cm.client()
+        names = [f"m{i}" for i in range(hosts)]
+        for name in names:
+            register_host(root, name)
+        quiet, alive = names[:silent], names[silent:]
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(0.3):
+                for name in alive:
+                    root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name=name))
+
+        beater = threading.Thread(target=beat, daemon=True)
+        t0 = time.monotonic()
+        beater.start()
+        try:
+            wait_for(lambda: not any(h.up for h in root.list_hosts() if h.name in quiet),
+                     timeout=20, what="the silent hosts down")
+            took = time.monotonic() - t0
+            return took, all(h.up for h in root.list_hosts() if h.name in alive)
+        finally:
+            stop.set()
+            beater.join()
+
+
+def test_a_few_silent_hosts_of_many_go_down_on_time(tmp_path: Path) -> None:
+    took, rest_up = silence(tmp_path, 24, 5)
+    assert took < 2 + 1.5 and rest_up
+
+
+def test_most_hosts_silent_at_once_is_taken_as_the_cm_not_hearing_them(
+        tmp_path: Path) -> None:
+    """14 of 24 hosts silent at once: not counted against them for up to twice the
+    expiry (nodes.MASS_GRACE), then down all the same (a real mass failure is seen,
+    that much later)."""
+    took, rest_up = silence(tmp_path, 24, 14)
+    assert 2 + 2 * 2 - 1 <= took <= 2 + 2 * 2 + 3, took
+    assert rest_up

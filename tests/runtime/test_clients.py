@@ -13,8 +13,9 @@ import pytest
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
+from tashi.runtime.errors import RETRY_AFTER_KEY
 from tashi.runtime.nm_client import NodeManagerClient, NodeManagerClients
-from tashi.runtime.rpc import TashiError
+from tashi.runtime.rpc import TashiError, translate
 from tashi.v1 import node_manager_pb2 as nm
 from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import resources_pb2 as pb
@@ -113,3 +114,30 @@ def test_one_client_per_node_manager_address() -> None:
     clients.close()
     assert clients.get("127.0.0.1:1") is not a, "closed clients are not handed out again"
     clients.close()
+
+
+class _Refused(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, trailing: tuple[tuple[str, str], ...]) -> None:
+        self._code, self._trailing = code, trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "busy"
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._trailing
+
+
+def test_a_servers_try_again_after_is_read_within_bounds() -> None:
+    """A busy server's "try again after" is honoured up to 2 s (a hostile one cannot
+    park its callers), and only on RESOURCE_EXHAUSTED with a well-formed number."""
+    busy = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert translate(_Refused(busy, ((RETRY_AFTER_KEY, "50"),))).retry_after == 0.05
+    assert translate(_Refused(busy, ((RETRY_AFTER_KEY, "9" * 40),))).retry_after == 2.0
+    assert translate(_Refused(busy, ((RETRY_AFTER_KEY, "-5"),))).retry_after == 0.0
+    assert translate(_Refused(busy, ((RETRY_AFTER_KEY, "1e9"),))).retry_after == 0.0
+    assert translate(_Refused(busy, ())).retry_after == 0.0
+    assert translate(_Refused(grpc.StatusCode.INTERNAL,
+                              ((RETRY_AFTER_KEY, "50"),))).retry_after == 0.0
