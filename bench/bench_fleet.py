@@ -16,19 +16,23 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
    all down and all their VMs Orphaned, against expire + one heartbeat; then
    SIGCONT: time until all Running again, none lost; every VM accounted for.
 
-Measured here (2-core machine, quiet), defaults (1,000 hosts / 20,000 VMs / 8
-fleet processes, heartbeats every 2 s), one run: fleet 0.93 MiB and 3.1
-threads per host idle, 1.47 MiB and 8.0 after the fill; fill Activating 37 s
-(535/s), Running 46 s (431/s), with 87 of the 93 CPU seconds the 2 cores had
-spent (CM 1.33 ms/VM, scheduler 0.20, accounting 0.26, the simulated hosts
-2.50): the machine, not a queue, sets that rate; steady CM 40% of a core,
-328 MiB, 496 heartbeats/s; ListInstances of 20,000 median 162 ms (medians of
-84-190 ms across five runs); GetUsage by user 5 ms, by instance 496 ms; churn offered at
-100/s + 100/s is more than this machine takes (56 creates/s achieved,
-CreateInstance p50 2.2 s, create -> Running p99 9.3 s), while at --rate 50 (another
-run) it keeps up: create -> Running p50 0.11 s p99 0.82 s, CreateInstance p99 288 ms;
-0 overcommits; 50 hosts frozen: down and Orphaned 10.5 s (bound 12 s), back in
-2.5 s, 0 lost, every VM accounted for.
+Measured here (2-core machine), defaults (1,000 hosts / 20,000 VMs / 8 fleet
+processes, heartbeats every 2 s, expiry 10 s), one run on 2026-11-30, when this
+machine was slower than the session before (a first run that day, before any
+change, cost the CM 2.41 ms/VM and the simulated hosts 4.72, against 1.33 and
+2.50 the session before): fleet 0.96 MiB and 4.1
+threads per host idle, 1.55 MiB and 9.0 after the fill; fill Activating 73 s
+(273/s), Running 77 s (258/s), with 147 of the 155 CPU seconds the 2 cores had
+spent (CM 1.98 ms/VM, scheduler 0.30, accounting 0.48, the simulated hosts
+4.51); steady CM 61% of a core, 376 MiB, 414 heartbeats/s handled;
+ListInstances of 20,000 median 67 ms; GetUsage by user 8 ms, by instance 917
+ms; churn offered at 100/s + 100/s is more than this machine takes (40
+creates/s achieved, create -> Running p50 9.6 s p99 21 s, CreateInstance p50
+1.0 s p99 11.7 s); 0 overcommits; 50 hosts frozen: down and Orphaned 10.6 s
+(bound 12 s), back in 0.5 s, 0 lost, every VM accounted for.  The CM still
+stops hearing most hosts for 5-35 s at a time under this load (gRPC's one
+event-loop thread starved of the GIL); it takes that as its own deafness
+(cm/nodes.py, mass silence), yet 1,899 host expiries happened in that run.
 """
 
 from __future__ import annotations

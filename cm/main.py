@@ -218,9 +218,6 @@ class ClusterManager:
         self.store.close()
 
 
-SWITCH_INTERVAL = 0.0005  # seconds; see main
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tashi-cm", description="Tashi cluster manager")
     rc.add_config_flags(parser, CMConfig)
@@ -230,15 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     except rc.ConfigError as exc:
         sys.exit(f"tashi-cm: {exc}")
     server.setup_logging(cfg.log_level)
-    # gRPC's one event loop thread (_serve) takes the GIL for every step of every
-    # call; while any thread computes (a createMany, a batch of placements), it
-    # waits the switch interval for each, 5 ms by default: about 200 steps a
-    # second, so a thousand hosts' heartbeats queued for seconds and hosts
-    # expired.  Measured at 1,000 hosts (bench_fleet): heartbeats handled after
-    # the fill 171-214/s of 500 sent at 5 ms, 551-557/s at 0.5 ms; hosts marked
-    # down during a run: thousands at 5 ms, 328 and 793 (two runs) at 0.5 ms;
-    # 0.1 ms cost more CPU and helped no further.
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    server.prompt_event_loop()  # heartbeats heard on time while it computes
 
     def deposed(why: str) -> None:
         # Stop at once, without another write; the supervisor restarts it as a standby.

@@ -366,26 +366,39 @@ def forgive_stall(c: Cluster, seconds: float) -> None:
                 "is not counted against the hosts' heartbeats", seconds)
 
 
+def _grace(c: Cluster, seconds: float) -> None:
+    """Every host has at least `seconds` from now to be heard: when the CM hears
+    again after a mass silence, the beats still queued behind the others' come in
+    over the next seconds, and the hosts whose silence the forgiving held near the
+    expiry must not go down before theirs are read."""
+    now = time.monotonic()
+    with c.lock:
+        for host_id, heard in c.heartbeats.items():
+            c.heartbeats[host_id] = max(heard, min(now, now - c.cfg.expire_host_seconds
+                                                   + seconds))
+
+
 # Mass silence: with at least MASS_HOSTS hosts up, more than half of them each
 # silent for over half the expiry at once.  The likelier cause is this CM not
 # hearing them (its CPU or its threads taken, its own link) rather than half the
 # fleet failing together: measured at 1,000 hosts, heartbeats queued for 4-7 s
 # at the CM while it took 20,000 VMs, and every host went down within 20 s.  As
-# for a stall, that time is not counted against the hosts, but for at most
-# MASS_GRACE x expire_host_seconds in a row: a real mass failure is still seen,
-# that much later.  Smaller clusters are left to the plain rule.
+# for a stall, no host goes down for it, for at most MASS_GRACE x
+# expire_host_seconds in a row: a real mass failure is still seen, that much
+# later.  Smaller clusters are left to the plain rule.
 MASS_HOSTS = 20
 MASS_GRACE = 2.0
 
 
 def mass_silence(c: Cluster) -> bool:
+    """Under the lock: at least MASS_HOSTS hosts up, more than half of them each
+    unheard for over half the expiry."""
     half = c.cfg.expire_host_seconds / 2
     now = time.monotonic()
-    with c.lock:
-        up = [h.id for h in c.hosts.values() if h.up]
-        if len(up) < MASS_HOSTS:
-            return False
-        quiet = sum(1 for hid in up if now - c.heartbeats.get(hid, 0.0) > half)
+    up = [h.id for h in c.hosts.values() if h.up]
+    if len(up) < MASS_HOSTS:
+        return False
+    quiet = sum(1 for hid in up if now - c.heartbeats.get(hid, 0.0) > half)
     return 2 * quiet > len(up)
 
 
@@ -400,36 +413,36 @@ class LivenessMonitor(threading.Thread):
     def run(self) -> None:
         last = time.monotonic()
         while not self.stopping.wait(self.interval):
-            now = time.monotonic()
             # A wait of `interval` that took far longer: this process was not running.
-            stalled = now - last - self.interval
+            stalled = time.monotonic() - last - self.interval
             try:
                 if stalled > max(1.0, 2 * self.interval):
                     forgive_stall(self.cluster, stalled)
-                else:
-                    self.check_silence(now, now - last)
-                expire_hosts(self.cluster)
+                with self.cluster.lock:  # the check and the expiry see one state
+                    if not self.holding(time.monotonic()):
+                        expire_hosts(self.cluster)
             except Exception:  # keep watching; the next round retries
                 log.exception("liveness check failed")
             last = time.monotonic()
 
-    def check_silence(self, now: float, elapsed: float) -> None:
-        """Forgive `elapsed` while a mass silence lasts, up to its grace."""
+    def holding(self, now: float) -> bool:
+        """Under the lock: True while a mass silence holds expiry (up to its grace);
+        when it ends, the hosts still unheard get half an expiry from then."""
         c = self.cluster
+        limit = c.cfg.expire_host_seconds
         if not mass_silence(c):
             if self.silence_since is not None:
-                log.warning("heartbeats heard from most hosts again after %.1f s",
-                            now - self.silence_since)
+                log.warning("heartbeats heard from most hosts again after %.1f s; the others "
+                            "have half the expiry from now", now - self.silence_since)
                 self.silence_since = None
-            return
+                _grace(c, limit / 2)
+            return False
         if self.silence_since is None:
             self.silence_since = now
             log.warning("most hosts have not been heard for %.1f s at once: taken as this "
-                        "cluster manager not hearing them; not counted against them for up "
-                        "to %.0f s", c.cfg.expire_host_seconds / 2,
-                        MASS_GRACE * c.cfg.expire_host_seconds)
-        if now - self.silence_since <= MASS_GRACE * c.cfg.expire_host_seconds:
-            _forgive(c, elapsed)
+                        "cluster manager not hearing them; no host goes down for it for up "
+                        "to %.0f s", limit / 2, MASS_GRACE * limit)
+        return now - self.silence_since <= MASS_GRACE * limit
 
     def stop(self) -> None:
         self.stopping.set()
