@@ -118,8 +118,7 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
                 remove(txn, inst, f"the node manager on {host.name} no longer runs it")
         for report in req.instances:
             observe(c, txn, new, report)
-        seen = max((r.report_seq for r in req.instances), default=req.snapshot_seq)
-        seen = max(seen, req.snapshot_seq)
+        seen = max([req.snapshot_seq, *(r.report_seq for r in req.instances)])
         c.nm_seqs[host.id] = (req.incarnation, seen)
         txn.after.append(lambda: c.applied_reports.__setitem__(host.id, seen))
         return nr.RegisterHostResponse(host=c.host_view(new),
@@ -369,8 +368,8 @@ def forgive_stall(c: Cluster, seconds: float) -> None:
 def _grace(c: Cluster, seconds: float) -> None:
     """Every host has at least `seconds` from now to be heard: when the CM hears
     again after a mass silence, the beats still queued behind the others' come in
-    over the next seconds, and the hosts whose silence the forgiving held near the
-    expiry must not go down before theirs are read."""
+    over the next seconds, and the hosts the silence left near or past the expiry
+    must not go down before theirs are read."""
     now = time.monotonic()
     with c.lock:
         for host_id, heard in c.heartbeats.items():
