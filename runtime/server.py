@@ -170,8 +170,9 @@ def wait_for_signal(on_stop: Callable[[], None]) -> None:
 # thread computes, it waits the interpreter's switch interval for each: 5 ms by
 # default, about 200 steps a second, and heartbeats queued for seconds behind a
 # createMany or a batch of starts until their hosts expired.  Measured at 1,000
-# hosts (bench_fleet): heartbeats the CM handled after the fill 171-214/s of 500
-# sent at 5 ms, 414-557/s at 0.5 ms; 0.1 ms cost more CPU and helped no further.
+# hosts (bench_fleet): heartbeats the CM handled after the fill, of 500/s sent,
+# 87-310/s in eight runs at 5 ms, 414-557/s in five at 0.5 ms; 0.1 ms cost more
+# CPU and helped no further.
 SWITCH_INTERVAL = 0.0005
 
 
