@@ -346,21 +346,16 @@ def expire_hosts(c: Cluster) -> int:
         return len(silent)
 
 
-def _forgive(c: Cluster, seconds: float) -> None:
-    """Count the last `seconds` against no host."""
-    now = time.monotonic()
-    with c.lock:
-        for host_id, heard in c.heartbeats.items():
-            c.heartbeats[host_id] = min(now, heard + seconds)
-
-
 def forgive_stall(c: Cluster, seconds: float) -> None:
     """The CM itself did not run for `seconds` (SIGSTOPped, its machine or VM frozen,
     starved of CPU): no heartbeat could be heard meanwhile, so that time is not
     counted against any host.  Without this a CM waking from a pause longer than
     `expire_host_seconds` marked every host down and orphaned every VM, then took
     them all back at the re-registrations a moment later."""
-    _forgive(c, seconds)
+    now = time.monotonic()
+    with c.lock:
+        for host_id, heard in c.heartbeats.items():
+            c.heartbeats[host_id] = min(now, heard + seconds)
     log.warning("the cluster manager did not run for %.1f s (paused or starved); that time "
                 "is not counted against the hosts' heartbeats", seconds)
 
