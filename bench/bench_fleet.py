@@ -105,6 +105,13 @@ def fill(alice: ClusterClient, tracker: Tracker, vms: int, batch: int,
     return ids
 
 
+def cadence(metrics: str) -> tuple[float, float]:
+    """The CM's heartbeat interval and host expiry for the fleet's size (cm/cadence.py)."""
+    samples = scrape(metrics)
+    return (samples[("tashi_cm_heartbeat_interval_seconds", ())],
+            samples[("tashi_cm_host_expiry_seconds", ())])
+
+
 def steady(cm: CMProcess, metrics: str, fleet: Fleet, seconds: float,
            hosts: int, heartbeat_s: float) -> None:
     cm0, fl0, hb0, t0 = (cpu_seconds(cm.proc.pid), sum(map(cpu_seconds, fleet.pids())),
@@ -231,8 +238,12 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=30.0, help="seconds of churn")
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady state")
     parser.add_argument("--kill", type=int, default=50, help="hosts frozen at once")
-    parser.add_argument("--heartbeat-seconds", type=float, default=2.0)
-    parser.add_argument("--expire-seconds", type=float, default=10.0)
+    parser.add_argument("--heartbeat-seconds", type=float, default=2.0,
+                        help="the hosts' own interval (the CM may ask for a longer one)")
+    parser.add_argument("--expire-seconds", type=float, default=10.0,
+                        help="the CM's --expire-host-seconds (stretched with the interval)")
+    parser.add_argument("--heartbeat-rate", type=float, default=200.0,
+                        help="the CM's --heartbeat-rate (0: no limit)")
     parser.add_argument("--fleet-nice", type=int, default=0, help=(
         "niceness of the simulated hosts' processes (real hosts have their own CPUs; at "
         "10 the control plane gets this machine's first, but starved hosts then miss "
@@ -245,7 +256,8 @@ def main() -> None:
     cm = fleet = sched = acc = None
     try:
         cm = CMProcess(work, images=str(work), quota_instances=0, log_level="INFO",
-                       expire_host_seconds=args.expire_seconds, metrics_listen="127.0.0.1:0")
+                       expire_host_seconds=args.expire_seconds,
+                       heartbeat_rate=args.heartbeat_rate, metrics_listen="127.0.0.1:0")
         m = re.search(r"serving metrics on http://(\S+)/metrics", cm.log_path.read_text())
         assert m, "the CM did not say where its metrics are"
         metrics = m.group(1)
@@ -261,6 +273,12 @@ def main() -> None:
               f"processes at nice {args.fleet_nice}, all up after "
               f"{time.perf_counter() - t:.1f}s ({up:.1f}s of it waiting for registration); "
               f"{fleet.cost()}", flush=True)
+        time.sleep(1.0)  # a round of the CM's liveness monitor sees them all
+        asked, expire = cadence(metrics)
+        beat = max(args.heartbeat_seconds, asked)
+        print(f"[fleet] the CM asks for a heartbeat every {asked:g}s at most "
+              f"{args.heartbeat_rate:g}/s (the hosts' own: {args.heartbeat_seconds:g}s); "
+              f"a host is down after {expire:g}s unheard", flush=True)
         sched = SchedulerProcess(work, cm.address, "--log-level", "WARNING")
         acc = start_accounting(work, cm.address, "--log-level", "WARNING")
         tracker = Tracker(client, client.last_seq())
@@ -270,7 +288,7 @@ def main() -> None:
                  "accounting": [acc.proc.pid], "fleet": fleet.pids(), "bench": [os.getpid()]}
         fill(alice, tracker, args.vms, args.batch, parts)
         print(f"[fleet] after the fill: {fleet.cost()}", flush=True)
-        steady(cm, metrics, fleet, args.steady, args.hosts, args.heartbeat_seconds)
+        steady(cm, metrics, fleet, args.steady, args.hosts, beat)
         listing(client, acc, work)
         frozen = set(fleet.groups[-1].names) if args.kill else set()
         hosts = {h.id: h.name for h in client.list_hosts()}
@@ -282,9 +300,8 @@ def main() -> None:
               f"events: {overcommitted(events)}", flush=True)
         if args.kill:
             drill = failure_drill(client, fleet, fleet.groups[-1], tracker, timeout=120)
-            print(f"[failure] {drill} (bound: expire {args.expire_seconds:g}s + one "
-                  f"heartbeat {args.heartbeat_seconds:g}s = "
-                  f"{args.expire_seconds + args.heartbeat_seconds:g}s)", flush=True)
+            print(f"[failure] {drill} (bound: expire {expire:g}s + one heartbeat {beat:g}s "
+                  f"= {expire + beat:g}s)", flush=True)
         problems = accounted(client, fleet)
         print(f"[end] {len(client.list_instances())} instances; not accounted for: "
               f"{len(problems)} {problems[:5]}; {fleet.cost()}; CM RSS "

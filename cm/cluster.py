@@ -20,6 +20,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from tashi.cm import lifecycle
+from tashi.cm.cadence import cadence
 from tashi.cm.config import CMConfig
 from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store, StoreError
@@ -186,6 +187,8 @@ class Cluster:
         # Request ids answered so far, so a new id costs no store lookup.
         self.request_ids = store.request_ids()
         self.heartbeats: dict[int, float] = {}
+        # Kept to the fleet's size by the liveness monitor and registrations.
+        self.cadence = cadence(config, len(self.hosts))
         self.applied_reports: dict[int, int] = {}
         # Per host: (the NM's incarnation, the highest report_seq this CM learned
         # from it: a registration list, a start's answer); see nodes.register.
@@ -294,7 +297,7 @@ class Cluster:
         if host is None or not host.up:
             return False
         beat = self.heartbeats.get(host_id)
-        return beat is None or time.monotonic() - beat > self.cfg.decay_seconds
+        return beat is None or time.monotonic() - beat > self.cadence.decay
 
     def host_view(self, host: pb.Host) -> pb.Host:
         view = copy_of(host)

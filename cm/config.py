@@ -50,10 +50,16 @@ class CMConfig(TransportSettings):
                 "(0: no limit)"})
     image_copy_rate: int = field(default=0, metadata={
         "help": "most bytes per second one image copy or flatten writes (0: no limit)"})
-    expire_host_seconds: float = field(
-        default=10.0, metadata={"help": "a host not heard from this long is down"})
+    expire_host_seconds: float = field(default=10.0, metadata={
+        "help": "a host not heard from this long is down (stretched with the heartbeat "
+                "interval at --heartbeat-rate)"})
     decay_seconds: float = field(default=5.0, metadata={
-        "help": "a host not heard from this long (and its instances) shows decayed"})
+        "help": "a host not heard from this long (and its instances) shows decayed "
+                "(stretched as the expiry is)"})
+    heartbeat_rate: float = field(default=200.0, metadata={
+        "help": "most heartbeats per second asked of all hosts together: each host is told "
+                "to beat no more often than every (hosts / this) s, and the expiry and "
+                "decay stretch to five and two and a half of that interval (0: no limit)"})
     migration_seconds: float = field(default=1800.0, metadata={
         "help": "longest a live migration may take before it counts as failed"})
     evacuate_parallel: int = field(default=4, metadata={

@@ -143,6 +143,9 @@ class ClusterManager:
     def start(self) -> int:
         if self.cfg.nm_calls < 1:
             raise ValueError("--nm-calls must be at least 1")
+        if not self.cfg.heartbeat_rate >= 0 or not self.cfg.expire_host_seconds > 0:
+            raise ValueError("--heartbeat-rate must be 0 or more and --expire-host-seconds "
+                             "more than 0")
         self._wait_to_lead()
         self.cluster = c = Cluster(self.cfg, self.store)
         c.deposed = self._deposed

@@ -1,7 +1,8 @@
 """The cluster manager's Prometheus metrics, read from its in-memory state at scrape time.
 
 Hosts up and down (and each host's up flag, capacity and last heartbeat,
-labelled by host name: hosts are few and named by admins), instances by
+labelled by host name: hosts are few and named by admins), the heartbeat
+interval and host expiry for the fleet's size, instances by
 state and owner, the oldest change among the instances of each state (so
 "Held for too long" is one PromQL comparison), the event sequence and the
 watchers following it.
@@ -77,6 +78,13 @@ class ClusterCollector(Collector):
             if seen is not None:
                 beat.add_metric(name, seen + offset)
         yield from (up, cores, memory, used_cores, used_memory, beat)
+        pace = self.cluster.cadence
+        yield GaugeMetricFamily("tashi_cm_heartbeat_interval_seconds", "Shortest interval "
+                                "between one host's heartbeats the CM asks for (hosts over "
+                                "--heartbeat-rate).", value=pace.interval)
+        yield GaugeMetricFamily("tashi_cm_host_expiry_seconds", "A host not heard from this "
+                                "long is marked down (--expire-host-seconds, stretched with "
+                                "the heartbeat interval).", value=pace.expire)
 
     def _instances(self, instances: dict[int, pb.Instance]) -> Iterator[Metric]:
         by = Counter[tuple[int, str]]()

@@ -4,12 +4,14 @@ state reports; and the liveness monitor that marks silent hosts down."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 
 from tashi.cm import instances
 from tashi.cm import validation as v
+from tashi.cm.cadence import cadence
 from tashi.cm.cluster import Cluster, Txn, copy_of, move
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
@@ -121,9 +123,12 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
         seen = max([req.snapshot_seq, *(r.report_seq for r in req.instances)])
         c.nm_seqs[host.id] = (req.incarnation, seen)
         txn.after.append(lambda: c.applied_reports.__setitem__(host.id, seen))
+        pace = c.cadence
         return nr.RegisterHostResponse(host=c.host_view(new),
-                                       heartbeat_seconds=2,
-                                       expire_host_seconds=int(c.cfg.expire_host_seconds))
+                                       heartbeat_seconds=math.ceil(pace.interval),
+                                       expire_host_seconds=math.ceil(pace.expire),
+                                       heartbeat_interval_seconds=pace.interval,
+                                       expire_after_seconds=pace.expire)
 
     return c.mutate(actor, req.request_id, "RegisterHost", nr.RegisterHostResponse, body)
 
@@ -147,7 +152,8 @@ def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatR
             new.networks.extend(req.networks)
             txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, "network status changed")
         c.write(actor, body)
-    return nr.HeartbeatResponse(registered=True)
+    return nr.HeartbeatResponse(registered=True,
+                                heartbeat_interval_seconds=c.cadence.interval)
 
 
 def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
@@ -311,7 +317,7 @@ def _adopt_unknown(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) 
 
 def expire_hosts(c: Cluster) -> int:
     """Mark hosts not heard from in time down; their instances become Orphaned."""
-    limit = c.cfg.expire_host_seconds
+    limit = c.cadence.expire
     now = time.monotonic()
     with c.lock:
         silent = [h for h in c.hosts.values()
@@ -350,7 +356,7 @@ def forgive_stall(c: Cluster, seconds: float) -> None:
     """The CM itself did not run for `seconds` (SIGSTOPped, its machine or VM frozen,
     starved of CPU): no heartbeat could be heard meanwhile, so that time is not
     counted against any host.  Without this a CM waking from a pause longer than
-    `expire_host_seconds` marked every host down and orphaned every VM, then took
+    the expiry marked every host down and orphaned every VM, then took
     them all back at the re-registrations a moment later."""
     now = time.monotonic()
     with c.lock:
@@ -368,8 +374,7 @@ def _grace(c: Cluster, seconds: float) -> None:
     now = time.monotonic()
     with c.lock:
         for host_id, heard in c.heartbeats.items():
-            c.heartbeats[host_id] = max(heard, min(now, now - c.cfg.expire_host_seconds
-                                                   + seconds))
+            c.heartbeats[host_id] = max(heard, min(now, now - c.cadence.expire + seconds))
 
 
 # Mass silence: with at least MASS_HOSTS hosts up, more than half of them each
@@ -377,8 +382,8 @@ def _grace(c: Cluster, seconds: float) -> None:
 # hearing them (its CPU or its threads taken, its own link) rather than half the
 # fleet failing together: measured at 1,000 hosts, heartbeats queued for 4-7 s
 # at the CM while it took 20,000 VMs, and every host went down within 20 s.  As
-# for a stall, no host goes down for it, for at most MASS_GRACE x
-# expire_host_seconds in a row: a real mass failure is still seen, that much
+# for a stall, no host goes down for it, for at most MASS_GRACE x the expiry
+# in a row: a real mass failure is still seen, that much
 # later.  Smaller clusters are left to the plain rule.
 MASS_HOSTS = 20
 MASS_GRACE = 2.0
@@ -387,7 +392,7 @@ MASS_GRACE = 2.0
 def mass_silence(c: Cluster) -> bool:
     """Under the lock: at least MASS_HOSTS hosts up, more than half of them each
     unheard for over half the expiry."""
-    half = c.cfg.expire_host_seconds / 2
+    half = c.cadence.expire / 2
     now = time.monotonic()
     up = [h.id for h in c.hosts.values() if h.up]
     if len(up) < MASS_HOSTS:
@@ -413,6 +418,7 @@ class LivenessMonitor(threading.Thread):
                 if stalled > max(1.0, 2 * self.interval):
                     forgive_stall(self.cluster, stalled)
                 with self.cluster.lock:  # the check and the expiry see one state
+                    self.cluster.cadence = cadence(self.cluster.cfg, len(self.cluster.hosts))
                     if not self.holding(time.monotonic()):
                         expire_hosts(self.cluster)
             except Exception:  # keep watching; the next round retries
@@ -423,7 +429,7 @@ class LivenessMonitor(threading.Thread):
         """Under the lock: True while a mass silence holds expiry (up to its grace);
         when it ends, the hosts still unheard get half an expiry from then."""
         c = self.cluster
-        limit = c.cfg.expire_host_seconds
+        limit = c.cadence.expire
         if not mass_silence(c):
             if self.silence_since is not None:
                 log.warning("heartbeats heard from most hosts again after %.1f s; the others "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import secrets
 import threading
 import time
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 CALL_TIMEOUT = 5.0
+# Longest heartbeat interval a CM may ask for (1,000 hosts at its default rate
+# ask 5 s; this is 60,000 hosts at it).
+MAX_ASKED_INTERVAL = 300.0
 
 NetworkStatus = Callable[[], list[pb.HostNetworkStatus]]
 
@@ -68,6 +72,8 @@ class Reporter:
         self.capabilities = capabilities or pb.HostCapabilities()
         self.reserved_memory_mib = reserved_memory_mib
         self.heartbeat_seconds = heartbeat_seconds
+        # The shortest interval the CM asks for (it grows with the fleet: cm/cadence.py).
+        self.asked_interval = 0.0
         self.resync_seconds = resync_seconds
         self.network_status = network_status
         self.registered = False
@@ -138,7 +144,7 @@ class Reporter:
 
     def _beat(self) -> None:
         """Every heartbeat_seconds while registered, whatever the other thread does."""
-        next_beat = time.monotonic() + self.heartbeat_seconds
+        next_beat = time.monotonic() + self.beat_interval()
         while True:
             with self._cond:
                 while not self._stopping and (time.monotonic() < next_beat
@@ -148,9 +154,17 @@ class Reporter:
                 if self._stopping:
                     return
                 generation = self._generation
-            next_beat = time.monotonic() + self.heartbeat_seconds
+            next_beat = time.monotonic() + self.beat_interval()
             if not self._step("heartbeat", functools.partial(self._heartbeat, generation)):
                 next_beat = time.monotonic() + min(self.heartbeat_seconds, 1.0)
+
+    def beat_interval(self) -> float:
+        return max(self.heartbeat_seconds, self.asked_interval)
+
+    def _asked(self, seconds: float) -> None:
+        """The CM's asked interval, within reason: a CM answering nonsense (negative,
+        not a number, hours) does not stop the beats."""
+        self.asked_interval = min(seconds, MAX_ASKED_INTERVAL) if math.isfinite(seconds) else 0.0
 
     def _send(self) -> None:
         """Register if the CM asks, then deliver what is buffered."""
@@ -214,7 +228,9 @@ class Reporter:
                 version=VERSION, nm_address=self.nm_address, instances=snapshot,
                 networks=networks, capabilities=self.capabilities,
                 snapshot_seq=snapshot_seq, incarnation=self.clock.incarnation)
-            self.client.call(self.client.registry.RegisterHost, req, timeout=CALL_TIMEOUT)
+            resp = self.client.call(self.client.registry.RegisterHost, req,
+                                    timeout=CALL_TIMEOUT)
+        self._asked(resp.heartbeat_interval_seconds)
         self._sent_networks = networks
         self.last_heartbeat = time.time()
         with self._cond:  # the snapshot supersedes anything older still queued
@@ -244,6 +260,7 @@ class Reporter:
                 self.registered = False
                 self._cond.notify_all()  # the reporter registers
         else:
+            self._asked(resp.heartbeat_interval_seconds)
             self.last_heartbeat = time.time()
             self._ok()
 

@@ -20,7 +20,7 @@ import pytest
 
 from tashi.nm.libvirt.driver import LibvirtDriver
 from tashi.nm.model import DiskSpec, VmSpec
-from tashi.nm.reporter import Reporter
+from tashi.nm.reporter import MAX_ASKED_INTERVAL, Reporter
 from tashi.nm.servicer import NodeManagerServicer
 from tashi.runtime import server
 from tashi.runtime.client import ClusterClient
@@ -39,16 +39,19 @@ class Registry(reg_grpc.NodeRegistryServiceServicer):
         self.registrations: list[reg.RegisterHostRequest] = []
         self.reports: list[reg.InstanceReport] = []
         self.registered = True
+        self.asked = 0.0  # the heartbeat interval this CM asks for
 
     def RegisterHost(self, request: Any, context: Any) -> reg.RegisterHostResponse:
         with self.lock:
             self.registrations.append(request)
             self.registered = True
-        return reg.RegisterHostResponse(heartbeat_seconds=2, expire_host_seconds=10)
+        return reg.RegisterHostResponse(heartbeat_seconds=2, expire_host_seconds=10,
+                                        heartbeat_interval_seconds=self.asked)
 
     def Heartbeat(self, request: Any, context: Any) -> reg.HeartbeatResponse:
         with self.lock:
-            return reg.HeartbeatResponse(registered=self.registered)
+            return reg.HeartbeatResponse(registered=self.registered,
+                                         heartbeat_interval_seconds=self.asked)
 
     def ReportInstances(self, request: Any, context: Any) -> reg.ReportInstancesResponse:
         with self.lock:
@@ -208,6 +211,43 @@ def slow_cm(tmp_path: Path, report_seconds: float) -> Iterator[tuple[LibvirtDriv
         client.close()
         drv.close()
         running.stop(0)
+
+
+def gaps_between(beats: list[float], t0: float, t1: float) -> list[float]:
+    inside = [b for b in beats if t0 < b < t1]
+    return [b - a for a, b in zip(inside, inside[1:], strict=False)]
+
+
+def test_beats_no_more_often_than_the_cm_asks(tmp_path: Path) -> None:
+    """A CM with a large fleet asks for a longer interval (cm/cadence.py) in its
+    answers: the NM beats at that instead of its own 0.2 s, and at its own again
+    once the CM asks for less, or answers nonsense."""
+    with slow_cm(tmp_path, 0.0) as (_drv, registry):
+        registry.asked = 0.6
+        time.sleep(0.8)  # one more beat at 0.2 s hears it
+        t0 = time.monotonic()
+        time.sleep(2.5)
+        gaps = gaps_between(registry.beats, t0, time.monotonic())
+        assert 2 <= len(gaps) <= 4 and min(gaps) > 0.5, gaps
+        registry.asked = float("nan")
+        time.sleep(0.8)
+        t0 = time.monotonic()
+        time.sleep(1.2)
+        gaps = gaps_between(registry.beats, t0, time.monotonic())
+        assert len(gaps) >= 3 and max(gaps) < 0.45, gaps
+
+
+def test_an_asked_interval_is_bounded(tmp_path: Path) -> None:
+    """A CM asking for hours, or less than nothing, neither stops the beats nor makes
+    them faster than the NM's own interval."""
+    rep = Reporter(LibvirtDriver("test:///default", tmp_path, tmp_path / "state"),
+                   ClusterClient("127.0.0.1:1"), "h1", "127.0.0.1:9999", heartbeat_seconds=2.0)
+    for asked, interval in ((5.0, 5.0), (1e12, MAX_ASKED_INTERVAL), (-3.0, 2.0),
+                            (float("inf"), 2.0), (float("nan"), 2.0), (0.5, 2.0)):
+        rep._asked(asked)
+        assert rep.beat_interval() == interval, asked
+    rep.client.close()
+    rep.driver.close()
 
 
 def test_heartbeats_go_on_while_reports_are_slow(tmp_path: Path) -> None:
