@@ -20,6 +20,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from tashi.cm import lifecycle
+from tashi.cm.beats import Beats
 from tashi.cm.cadence import cadence
 from tashi.cm.config import CMConfig
 from tashi.cm.eventlog import EventLog
@@ -189,6 +190,8 @@ class Cluster:
         self.heartbeats: dict[int, float] = {}
         # Kept to the fleet's size by the liveness monitor and registrations.
         self.cadence = cadence(config, len(self.hosts))
+        # The process that hears heartbeats, when there is one (cm/beats.py).
+        self.beats: Beats | None = None
         self.applied_reports: dict[int, int] = {}
         # Per host: (the NM's incarnation, the highest report_seq this CM learned
         # from it: a registration list, a start's answer); see nodes.register.

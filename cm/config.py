@@ -78,4 +78,8 @@ class CMConfig(TransportSettings):
         "help": "HOST:PORT of the image data port (fast uploads and downloads with a ticket "
                 "from OpenImageTransfer; TLS as --listen); default: --listen's host, a free "
                 "port; off: none"})
+    beat_listen: str = field(default="", metadata={
+        "help": "HOST:PORT where a process of its own hears the hosts' heartbeats, so a busy "
+                "CM still hears them (TLS as --listen); default: --listen's host, a free "
+                "port, once 50 hosts are known; off: the CM hears them itself"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from tashi.cm import data_port, tokens
+from tashi.cm.beats import Beats
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.data_port import DataPort
@@ -151,6 +152,11 @@ class ClusterManager:
         c.deposed = self._deposed
         self.dispatcher = Dispatcher(c, tls=self.tls)
         c.recover(takeover=self.store.shared)
+        if self.cfg.beat_listen != "off":
+            c.beats = Beats(self.cfg.beat_listen
+                            or f"{server.split_address(self.cfg.listen)[0]}:0",
+                            self.tls, self.cfg.insecure, self.cfg.log_level,
+                            auto=not self.cfg.beat_listen)
         self.liveness = LivenessMonitor(c)
         self.evacuations = Evacuations(c)
         if self.store.shared:
@@ -207,6 +213,9 @@ class ClusterManager:
         if self.running is None:  # a standby, or stopped before it led
             return
         self.liveness.stop()
+        self.liveness.join(timeout=5)  # no liveness process started after this
+        if self.cluster.beats is not None:
+            self.cluster.beats.stop()
         self.evacuations.stop()
         self.metrics.stop()
         if self.data_port is not None:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tashi.cm.cluster import Cluster, Usage
@@ -82,6 +82,10 @@ class ClusterCollector(Collector):
         yield GaugeMetricFamily("tashi_cm_heartbeat_interval_seconds", "Shortest interval "
                                 "between one host's heartbeats the CM asks for (hosts over "
                                 "--heartbeat-rate).", value=pace.interval)
+        if self.cluster.beats is not None:
+            yield CounterMetricFamily("tashi_cm_beats", "Heartbeats the liveness process "
+                                      "took (LivenessService.Beat; cm/beats.py).",
+                                      value=self.cluster.beats.beats())
         yield GaugeMetricFamily("tashi_cm_host_expiry_seconds", "A host not heard from this "
                                 "long is marked down (--expire-host-seconds, stretched with "
                                 "the heartbeat interval).", value=pace.expire)

@@ -124,11 +124,13 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
         c.nm_seqs[host.id] = (req.incarnation, seen)
         txn.after.append(lambda: c.applied_reports.__setitem__(host.id, seen))
         pace = c.cadence
+        port, token = c.beats.ticket(host.id, fresh=True) if c.beats else (0, b"")
         return nr.RegisterHostResponse(host=c.host_view(new),
                                        heartbeat_seconds=math.ceil(pace.interval),
                                        expire_host_seconds=math.ceil(pace.expire),
                                        heartbeat_interval_seconds=pace.interval,
-                                       expire_after_seconds=pace.expire)
+                                       expire_after_seconds=pace.expire,
+                                       beat_port=port, beat_token=token)
 
     return c.mutate(actor, req.request_id, "RegisterHost", nr.RegisterHostResponse, body)
 
@@ -152,8 +154,10 @@ def heartbeat(c: Cluster, actor: str, req: nr.HeartbeatRequest) -> nr.HeartbeatR
             new.networks.extend(req.networks)
             txn.put(new, pb.EVENT_TYPE_HOST_UPDATED, "network status changed")
         c.write(actor, body)
+    port, token = c.beats.ticket(host.id, fresh=False) if c.beats else (0, b"")
     return nr.HeartbeatResponse(registered=True,
-                                heartbeat_interval_seconds=c.cadence.interval)
+                                heartbeat_interval_seconds=c.cadence.interval,
+                                beat_port=port, beat_token=token)
 
 
 def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
@@ -418,12 +422,22 @@ class LivenessMonitor(threading.Thread):
                 if stalled > max(1.0, 2 * self.interval):
                     forgive_stall(self.cluster, stalled)
                 with self.cluster.lock:  # the check and the expiry see one state
-                    self.cluster.cadence = cadence(self.cluster.cfg, len(self.cluster.hosts))
+                    self.hear()
                     if not self.holding(time.monotonic()):
                         expire_hosts(self.cluster)
             except Exception:  # keep watching; the next round retries
                 log.exception("liveness check failed")
             last = time.monotonic()
+
+    def hear(self) -> None:
+        """Under the lock: the cadence for the fleet's size, and what the liveness
+        process heard (cm/beats.py)."""
+        c = self.cluster
+        c.cadence = cadence(c.cfg, len(c.hosts))
+        if c.beats is not None:
+            c.beats.ensure(len(c.hosts))
+            c.beats.merge(((h.id, h.up) for h in c.hosts.values()), c.heartbeats,
+                          c.cadence.interval, c.cadence.expire)
 
     def holding(self, now: float) -> bool:
         """Under the lock: True while a mass silence holds expiry (up to its grace);

@@ -25,7 +25,7 @@ import grpc
 from tashi.nm.convert import report_pb
 from tashi.nm.driver import Driver
 from tashi.nm.model import Observation
-from tashi.runtime.client import ClusterClient, TashiError
+from tashi.runtime.client import ClusterClient, LivenessClient, TashiError
 from tashi.runtime.version import VERSION
 from tashi.v1 import node_registry_pb2 as reg
 from tashi.v1 import resources_pb2 as pb
@@ -85,6 +85,14 @@ class Reporter:
         self._stopping = False
         self._sent_networks: list[pb.HostNetworkStatus] | None = None
         self._generation = 0  # registrations this reporter made
+        # The CM's liveness process (cm/beats.py), once the CM names one: its client,
+        # and the (host id, token) to beat with; (port, token) of one that failed,
+        # not tried again until the CM names another.
+        self._liveness: LivenessClient | None = None
+        self._beat_with: tuple[int, bytes] | None = None
+        self._shunned: tuple[int, bytes] = (0, b"")
+        self._old_clients: list[LivenessClient] = []
+        self._host_id = 0
         self._thread = threading.Thread(target=self._run, name="nm-reporter", daemon=True)
         self._beats = threading.Thread(target=self._beat, name="nm-heartbeat", daemon=True)
         driver.set_listener(self.observe)
@@ -112,6 +120,8 @@ class Reporter:
         for thread in (self._thread, self._beats):
             if thread.is_alive():
                 thread.join(timeout=CALL_TIMEOUT + 1)
+        for client in [*self._old_clients, *([self._liveness] if self._liveness else [])]:
+            client.close()
 
     def _run(self) -> None:
         """Registration and reports (and the periodic resync); heartbeats go on in
@@ -231,6 +241,7 @@ class Reporter:
             resp = self.client.call(self.client.registry.RegisterHost, req,
                                     timeout=CALL_TIMEOUT)
         self._asked(resp.heartbeat_interval_seconds)
+        self._route(resp.host.id, resp.beat_port, resp.beat_token)
         self._sent_networks = networks
         self.last_heartbeat = time.time()
         with self._cond:  # the snapshot supersedes anything older still queued
@@ -247,12 +258,20 @@ class Reporter:
         answered to a beat older than the latest registration is out of date)."""
         networks = self._networks()
         changed = networks != self._sent_networks
-        req = reg.HeartbeatRequest(name=self.hostname, networks=networks if changed else [],
-                                   networks_changed=changed)
-        resp = self.client.call(self.client.registry.Heartbeat, req, timeout=CALL_TIMEOUT)
-        if changed:
-            self._sent_networks = networks
-        if not resp.registered:
+        beat = None if changed else self._beat_process()
+        if beat is None:
+            req = reg.HeartbeatRequest(name=self.hostname,
+                                       networks=networks if changed else [],
+                                       networks_changed=changed)
+            resp = self.client.call(self.client.registry.Heartbeat, req, timeout=CALL_TIMEOUT)
+            if changed:
+                self._sent_networks = networks
+            if resp.registered:
+                self._route(self._host_id, resp.beat_port, resp.beat_token)
+            registered, asked = resp.registered, resp.heartbeat_interval_seconds
+        else:
+            registered, asked = beat.registered, beat.heartbeat_interval_seconds
+        if not registered:
             with self._cond:
                 if generation != self._generation or not self.registered:
                     return
@@ -260,9 +279,42 @@ class Reporter:
                 self.registered = False
                 self._cond.notify_all()  # the reporter registers
         else:
-            self._asked(resp.heartbeat_interval_seconds)
+            self._asked(asked)
             self.last_heartbeat = time.time()
             self._ok()
+
+    def _beat_process(self) -> reg.BeatResponse | None:
+        """One beat to the CM's liveness process, if it named one; None to beat the
+        CM itself instead (none named, or it failed: then not again until the CM
+        names another, since a liveness process whose CM is paused answers
+        UNAVAILABLE so that its hosts go to the CM that leads now)."""
+        liveness, beat_with = self._liveness, self._beat_with
+        if liveness is None or beat_with is None:
+            return None
+        try:
+            return liveness.call(liveness.liveness.Beat, reg.BeatRequest(
+                host_id=beat_with[0], token=beat_with[1]), timeout=CALL_TIMEOUT)
+        except TashiError as exc:
+            log.warning("the cluster manager's liveness process at %s: %s; heartbeats go to "
+                        "the cluster manager itself", liveness.address, exc)
+            self._shunned = (int(liveness.address.rpartition(":")[2]), beat_with[1])
+            self._beat_with = None
+            return None
+
+    def _route(self, host_id: int, port: int, token: bytes) -> None:
+        """What the CM said in a registration or heartbeat answer: beat its liveness
+        process on `port` with `token` (0: beat the CM itself)."""
+        self._host_id = host_id
+        if not port or (port, token) == self._shunned:
+            if not port:
+                self._beat_with = None
+            return
+        address = self.client.liveness_address(port)
+        if self._liveness is None or self._liveness.address != address:
+            if self._liveness is not None:
+                self._old_clients.append(self._liveness)  # a beat may be using it
+            self._liveness = LivenessClient(address, self.client.user, tls=self.client.tls)
+        self._beat_with = (host_id, token)
 
     def _flush_unregistered(self) -> None:
         """Deliver the history first, so the CM sees every change in order; a CM that

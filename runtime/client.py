@@ -117,6 +117,10 @@ class ClusterClient(RpcClient):
         self.registry = reg_grpc.NodeRegistryServiceStub(self._channel)
         self.placement = pl_grpc.PlacementServiceStub(self._channel)
 
+    def liveness_address(self, port: int) -> str:
+        """The CM's liveness process (cm/beats.py): `port` of this CM's host."""
+        return f"{self.address.rpartition(':')[0]}:{port}"
+
     # -- instances -----------------------------------------------------------
     def create_instances(self, spec: pb.Instance, count: int = 0,
                          request_id: str | None = None) -> list[pb.Instance]:
@@ -429,6 +433,17 @@ class ClusterClient(RpcClient):
                     yield cm.AttachConsoleRequest(data=data)
 
         return ConsoleStream(self.cm.AttachConsole(requests(), metadata=self._metadata))
+
+
+class LivenessClient(RpcClient):
+    """The cluster manager's liveness process (cm/beats.py): heartbeats only."""
+
+    service = "cluster manager's liveness process"
+    STUBS = {"liveness": "tashi.v1.LivenessService"}
+
+    def _connect(self, address: str) -> None:
+        super()._connect(address)
+        self.liveness = reg_grpc.LivenessServiceStub(self._channel)
 
 
 class ConsoleStream:

@@ -65,6 +65,8 @@ RULES: dict[str, Rule] = {
     CM + "ListNetworks": either(READERS, kinds("node")),
     CM + "WatchEvents": either(READERS, kinds("node")),
     "tashi.v1.NodeRegistryService/": kinds("node", "user"),
+    # The CM's liveness process; a beat's token is what ties it to one host.
+    "tashi.v1.LivenessService/": kinds("node", "user"),
     "tashi.v1.PlacementService/": either(USERS, services(SCHEDULER_SERVICE)),
     "tashi.v1.NodeManagerService/": services(CM_SERVICE),
     "tashi.v1.AccountingService/": USERS,

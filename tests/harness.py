@@ -466,6 +466,15 @@ def wait_states(client: ClusterClient, timeout: float = 30.0, **want: int) -> No
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+METRICS_RE = re.compile(r"serving metrics on http://(\S+)/metrics")
+
+
+def metrics_address(proc: Process) -> str:
+    """Where a service started with --metrics-listen 127.0.0.1:0 serves /metrics."""
+    return str(wait_for(lambda: (m := METRICS_RE.search(proc.log_path.read_text()))
+                        and m.group(1), what="the metrics address"))
+
+
 def scrape(address: str) -> Samples:
     """Every sample a /metrics endpoint serves, by name and sorted labels."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -42,6 +42,7 @@ from tests.harness import (
     Process,
     SchedulerProcess,
     bin_path,
+    metrics_address,
     scrape,
     start_accounting,
     start_cm,
@@ -94,12 +95,6 @@ def first_times(followers: list[Follower], which: str, since: float,
                 found[f.name] = time.monotonic() - since
         time.sleep(0.1)
     return found
-
-
-def metrics_address(proc: Process) -> str:
-    pattern = re.compile(r"serving metrics on http://(\S+)/metrics")
-    return str(wait_for(lambda: (m := pattern.search(proc.log_path.read_text())) and m.group(1),
-                        what="the metrics address"))
 
 
 def link(address: str, prefix: str) -> tuple[float | None, float | None]:

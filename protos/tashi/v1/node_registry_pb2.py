@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tashi.v1 import resources_pb2 as tashi_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctashi/v1/node_registry.proto\x12\x08tashi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tashi/v1/resources.proto\"\xe3\x01\n\x0eInstanceReport\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.tashi.v1.InstanceState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04spec\x18\x06 \x01(\x0b\x32\x12.tashi.v1.Instance\x12\x14\n\x0csuspend_file\x18\x07 \x01(\t\x12\x12\n\nreport_seq\x18\x08 \x01(\x03\"\xb8\x02\n\x13RegisterHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ores\x18\x02 \x01(\x05\x12\x12\n\nmemory_mib\x18\x03 \x01(\x03\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x12\n\nnm_address\x18\x05 \x01(\t\x12+\n\tinstances\x18\x06 \x03(\x0b\x32\x18.tashi.v1.InstanceReport\x12-\n\x08networks\x18\x07 \x03(\x0b\x32\x1b.tashi.v1.HostNetworkStatus\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\t \x01(\x0b\x32\x1a.tashi.v1.HostCapabilities\x12\x14\n\x0csnapshot_seq\x18\n \x01(\x03\x12\x13\n\x0bincarnation\x18\x0b \x01(\x03\"\xae\x01\n\x14RegisterHostResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.tashi.v1.Host\x12\x19\n\x11heartbeat_seconds\x18\x02 \x01(\x05\x12\x1b\n\x13\x65xpire_host_seconds\x18\x03 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x65xpire_after_seconds\x18\x05 \x01(\x01\"i\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08networks\x18\x02 \x03(\x0b\x32\x1b.tashi.v1.HostNetworkStatus\x12\x18\n\x10networks_changed\x18\x03 \x01(\x08\"K\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\"e\n\x16ReportInstancesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x07reports\x18\x02 \x03(\x0b\x32\x18.tashi.v1.InstanceReport\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x17ReportInstancesResponse\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x03\x32\x82\x02\n\x13NodeRegistryService\x12M\n\x0cRegisterHost\x12\x1d.tashi.v1.RegisterHostRequest\x1a\x1e.tashi.v1.RegisterHostResponse\x12\x44\n\tHeartbeat\x12\x1a.tashi.v1.HeartbeatRequest\x1a\x1b.tashi.v1.HeartbeatResponse\x12V\n\x0fReportInstances\x12 .tashi.v1.ReportInstancesRequest\x1a!.tashi.v1.ReportInstancesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctashi/v1/node_registry.proto\x12\x08tashi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tashi/v1/resources.proto\"\xe3\x01\n\x0eInstanceReport\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.tashi.v1.InstanceState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04spec\x18\x06 \x01(\x0b\x32\x12.tashi.v1.Instance\x12\x14\n\x0csuspend_file\x18\x07 \x01(\t\x12\x12\n\nreport_seq\x18\x08 \x01(\x03\"\xb8\x02\n\x13RegisterHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ores\x18\x02 \x01(\x05\x12\x12\n\nmemory_mib\x18\x03 \x01(\x03\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x12\n\nnm_address\x18\x05 \x01(\t\x12+\n\tinstances\x18\x06 \x03(\x0b\x32\x18.tashi.v1.InstanceReport\x12-\n\x08networks\x18\x07 \x03(\x0b\x32\x1b.tashi.v1.HostNetworkStatus\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\t \x01(\x0b\x32\x1a.tashi.v1.HostCapabilities\x12\x14\n\x0csnapshot_seq\x18\n \x01(\x03\x12\x13\n\x0bincarnation\x18\x0b \x01(\x03\"\xd5\x01\n\x14RegisterHostResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.tashi.v1.Host\x12\x19\n\x11heartbeat_seconds\x18\x02 \x01(\x05\x12\x1b\n\x13\x65xpire_host_seconds\x18\x03 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x04 \x01(\x01\x12\x1c\n\x14\x65xpire_after_seconds\x18\x05 \x01(\x01\x12\x11\n\tbeat_port\x18\x06 \x01(\x05\x12\x12\n\nbeat_token\x18\x07 \x01(\x0c\"i\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08networks\x18\x02 \x03(\x0b\x32\x1b.tashi.v1.HostNetworkStatus\x12\x18\n\x10networks_changed\x18\x03 \x01(\x08\"r\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x11\n\tbeat_port\x18\x03 \x01(\x05\x12\x12\n\nbeat_token\x18\x04 \x01(\x0c\"-\n\x0b\x42\x65\x61tRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\x0c\"F\n\x0c\x42\x65\x61tResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\"e\n\x16ReportInstancesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x07reports\x18\x02 \x03(\x0b\x32\x18.tashi.v1.InstanceReport\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x17ReportInstancesResponse\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x03\x32\x82\x02\n\x13NodeRegistryService\x12M\n\x0cRegisterHost\x12\x1d.tashi.v1.RegisterHostRequest\x1a\x1e.tashi.v1.RegisterHostResponse\x12\x44\n\tHeartbeat\x12\x1a.tashi.v1.HeartbeatRequest\x1a\x1b.tashi.v1.HeartbeatResponse\x12V\n\x0fReportInstances\x12 .tashi.v1.ReportInstancesRequest\x1a!.tashi.v1.ReportInstancesResponse2H\n\x0fLivenessService\x12\x35\n\x04\x42\x65\x61t\x12\x15.tashi.v1.BeatRequest\x1a\x16.tashi.v1.BeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERHOSTREQUEST']._serialized_start=332
   _globals['_REGISTERHOSTREQUEST']._serialized_end=644
   _globals['_REGISTERHOSTRESPONSE']._serialized_start=647
-  _globals['_REGISTERHOSTRESPONSE']._serialized_end=821
-  _globals['_HEARTBEATREQUEST']._serialized_start=823
-  _globals['_HEARTBEATREQUEST']._serialized_end=928
-  _globals['_HEARTBEATRESPONSE']._serialized_start=930
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1005
-  _globals['_REPORTINSTANCESREQUEST']._serialized_start=1007
-  _globals['_REPORTINSTANCESREQUEST']._serialized_end=1108
-  _globals['_REPORTINSTANCESRESPONSE']._serialized_start=1110
-  _globals['_REPORTINSTANCESRESPONSE']._serialized_end=1156
-  _globals['_NODEREGISTRYSERVICE']._serialized_start=1159
-  _globals['_NODEREGISTRYSERVICE']._serialized_end=1417
+  _globals['_REGISTERHOSTRESPONSE']._serialized_end=860
+  _globals['_HEARTBEATREQUEST']._serialized_start=862
+  _globals['_HEARTBEATREQUEST']._serialized_end=967
+  _globals['_HEARTBEATRESPONSE']._serialized_start=969
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1083
+  _globals['_BEATREQUEST']._serialized_start=1085
+  _globals['_BEATREQUEST']._serialized_end=1130
+  _globals['_BEATRESPONSE']._serialized_start=1132
+  _globals['_BEATRESPONSE']._serialized_end=1202
+  _globals['_REPORTINSTANCESREQUEST']._serialized_start=1204
+  _globals['_REPORTINSTANCESREQUEST']._serialized_end=1305
+  _globals['_REPORTINSTANCESRESPONSE']._serialized_start=1307
+  _globals['_REPORTINSTANCESRESPONSE']._serialized_end=1353
+  _globals['_NODEREGISTRYSERVICE']._serialized_start=1356
+  _globals['_NODEREGISTRYSERVICE']._serialized_end=1614
+  _globals['_LIVENESSSERVICE']._serialized_start=1616
+  _globals['_LIVENESSSERVICE']._serialized_end=1688
 # @@protoc_insertion_point(module_scope)

@@ -57,18 +57,22 @@ class RegisterHostRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cores: _Optional[int] = ..., memory_mib: _Optional[int] = ..., version: _Optional[str] = ..., nm_address: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ..., request_id: _Optional[str] = ..., capabilities: _Optional[_Union[_resources_pb2.HostCapabilities, _Mapping]] = ..., snapshot_seq: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class RegisterHostResponse(_message.Message):
-    __slots__ = ("host", "heartbeat_seconds", "expire_host_seconds", "heartbeat_interval_seconds", "expire_after_seconds")
+    __slots__ = ("host", "heartbeat_seconds", "expire_host_seconds", "heartbeat_interval_seconds", "expire_after_seconds", "beat_port", "beat_token")
     HOST_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_HOST_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEAT_PORT_FIELD_NUMBER: _ClassVar[int]
+    BEAT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     host: _resources_pb2.Host
     heartbeat_seconds: int
     expire_host_seconds: int
     heartbeat_interval_seconds: float
     expire_after_seconds: float
-    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ..., heartbeat_seconds: _Optional[int] = ..., expire_host_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., expire_after_seconds: _Optional[float] = ...) -> None: ...
+    beat_port: int
+    beat_token: bytes
+    def __init__(self, host: _Optional[_Union[_resources_pb2.Host, _Mapping]] = ..., heartbeat_seconds: _Optional[int] = ..., expire_host_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., expire_after_seconds: _Optional[float] = ..., beat_port: _Optional[int] = ..., beat_token: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("name", "networks", "networks_changed")
@@ -81,6 +85,26 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., networks: _Optional[_Iterable[_Union[_resources_pb2.HostNetworkStatus, _Mapping]]] = ..., networks_changed: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
+    __slots__ = ("registered", "heartbeat_interval_seconds", "beat_port", "beat_token")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEAT_PORT_FIELD_NUMBER: _ClassVar[int]
+    BEAT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    registered: bool
+    heartbeat_interval_seconds: float
+    beat_port: int
+    beat_token: bytes
+    def __init__(self, registered: _Optional[bool] = ..., heartbeat_interval_seconds: _Optional[float] = ..., beat_port: _Optional[int] = ..., beat_token: _Optional[bytes] = ...) -> None: ...
+
+class BeatRequest(_message.Message):
+    __slots__ = ("host_id", "token")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    host_id: int
+    token: bytes
+    def __init__(self, host_id: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
+
+class BeatResponse(_message.Message):
     __slots__ = ("registered", "heartbeat_interval_seconds")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]

@@ -189,3 +189,89 @@ class NodeRegistryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LivenessServiceStub:
+    """Heartbeats only, served by a process of its own beside the cluster manager
+    (on the port RegisterHostResponse names), so a host is heard on time however
+    busy the cluster manager is: one Python process serving every call was
+    measured deaf for up to 16 s at a time at 1,000 hosts.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Beat = channel.unary_unary(
+                '/tashi.v1.LivenessService/Beat',
+                request_serializer=tashi_dot_v1_dot_node__registry__pb2.BeatRequest.SerializeToString,
+                response_deserializer=tashi_dot_v1_dot_node__registry__pb2.BeatResponse.FromString,
+                _registered_method=True)
+
+
+class LivenessServiceServicer:
+    """Heartbeats only, served by a process of its own beside the cluster manager
+    (on the port RegisterHostResponse names), so a host is heard on time however
+    busy the cluster manager is: one Python process serving every call was
+    measured deaf for up to 16 s at a time at 1,000 hosts.
+    """
+
+    def Beat(self, request, context):
+        """Keeps the host up, as Heartbeat does; the token proves the caller is the
+        node manager that registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LivenessServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Beat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Beat,
+                    request_deserializer=tashi_dot_v1_dot_node__registry__pb2.BeatRequest.FromString,
+                    response_serializer=tashi_dot_v1_dot_node__registry__pb2.BeatResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tashi.v1.LivenessService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tashi.v1.LivenessService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LivenessService:
+    """Heartbeats only, served by a process of its own beside the cluster manager
+    (on the port RegisterHostResponse names), so a host is heard on time however
+    busy the cluster manager is: one Python process serving every call was
+    measured deaf for up to 16 s at a time at 1,000 hosts.
+    """
+
+    @staticmethod
+    def Beat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tashi.v1.LivenessService/Beat',
+            tashi_dot_v1_dot_node__registry__pb2.BeatRequest.SerializeToString,
+            tashi_dot_v1_dot_node__registry__pb2.BeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
