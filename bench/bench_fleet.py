@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,7 +57,7 @@ from bench.bench_accounting import committed
 from bench.bench_scheduler import history, overcommitted
 from bench.fleet import Fleet
 from bench.fleet_checks import RUNNING, Tracker, accounted, failure_drill
-from bench.procs import cpu_seconds, cpu_use, proc_status
+from bench.procs import children, cpu_seconds, cpu_use, proc_status
 from tashi.runtime.accounting_client import AccountingClient
 from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
@@ -82,16 +83,24 @@ def spec(name: str) -> pb.Instance:
     return pb.Instance(name=name, spec=pb.InstanceSpec(cores=1, memory_mib=2048))
 
 
-def fill(alice: ClusterClient, tracker: Tracker, vms: int, batch: int,
+def refused(metrics: str) -> float:
+    """Calls the CM refused as too busy (RESOURCE_EXHAUSTED, retried by the client)."""
+    return sum(v for (name, labels), v in scrape(metrics).items()
+               if name == "grpc_server_handled_total"
+               and ("grpc_code", "ResourceExhausted") in labels)
+
+
+def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
          parts: dict[str, list[int]]) -> list[int]:
-    """`parts`: the processes whose CPU seconds the fill is charged, by name (on
-    this machine's 2 cores their sum per VM bounds the rate)."""
+    """createMany batches, the users in turn.  `parts`: the processes whose CPU
+    seconds the fill is charged, by name (on this machine's 2 cores their sum per
+    VM bounds the rate)."""
     cpu0 = cpu_use(parts)
     t0 = time.perf_counter()
     ids: list[int] = []
-    for start in range(0, vms, batch):
-        ids += [i.id for i in alice.create_instances(spec(f"f{start}"),
-                                                     count=min(batch, vms - start))]
+    for k, start in enumerate(range(0, vms, batch)):
+        ids += [i.id for i in users[k % len(users)].create_instances(
+            spec(f"f{start}"), count=min(batch, vms - start))]
     created = time.perf_counter() - t0
     ok = tracker.wait(lambda: len(tracker.first[RUNNING]) >= len(ids), 900)
     act = max(tracker.first[pb.INSTANCE_STATE_ACTIVATING].get(i, t0) for i in ids) - t0
@@ -160,11 +169,14 @@ def listing(client: ClusterClient, acc: Process, work: Path) -> None:
     usage.close()
 
 
-def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
-          seconds: float, parts: dict[str, list[int]]) -> list[int]:
-    """`rate` creates/s and `rate` destroys/s as single calls: of `victims` first,
-    then of the VMs this churn created, oldest first, once they are Running."""
-    cpu0, c0 = cpu_use(parts), time.perf_counter()
+def churn(users: dict[str, ClusterClient], tracker: Tracker, victims: list[pb.Instance],
+          rate: int, seconds: float, parts: dict[str, list[int]], metrics: str) -> list[int]:
+    """`rate` creates/s and `rate` destroys/s as single calls, the users in turn,
+    each destroy by the VM's owner: of `victims` first, then of the VMs this churn
+    created, oldest first, once they are Running."""
+    cpu0, c0, busy0 = cpu_use(parts), time.perf_counter(), refused(metrics)
+    names = sorted(users)
+    owner = {v.id: v.owner for v in victims}
     starts: dict[int, float] = {}
     call_s: list[float] = []
     del_s: list[float] = []
@@ -173,14 +185,16 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
 
     def create(k: int) -> None:
         t = time.perf_counter()
-        inst = alice.create_instances(spec(f"c{k}"))[0]
+        user = names[k % len(names)]
+        inst = users[user].create_instances(spec(f"c{k}"))[0]
         with lock:
             call_s.append(time.perf_counter() - t)
             starts[inst.id] = t
+            owner[inst.id] = user
 
     def destroy(k: int) -> None:
         if k < len(victims):
-            iid = victims[k]
+            iid = victims[k].id
         else:
             with lock:
                 made = sorted(starts, key=starts.__getitem__)
@@ -191,7 +205,7 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
         with lock:
             gone.add(iid)
         t = time.perf_counter()
-        alice.instance_action("Delete", iid)
+        users[owner[iid]].instance_action("Delete", iid)
         with lock:
             del_s.append(time.perf_counter() - t)
 
@@ -209,15 +223,16 @@ def churn(alice: ClusterClient, tracker: Tracker, victims: list[int], rate: int,
     done = time.perf_counter() - t0
     ids = [i for i in starts if i not in gone]
     tracker.wait(lambda: all(i in tracker.first[RUNNING] for i in ids), 120)
-    cpu1, c1 = cpu_use(parts), time.perf_counter()
+    cpu1, c1, busy = cpu_use(parts), time.perf_counter(), refused(metrics) - busy0
     lat = [tracker.first[RUNNING][i] - starts[i] for i in starts if i in tracker.first[RUNNING]]
     act = tracker.first[pb.INSTANCE_STATE_ACTIVATING]
     placed = [act[i] - starts[i] for i in starts if i in act]
     begun = [tracker.first[RUNNING][i] - act[i] for i in starts
              if i in act and i in tracker.first[RUNNING]]
     never = sum(1 for i in ids if i not in tracker.first[RUNNING])
-    print(f"[churn] {n} creates + {len(del_s)} destroys at {rate}/s each, issued in "
-          f"{issued:.1f}s (all answered at {done:.1f}s: {n / done:.0f} creates/s "
+    print(f"[churn] {n} creates + {len(del_s)} destroys at {rate}/s each by {len(users)} "
+          f"users, issued in {issued:.1f}s ({busy:.0f} calls refused as busy and sent "
+          f"again; all answered at {done:.1f}s: {n / done:.0f} creates/s "
           "achieved): create -> Running p50 "
           f"{pct(lat, .5):.2f}s p99 {pct(lat, .99):.2f}s max {max(lat, default=0):.2f}s "
           f"({never} never Running); CreateInstance call p50 {pct(call_s, .5) * 1000:.0f} ms "
@@ -238,6 +253,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=8, help="fleet worker processes")
     parser.add_argument("--batch", type=int, default=1000, help="VMs per createMany")
     parser.add_argument("--rate", type=int, default=100, help="creates/s and destroys/s")
+    parser.add_argument("--users", type=int, default=8, help=(
+        "users the fill and the churn are spread over (the CM admits one caller's calls "
+        "up to a third of its call slots)"))
     parser.add_argument("--churn", type=float, default=30.0, help="seconds of churn")
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady state")
     parser.add_argument("--kill", type=int, default=50, help="hosts frozen at once")
@@ -265,7 +283,9 @@ def main() -> None:
         assert m, "the CM did not say where its metrics are"
         metrics = m.group(1)
         client = ClusterClient(cm.address, timeout=120)
-        client.create_user("alice")
+        names = [f"user{k}" for k in range(args.users)]
+        for name in names:
+            client.create_user(name)
         fleet = Fleet(cm.address, args.hosts, args.procs, work / "fleet",
                       heartbeat_seconds=args.heartbeat_seconds, isolate=args.kill,
                       nice=args.fleet_nice)
@@ -286,18 +306,19 @@ def main() -> None:
         acc = start_accounting(work, cm.address, "--log-level", "WARNING")
         tracker = Tracker(client, client.last_seq())
         tracker.start()
-        alice = ClusterClient(cm.address, user="alice", timeout=120)
-        parts = {"CM": [cm.proc.pid], "scheduler": [sched.proc.pid],
-                 "accounting": [acc.proc.pid], "fleet": fleet.pids(), "bench": [os.getpid()]}
-        fill(alice, tracker, args.vms, args.batch, parts)
+        users = {name: ClusterClient(cm.address, user=name, timeout=120) for name in names}
+        parts = {"CM": [cm.proc.pid], "its liveness process": children(cm.proc.pid, "spawn_main"),
+                 "scheduler": [sched.proc.pid], "accounting": [acc.proc.pid],
+                 "fleet": fleet.pids(), "bench": [os.getpid()]}
+        fill(list(users.values()), tracker, args.vms, args.batch, parts)
         print(f"[fleet] after the fill: {fleet.cost()}", flush=True)
         steady(cm, metrics, fleet, args.steady, args.hosts, beat)
         listing(client, acc, work)
         frozen = set(fleet.groups[-1].names) if args.kill else set()
         hosts = {h.id: h.name for h in client.list_hosts()}
-        victims = [i.id for i in client.list_instances()
+        victims = [i for i in client.list_instances()
                    if hosts.get(i.status.host_id) not in frozen]
-        churn(alice, tracker, victims, args.rate, args.churn, parts)
+        churn(users, tracker, victims, args.rate, args.churn, parts, metrics)
         events = history(client)
         print(f"[churn] moments of overcommit in the replayed history of {len(events):,} "
               f"events: {overcommitted(events)}", flush=True)
@@ -306,11 +327,13 @@ def main() -> None:
             print(f"[failure] {drill} (bound: expire {expire:g}s + one heartbeat {beat:g}s "
                   f"= {expire + beat:g}s)", flush=True)
         problems = accounted(client, fleet)
+        kinds = Counter(re.sub(r"\d+", "N", p) for p in problems)
         print(f"[end] {len(client.list_instances())} instances; not accounted for: "
-              f"{len(problems)} {problems[:5]}; {fleet.cost()}; CM RSS "
+              f"{len(problems)} {dict(kinds)}; {fleet.cost()}; CM RSS "
               f"{proc_status(cm.proc.pid)[0] / 2**20:,.0f} MiB", flush=True)
         tracker.cancel()
-        alice.close()
+        for user in users.values():
+            user.close()
         client.close()
     finally:
         if fleet is not None:

@@ -30,3 +30,17 @@ def proc_status(pid: int) -> tuple[int, int]:
         elif line.startswith("Threads:"):
             threads = int(line.split()[1])
     return rss, threads
+
+
+def children(pid: int, marker: str = "") -> list[int]:
+    """Live child processes of `pid` whose command line holds `marker`."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(child))
+    return found

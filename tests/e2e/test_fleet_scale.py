@@ -3,8 +3,9 @@ against 100 simulated hosts, each a real node manager (bench/fleet.py: its own
 libvirt test-driver connection, reporter and NodeManagerService), filled to
 2,000 VMs.  Checked: no host ever overcommitted (the replayed history), every
 VM accounted for (Running on exactly one host, the CM's, whose libvirt lists
-it), ten hosts frozen at once all marked down and their VMs Orphaned within
-expire + one heartbeat + slack, then all reconciled with none lost; and a host
+it), the heartbeats heard by the CM's liveness process (cm/beats.py), ten
+hosts frozen at once all marked down and their VMs Orphaned within expire +
+one heartbeat + slack, then all reconciled with none lost; and a host
 whose node manager stops and starts again in place gets its VMs back."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.bench_scheduler import history, overcommitted
 from bench.fleet import Fleet
 from bench.fleet_checks import ORPHANED, RUNNING, Tracker, accounted, failure_drill
 from tashi.runtime.client import ClusterClient
-from tests.harness import CMProcess, SchedulerProcess, stop_all, vm
+from tests.harness import CMProcess, SchedulerProcess, metrics_address, scrape, stop_all, vm
 
 pytestmark = [pytest.mark.slow]
 
@@ -31,8 +32,8 @@ SLACK = 3.0
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[CMProcess, Fleet, ClusterClient]]:
-    cm = CMProcess(tmp_path, images=str(tmp_path), quota_instances=0, log_level="WARNING",
-                   expire_host_seconds=EXPIRE)
+    cm = CMProcess(tmp_path, images=str(tmp_path), quota_instances=0, log_level="INFO",
+                   expire_host_seconds=EXPIRE, metrics_listen="127.0.0.1:0")
     fleet = Fleet(cm.address, HOSTS, 4, tmp_path / "fleet", cores=32, memory_mib=32768,
                   heartbeat_seconds=HEARTBEAT, isolate=FROZEN)
     sched = None
@@ -68,6 +69,9 @@ def test_fleet_at_ci_scale(cluster: tuple[CMProcess, Fleet, ClusterClient]) -> N
         hosts = client.list_hosts()
         assert len(hosts) == HOSTS and all(h.up for h in hosts)
         assert sum(h.used_memory_mib for h in hosts) == VMS * 1024
+        # From 50 hosts on, their heartbeats go to the CM's liveness process (cm/beats.py).
+        beats = scrape(metrics_address(cm)).get(("tashi_cm_beats_total", ()), 0)
+        assert beats > HOSTS, beats
 
         # Ten hosts go silent at once (SIGSTOP of their process).
         drill = failure_drill(client, fleet, fleet.groups[-1], tracker, timeout=60)
