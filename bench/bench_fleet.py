@@ -17,22 +17,26 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
    SIGCONT: time until all Running again, none lost; every VM accounted for.
 
 Measured here (2-core machine), defaults (1,000 hosts / 20,000 VMs / 8 fleet
-processes, heartbeats every 2 s, expiry 10 s), one run on 2026-11-30, when this
-machine was slower than the session before (a first run that day, before any
-change, cost the CM 2.41 ms/VM and the simulated hosts 4.72, against 1.33 and
-2.50 the session before): fleet 0.96 MiB and 4.1
-threads per host idle, 1.55 MiB and 9.0 after the fill; fill Activating 73 s
-(273/s), Running 77 s (258/s), with 147 of the 155 CPU seconds the 2 cores had
-spent (CM 1.98 ms/VM, scheduler 0.30, accounting 0.48, the simulated hosts
-4.51); steady CM 61% of a core, 376 MiB, 414 heartbeats/s handled;
-ListInstances of 20,000 median 67 ms; GetUsage by user 8 ms, by instance 917
-ms; churn offered at 100/s + 100/s is more than this machine takes (40
-creates/s achieved, create -> Running p50 9.6 s p99 21 s, CreateInstance p50
-1.0 s p99 11.7 s); 0 overcommits; 50 hosts frozen: down and Orphaned 10.6 s
-(bound 12 s), back in 0.5 s, 0 lost, every VM accounted for.  The CM still
-stops hearing most hosts for 5-35 s at a time under this load (gRPC's one
-event-loop thread starved of the GIL); it takes that as its own deafness
-(cm/nodes.py, mass silence), yet 1,899 host expiries happened in that run.
+processes / 8 users, hosts' own beat 2 s, expiry 10 s), one run on 2026-12-01:
+the CM asks for a beat every 5 s (--heartbeat-rate 200) and stretches the
+expiry to 25 s; the beats go to its liveness process (cm/beats.py).  Fleet
+0.91 MiB and 4.1 threads per host idle, 1.50 MiB and 9.0 after the fill;
+fill Activating 101 s (198/s), Running 108 s (186/s), with 208 of the 215
+CPU seconds the 2 cores had spent (CM 2.33 ms/VM, its liveness process
+0.49, scheduler 0.30, accounting 0.45, the simulated hosts 6.73); steady CM
+14.5% of a core, 325 MiB, 202 heartbeats/s heard of 200 expected; ListInstances
+of 20,000 median 87 ms; GetUsage by user 6 ms, by instance 577 ms; churn
+offered at 100/s + 100/s by 8 users: 47 creates/s achieved (10,884 calls
+refused as busy and sent again), create -> Running p50 1.29 s p99 6.54 s,
+CreateInstance p50 270 ms p99 5.4 s, DeleteInstance p99 20.4 s; 0
+overcommits; 50 hosts frozen: down and Orphaned 25.3 s (bound 30 s), back
+in 5.1 s, 0 lost, every VM accounted for; no other host went down in the
+whole run (the day before, with the CM hearing heartbeats itself: 1,578 to
+4,592 host expiries per run).  The same day, with the beats still heard by
+the CM itself (5 s, 25 s), the fill reached Running at 270-291/s with the
+hosts at 4.1-4.4 ms/VM: hearing the hosts on time cost the fill a third of
+its rate here, the simulated hosts' CPU per VM rising by half (the likelier
+cause: smaller start batches once nothing waits on a deaf CM; unmeasured).
 """
 
 from __future__ import annotations

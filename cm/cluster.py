@@ -188,7 +188,7 @@ class Cluster:
         # Request ids answered so far, so a new id costs no store lookup.
         self.request_ids = store.request_ids()
         self.heartbeats: dict[int, float] = {}
-        # Kept to the fleet's size by the liveness monitor and registrations.
+        # Kept to the fleet's size by the liveness monitor's rounds (cm/cadence.py).
         self.cadence = cadence(config, len(self.hosts))
         # The process that hears heartbeats, when there is one (cm/beats.py).
         self.beats: Beats | None = None
