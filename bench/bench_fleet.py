@@ -94,12 +94,21 @@ def refused(metrics: str) -> float:
                and ("grpc_code", "ResourceExhausted") in labels)
 
 
+def handled(metrics: str) -> Counter[str]:
+    """Calls the CM took so far, by method."""
+    out: Counter[str] = Counter()
+    for (name, labels), v in scrape(metrics).items():
+        if name == "grpc_server_handled_total":
+            out[dict(labels)["grpc_method"]] += int(v)
+    return out
+
+
 def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
-         parts: dict[str, list[int]]) -> list[int]:
+         parts: dict[str, list[int]], metrics: str) -> list[int]:
     """createMany batches, the users in turn.  `parts`: the processes whose CPU
     seconds the fill is charged, by name (on this machine's 2 cores their sum per
     VM bounds the rate)."""
-    cpu0 = cpu_use(parts)
+    cpu0, calls0 = cpu_use(parts), handled(metrics)
     t0 = time.perf_counter()
     ids: list[int] = []
     for k, start in enumerate(range(0, vms, batch)):
@@ -118,6 +127,9 @@ def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
     print("[fill] CPU spent until all Running: " + ", ".join(
         f"{name} {sec:.1f}s ({1e3 * sec / vms:.2f} ms/VM)" for name, sec in used.items())
         + f"; in all {sum(used.values()):.1f}s of {2 * run:.1f}s that 2 cores had", flush=True)
+    calls = handled(metrics) - calls0
+    print("[fill] calls the CM took per VM: " + ", ".join(
+        f"{method} {n / vms:.2f}" for method, n in calls.most_common(4)), flush=True)
     return ids
 
 
@@ -269,6 +281,8 @@ def main() -> None:
                         help="the CM's --expire-host-seconds (stretched with the interval)")
     parser.add_argument("--heartbeat-rate", type=float, default=200.0,
                         help="the CM's --heartbeat-rate (0: no limit)")
+    parser.add_argument("--beat-listen", default="",
+                        help="the CM's --beat-listen (off: the CM hears the beats itself)")
     parser.add_argument("--fleet-nice", type=int, default=0, help=(
         "niceness of the simulated hosts' processes (real hosts have their own CPUs; at "
         "10 the control plane gets this machine's first, but starved hosts then miss "
@@ -282,7 +296,8 @@ def main() -> None:
     try:
         cm = CMProcess(work, images=str(work), quota_instances=0, log_level="INFO",
                        expire_host_seconds=args.expire_seconds,
-                       heartbeat_rate=args.heartbeat_rate, metrics_listen="127.0.0.1:0")
+                       heartbeat_rate=args.heartbeat_rate, beat_listen=args.beat_listen,
+                       metrics_listen="127.0.0.1:0")
         m = re.search(r"serving metrics on http://(\S+)/metrics", cm.log_path.read_text())
         assert m, "the CM did not say where its metrics are"
         metrics = m.group(1)
@@ -314,7 +329,7 @@ def main() -> None:
         parts = {"CM": [cm.proc.pid], "its liveness process": children(cm.proc.pid, "spawn_main"),
                  "scheduler": [sched.proc.pid], "accounting": [acc.proc.pid],
                  "fleet": fleet.pids(), "bench": [os.getpid()]}
-        fill(list(users.values()), tracker, args.vms, args.batch, parts)
+        fill(list(users.values()), tracker, args.vms, args.batch, parts, metrics)
         print(f"[fleet] after the fill: {fleet.cost()}", flush=True)
         steady(cm, metrics, fleet, args.steady, args.hosts, beat)
         listing(client, acc, work)
