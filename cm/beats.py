@@ -15,7 +15,9 @@ A registration hands the node manager the port and a fresh token; its beats
 then go there, and the CM's liveness monitor takes the times heard each round
 (`merge`).  Everything else about a host stays in the CM: a beat with a token
 not of the latest registration, or for a host the CM has marked down, is
-answered "register again", as Heartbeat answers.  Hosts with larger ids, and
+answered "register again", as Heartbeat answers; once the CM's pulse is older
+than its lease (a standby may lead) or the expiry, every beat is answered
+UNAVAILABLE, so the hosts go to the CMs themselves.  Hosts with larger ids, and
 node managers that know no Beat, keep using Heartbeat.
 """
 
@@ -48,9 +50,10 @@ RESTART_SECONDS = 5.0  # after it died (meanwhile the CM hears Heartbeat itself)
 SERVICE = nr.DESCRIPTOR.services_by_name["LivenessService"].full_name
 
 
-# meta: the interval asked for, when the CM's liveness monitor last ran
-# (monotonic), the expiry, and the count of beats heard.
-INTERVAL, ROUND, EXPIRE, COUNT = range(4)
+# meta: the interval asked for, the CM's pulse (monotonic: when its liveness
+# monitor last ran), how old the pulse may grow before this process turns
+# hosts away (STALE), and the count of beats heard.
+INTERVAL, PULSE, STALE, COUNT = range(4)
 
 
 class BeatTable:
@@ -67,10 +70,10 @@ class BeatTable:
                     ctx.RawArray(ctypes.c_ubyte, SLOTS * TOKEN), ctx.RawArray(ctypes.c_double, 4)))
 
     def cm_silent(self) -> float:
-        """Seconds since the CM's last round, if that is longer than the expiry (or
-        5 s): it is paused or gone, and another may lead; else 0."""
-        silent = time.monotonic() - self.meta[ROUND]
-        return silent if silent > max(self.meta[EXPIRE], 5.0) else 0.0
+        """Seconds since the CM's pulse, if that is older than STALE (the CM is
+        paused or gone, and another may lead); else 0."""
+        silent = time.monotonic() - self.meta[PULSE]
+        return silent if silent > self.meta[STALE] else 0.0
 
     @staticmethod
     def fits(host_id: int) -> bool:
@@ -143,11 +146,16 @@ class Beats:
     """The CM's handle on its liveness process (none until `ensure` starts it)."""
 
     def __init__(self, listen: str, tls: Tls | None, insecure: bool, log_level: str,
-                 auto: bool) -> None:
+                 auto: bool, lease: float = 0.0) -> None:
+        """`lease`: with a shared store, the leader's lease: once this CM's pulse is
+        older, a standby may lead, and its hosts must beat that one (0: no
+        failover; the pulse may be as old as the expiry, at least 5 s)."""
         self.listen, self.tls, self.insecure, self.log_level = listen, tls, insecure, log_level
         self.auto = auto  # start at AUTO_HOSTS hosts, rather than at once
+        self.lease = lease
         self._ctx = multiprocessing.get_context("spawn")
         self.table = BeatTable.create(self._ctx)
+        self.pulse()
         self.port = 0
         self._proc: Any = None
         self._ready: Connection | None = None
@@ -220,12 +228,17 @@ class Beats:
                 self._issued.add(host_id)
             return self.port, token
 
+    def pulse(self) -> None:
+        """The CM runs: each round of its liveness monitor, before it waits for the
+        cluster's lock (a busy CM is not a paused one)."""
+        self.table.meta[PULSE] = time.monotonic()
+
     def merge(self, hosts: Iterable[tuple[int, bool]], heartbeats: dict[int, float],
               interval: float, expire: float) -> None:
-        """Under the CM's lock, each round: the hosts' up flags, the interval and
-        the CM's own pulse go out, the times heard come in (for up hosts)."""
+        """Under the CM's lock, each round: the hosts' up flags and the interval go
+        out, the times heard come in (for up hosts)."""
         meta = self.table.meta
-        meta[INTERVAL], meta[EXPIRE], meta[ROUND] = interval, expire, time.monotonic()
+        meta[INTERVAL], meta[STALE] = interval, self.lease or max(expire, 5.0)
         known = set()
         with self._lock:
             for host_id, up in hosts:

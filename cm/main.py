@@ -156,7 +156,8 @@ class ClusterManager:
             c.beats = Beats(self.cfg.beat_listen
                             or f"{server.split_address(self.cfg.listen)[0]}:0",
                             self.tls, self.cfg.insecure, self.cfg.log_level,
-                            auto=not self.cfg.beat_listen)
+                            auto=not self.cfg.beat_listen,
+                            lease=self.cfg.lease_seconds if self.store.shared else 0.0)
         self.liveness = LivenessMonitor(c)
         self.evacuations = Evacuations(c)
         if self.store.shared:

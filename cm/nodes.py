@@ -421,6 +421,8 @@ class LivenessMonitor(threading.Thread):
             try:
                 if stalled > max(1.0, 2 * self.interval):
                     forgive_stall(self.cluster, stalled)
+                if self.cluster.beats is not None:
+                    self.cluster.beats.pulse()
                 with self.cluster.lock:  # the check and the expiry see one state
                     self.hear()
                     if not self.holding(time.monotonic()):

@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.bench_scheduler import history
 from tashi.cm.pgstore import LeaseLost, PostgresStore
 from tashi.cm.store import Batch, StoreError
 from tashi.runtime.accounting_client import AccountingClient
@@ -34,6 +35,8 @@ from tests.harness import (
     NMProcess,
     SchedulerProcess,
     free_port,
+    metrics_address,
+    scrape,
     start_accounting,
     stop_all,
     vm,
@@ -51,10 +54,10 @@ def db(tmp_path: Path) -> Iterator[str]:
     yield pg.server().database(str(tmp_path))
 
 
-def start(tmp_path: Path, db: str, port: int, name: str) -> CMProcess:
+def start(tmp_path: Path, db: str, port: int, name: str, **flags: object) -> CMProcess:
     address = f"127.0.0.1:{port}"
     return CMProcess(tmp_path, db=db, listen=address, advertise=address, lease_seconds=LEASE,
-                     expire_host_seconds=30, ready=EITHER, log_name=f"{name}.log")
+                     expire_host_seconds=30, ready=EITHER, log_name=f"{name}.log", **flags)
 
 
 def leads(proc: CMProcess) -> bool:
@@ -284,3 +287,42 @@ def test_a_paused_leader_cannot_write_after_it_wakes(tmp_path: Path, db: str) ->
             if p.alive():
                 p.proc.send_signal(signal.SIGCONT)
         stop_all(b, a)
+
+
+def beats_at(proc: CMProcess) -> float:
+    return scrape(metrics_address(proc)).get(("tashi_cm_beats_total", ()), 0.0)
+
+
+def test_hosts_beating_a_paused_leaders_liveness_process_find_the_new_leader(
+        tmp_path: Path, db: str) -> None:
+    """A node manager beats the leader's liveness process (cm/beats.py).  The leader
+    is paused (SIGSTOP): its process, still running, turns the beats away once the
+    leader's pulse is older than the lease, so the node manager beats the CMs
+    themselves, finds the new leader, and then beats the new leader's process;
+    its host never goes down."""
+    pa, pb_ = free_port(), free_port()
+    flags = {"beat_listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"}
+    a = start(tmp_path, db, pa, "cm-a", **flags)
+    b = start(tmp_path, db, pb_, "cm-b", **flags)
+    both = f"127.0.0.1:{pa},127.0.0.1:{pb_}"
+    nm = None
+    try:
+        root = ClusterClient(both, timeout=10)
+        root.create_host("h1")
+        nm = NMProcess(tmp_path / "nm", both, "h1", heartbeat_seconds=0.3)
+        wait_for(lambda: root.get_host("h1").up, what="h1 up")
+        wait_for(lambda: beats_at(a) > 5, timeout=20, what="beats at the leader's process")
+        a.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: leads(b), 15, what="the standby took over")
+        wait_for(lambda: beats_at(b) > 5, timeout=40,
+                 what="beats at the new leader's liveness process")
+        leader = ClusterClient(f"127.0.0.1:{pb_}", timeout=10)  # `root` waits on a
+        assert leader.get_host("h1").up
+        downs = [e for e in history(leader)
+                 if e.type == pb.EVENT_TYPE_HOST_UPDATED and not e.host.up]
+        assert not downs, [e.message for e in downs]
+        assert "heartbeats go to the cluster manager itself" in nm.log_path.read_text()
+    finally:
+        if a.alive():
+            a.proc.send_signal(signal.SIGCONT)
+        stop_all(nm, b, a)
