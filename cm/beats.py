@@ -186,8 +186,9 @@ class Beats:
                 log.error("%s; the cluster manager takes heartbeats itself", said)
         now = time.monotonic()
         if self._proc is not None and not self._proc.is_alive():
-            log.error("the liveness process (pid %d) exited with %s; starting it again in "
-                      "%g s", self._proc.pid, self._proc.exitcode, RESTART_SECONDS)
+            if not self._failed:  # one that could not serve has said why, and stays down
+                log.error("the liveness process (pid %d) exited with %s; starting it again "
+                          "in %g s", self._proc.pid, self._proc.exitcode, RESTART_SECONDS)
             self._proc.join()
             self._proc, self.port, self._ready = None, 0, None
             self._next_start = now + RESTART_SECONDS

@@ -4,6 +4,7 @@ and never for a host the CM marked down or while the CM itself is not running.""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +121,29 @@ def test_a_liveness_process_whose_cm_stopped_running_turns_hosts_away(
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     handle.pulse()
     assert servicer.Beat(req, None).registered
+
+
+def test_a_liveness_process_that_cannot_listen_leaves_the_heartbeats_to_the_cm(
+        tmp_path: Path) -> None:
+    """--beat-listen on a port already taken: the CM says so once, never names a
+    port, and keeps hearing Heartbeat itself."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cm = InProcCM(tmp_path, beat_listen=f"127.0.0.1:{port}", expire_host_seconds=1.0)
+        try:
+            beats_ = cm.cluster.beats
+            wait_for(lambda: beats_._failed, timeout=20, what="the process to give up")
+            assert f"cannot serve heartbeats on 127.0.0.1:{port}" in beats_._failed
+            root = cm.client()
+            reg = register_host(root, "h1")
+            assert (reg.beat_port, reg.beat_token) == (0, b"")
+            for _ in range(6):  # 1.8 s: the host stays up on Heartbeat alone
+                beat = root.call(root.registry.Heartbeat, nr.HeartbeatRequest(name="h1"))
+                assert beat.registered and beat.beat_port == 0
+                time.sleep(0.3)
+            assert root.get_host("h1").up
+            assert beats_._proc is None or not beats_._proc.is_alive()
+        finally:
+            cm.stop()
