@@ -175,13 +175,11 @@ class Beats:
             except EOFError:  # it died before it could say (its exit is seen below)
                 said = ""
             self._ready = None
-            if not said:
-                pass
-            elif isinstance(said, int):
+            if isinstance(said, int):
                 self.port = said
                 log.info("heartbeats heard by a process of their own (pid %d) on port %d",
                          self._proc.pid, said)
-            elif said != self._failed:
+            elif said:
                 self._failed = said
                 log.error("%s; the cluster manager takes heartbeats itself", said)
         now = time.monotonic()

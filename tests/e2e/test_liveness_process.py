@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import children
 from tashi.cm.beats import RESTART_SECONDS
 from tests.harness import NMProcess, metrics_address, scrape, start_cm, up_host, wait_for
 
@@ -33,13 +34,8 @@ def counts(address: str) -> tuple[float, float]:
 def liveness_pid(cm_pid: int) -> int:
     """The CM's child that serves LivenessService (the spawn's resource tracker is
     another child)."""
-    def find() -> int:
-        for task in os.listdir(f"/proc/{cm_pid}/task"):
-            for child in Path(f"/proc/{cm_pid}/task/{task}/children").read_text().split():
-                if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
-                    return int(child)
-        return 0
-    return int(wait_for(find, timeout=20, what="the liveness process"))
+    return int(wait_for(lambda: next(iter(children(cm_pid, "spawn_main")), 0), timeout=20,
+                        what="the liveness process"))
 
 
 def test_a_node_manager_beats_the_liveness_process_and_survives_its_death(
