@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime.errors import exists, invalid, not_found, precondition
 from tashi.runtime.names import host_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb

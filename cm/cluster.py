@@ -13,20 +13,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from tashi.cm import lifecycle
 from tashi.cm.beats import Beats
 from tashi.cm.cadence import cadence
+from tashi.cm.commits import Combiner, Group, Job
 from tashi.cm.config import CMConfig
 from tashi.cm.eventlog import EventLog
 from tashi.cm.store import Batch, Store, StoreError
+from tashi.cm.txn import Txn, Usage, copy_of, move
 from tashi.cm.validation import check_request_id
-from tashi.cm.watch import stamp_hosts
 from tashi.runtime.auth import SERVICE_PREFIX, is_system
 from tashi.runtime.errors import denied, invalid, not_found, unauthenticated, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -41,9 +41,6 @@ E = pb  # event types live in resources_pb2
 # store without it was written before that split and cannot be read as such.
 STORE_FORMAT = 2
 
-KIND_OF = {pb.Host: "host", pb.Instance: "instance", pb.Network: "network", pb.User: "user"}
-
-
 # A takeover makes again the node manager calls these states were waiting on.
 AGAIN_ON_TAKEOVER = {
     pb.INSTANCE_STATE_ACTIVATING: "start", pb.INSTANCE_STATE_PAUSING: "pause",
@@ -52,97 +49,6 @@ AGAIN_ON_TAKEOVER = {
 }
 # States a takeover leaves as they are (the host's reports keep them true).
 STEADY = frozenset({pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED})
-
-
-def copy_of(msg: R) -> R:
-    new = type(msg)()
-    new.CopyFrom(msg)
-    return new
-
-
-def move(txn: Txn, inst: pb.Instance, state: pb.InstanceState, message: str,
-         reason: str = "", edit: Callable[[pb.InstanceStatus], None] | None = None,
-         ) -> pb.Instance:
-    """Stage `inst` in `state` (the event says `message`, the status `reason`):
-    the one way the CM changes an instance's status.  `edit` changes other
-    status fields in the same step; `Txn.put` checks the move and settles
-    what follows from the state."""
-    new = copy_of(inst)
-    new.status.state = state
-    new.status.reason = reason
-    if edit is not None:
-        edit(new.status)
-    new.update_time.GetCurrentTime()
-    txn.put(new, pb.EVENT_TYPE_INSTANCE_UPDATED, message)
-    return new
-
-
-@dataclass
-class Usage:
-    cores: int = 0
-    memory_mib: int = 0
-    count: int = 0
-
-
-@dataclass
-class Txn:
-    """The changes one request stages; committed together or not at all.
-
-    Every instance written through it is checked against the transition
-    table (an illegal move raises before anything is stored) and has the
-    status fields that follow from its state settled."""
-
-    actor: str
-    # The committed instances, for the transition check.
-    current: dict[int, pb.Instance] = field(default_factory=dict)
-    changes: list[tuple[str, int, Message | None]] = field(default_factory=list)
-    events: list[pb.Event] = field(default_factory=list)
-    after: list[Callable[[], None]] = field(default_factory=list)
-    meta: dict[str, int] = field(default_factory=dict)
-    staged: dict[tuple[str, int], Message | None] = field(default_factory=dict)
-
-    def instance(self, iid: int) -> pb.Instance | None:
-        """The instance as this transaction left it so far."""
-        staged = self.staged.get(("instance", iid), False)
-        if staged is not False:
-            return staged  # type: ignore[return-value]
-        return self.current.get(iid)
-
-    def put(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
-        self._stage(obj, obj, etype, message)
-
-    def delete(self, obj: Message, etype: pb.EventType, message: str = "") -> None:
-        self._stage(obj, None, etype, message)
-
-    def put_quiet(self, kind: str, oid: int, obj: Message) -> None:
-        """Store a resource no event may carry (a token's hash)."""
-        self.changes.append((kind, oid, obj))
-        self.staged[(kind, oid)] = obj
-
-    def delete_quiet(self, kind: str, oid: int) -> None:
-        """Drop a resource no event carries (an image's catalogue record)."""
-        self.changes.append((kind, oid, None))
-        self.staged[(kind, oid)] = None
-
-    def _stage(self, obj: Message, after: Message | None, etype: pb.EventType,
-               message: str) -> None:
-        kind = KIND_OF[type(obj)]
-        oid = obj.id  # type: ignore[attr-defined]
-        before = self.instance(oid) if isinstance(obj, pb.Instance) else None
-        if isinstance(obj, pb.Instance):
-            if after is None:
-                if before is not None:
-                    lifecycle.check(before.status.state, pb.INSTANCE_STATE_EXITED, oid)
-            else:
-                lifecycle.check(before.status.state if before is not None else None,
-                                obj.status.state, oid)
-                lifecycle.settle(obj.status)
-        self.changes.append((kind, oid, after))
-        self.staged[(kind, oid)] = after
-        event = pb.Event(type=etype, actor=self.actor, message=message,
-                         **{kind: obj})  # type: ignore[arg-type]
-        stamp_hosts(event, before)
-        self.events.append(event)
 
 
 def _lookup(kind: str, ref: cmpb.InstanceRef | cmpb.HostRef, by_id: dict[int, R],
@@ -206,6 +112,9 @@ class Cluster:
         # Told when the store says another CM leads now (cm/pgstore.py LeaseLost).
         self.deposed: Callable[[str], None] = lambda why: None
         self._commits = 0
+        # Changes waiting for the lock are made and stored in turns (cm/commits.py).
+        self._combiner = Combiner(self.lock, self._run_group)
+        self._group: Group | None = None  # the turn being made, under the lock
 
     def _load_resources(self, resources: dict[str, list[bytes]]) -> None:
         """(Re)build every in-memory table from the store's resources."""
@@ -404,6 +313,9 @@ class Cluster:
             assert isinstance(obj, pb.Network)
             self.networks[obj.id] = obj
         elif kind == "token":
+            if obj is None:  # only when a turn the store refused is undone
+                self.tokens.pop(oid, None)
+                return
             assert isinstance(obj, pb.StoredToken)
             self.tokens[obj.id] = obj
         elif kind == "image":
@@ -425,51 +337,112 @@ class Cluster:
             self.users[obj.id] = obj
             self.user_ids[obj.name] = obj.id
 
-    def commit(self, txn: Txn, request: tuple[str, str, Message] | None = None) -> None:
-        """Write `txn` (and the answer to `request`) in one transaction, then apply it."""
+    def _table(self, kind: str) -> dict[int, Any]:
+        """Where each kind's objects live in memory (what a change replaced, for undo)."""
+        tables: dict[str, dict[int, Any]] = {
+            "instance": self.instances, "host": self.hosts, "network": self.networks,
+            "user": self.users, "token": self.tokens, "image": self.image_records}
+        return tables[kind]
+
+    def _run_group(self, jobs: list[Job]) -> None:
+        """Under the lock (cm/commits.py): run `jobs` one after another, each seeing
+        the changes of those before it, then store what they staged at once."""
+        self._group = Group(self.events.last_seq)
+        try:
+            for job in jobs:
+                self._group.jobs.append(job)
+                try:
+                    job.result = job.fn()
+                except Exception as exc:
+                    job.error = exc
+            self._flush()
+        finally:
+            self._group = None
+            for job in jobs:
+                job.finished = True
+
+    def _stage(self, txn: Txn, request: tuple[str, str, Message] | None = None) -> None:
+        """Add `txn` (and the answer to `request`) to this turn's write, and apply
+        it in memory, where the rest of the turn sees it (it is undone there if
+        the store refuses the turn)."""
+        group = self._group
+        assert group is not None
         if not txn.changes and not txn.meta and request is None:
             return
-        now = time.time()
-        seq = self.events.last_seq
-        batch = Batch(meta=dict(txn.meta))
+        now = time.time_ns()
         for event in txn.events:
-            seq += 1
-            event.seq = seq
-            event.time.FromNanoseconds(int(now * 1e9))
-            batch.events.append((seq, event.SerializeToString()))
+            group.seq += 1
+            event.seq = group.seq
+            event.time.FromNanoseconds(now)
+            group.events.append(event)
         for kind, oid, obj in txn.changes:
-            if obj is None:
-                batch.deletes.append((kind, oid))
-            else:
-                batch.puts.append((kind, oid, obj.SerializeToString()))
+            group.changes[kind, oid] = None if obj is None else obj.SerializeToString()
+        for key in txn.meta:
+            group.meta_before.setdefault(key, self.meta.get(key))
+        group.meta.update(txn.meta)
         if request is not None:
             rid, method, resp = request
-            batch.request = (rid, method, resp.SerializeToString())
+            answer = (rid, method, resp.SerializeToString())
+            group.requests.append(answer)
+            group.answers[rid] = answer[1:]
+            self.request_ids.add(rid)
+        group.txns += 1
+        try:
+            for kind, oid, obj in txn.changes:
+                group.undo.append((kind, oid, self._table(kind).get(oid)))
+                self._apply(kind, obj, oid)
+            self.meta.update(txn.meta)
+        except Exception:
+            # Memory must never drift from the store: store the turn, take its word.
+            log.exception("applying a change failed; rebuilding memory from the store")
+            self._flush()
+            self._rebuild()
+            raise
+
+    def _flush(self) -> None:
+        """Write this turn's changes in one transaction; if the store refuses them,
+        take them back out of memory and fail every job of the turn."""
+        group = self._group
+        assert group is not None
+        self._group = Group(group.seq)
+        if group.empty():
+            return
+        batch = Batch(puts=[(k, i, b) for (k, i), b in group.changes.items() if b is not None],
+                      deletes=[(k, i) for (k, i), b in group.changes.items() if b is None],
+                      events=[(e.seq, e.SerializeToString()) for e in group.events],
+                      requests=group.requests, meta=group.meta)
         try:
             self.store.commit(batch)
         except Exception as exc:
             self.writable(False)
             if getattr(exc, "deposed", False):
                 self.deposed(str(exc))
-                raise unavailable("this cluster manager lost its lease to another; "
-                                  "nothing was changed") from None
-            log.exception("the store refused a change; nothing of it was applied")
-            raise unavailable(f"the cluster manager cannot write its store ({exc}); "
-                              "nothing was changed") from None
+                error = unavailable("this cluster manager lost its lease to another; "
+                                    "nothing was changed")
+            else:
+                log.exception("the store refused a change; nothing of it was applied")
+                error = unavailable(f"the cluster manager cannot write its store ({exc}); "
+                                    "nothing was changed")
+            for job in group.jobs:
+                job.result, job.error = None, job.error or error
+            self._group = Group(self.events.last_seq)
+            self._undo(group)
+            return
         self.writable(True)
-        self.events.publish(txn.events)  # stored: watchers may see them now
-        try:
-            for kind, oid, obj in txn.changes:
-                self._apply(kind, obj, oid)
-            self.meta.update(txn.meta)
-        except Exception:
-            # Memory must never drift from the store: take the store's word again.
-            log.exception("applying a stored change failed; rebuilding memory from the store")
-            self._rebuild()
-            raise
-        self._commits += 1
-        if self._commits % 1000 == 0:
+        self.events.publish(group.events)  # stored: watchers may see them now
+        before, self._commits = self._commits, self._commits + group.txns
+        if before // 1000 != self._commits // 1000:
             self._prune()
+
+    def _undo(self, group: Group) -> None:
+        for kind, oid, before in reversed(group.undo):
+            self._apply(kind, before, oid)
+        for key, value in group.meta_before.items():
+            if value is None:
+                self.meta.pop(key, None)
+            else:
+                self.meta[key] = value
+        self.request_ids.difference_update(rid for rid, _, _ in group.requests)
 
     def _prune(self) -> None:
         """Drop events beyond the retention window and request answers past theirs."""
@@ -478,36 +451,52 @@ class Cluster:
         self.request_ids = self.store.request_ids()
         self.events.trimmed_to(keep_from)
 
+    def _turn(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` (which stages its change) in a turn of the lock: its own turn
+        or, called under the lock, now (within the turn this thread runs)."""
+        if self.lock._is_owned():  # type: ignore[attr-defined]
+            if self._group is not None:
+                return fn()
+            job = Job(fn)
+            self._run_group([job])
+            return job.outcome()
+        return self._combiner.run(fn)
+
     def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
                body: Callable[[Txn], R]) -> R:
         """Run `body` under the lock and commit what it staged, once per request_id."""
-        with self.lock:
-            # Request ids are the caller's own: one user's id never answers another's call.
-            check_request_id(request_id)
-            request_id = f"{actor}/{request_id}" if request_id else ""
-            if request_id and request_id in self.request_ids:
-                prior = self.store.request(request_id)
+        # Request ids are the caller's own: one user's id never answers another's call.
+        check_request_id(request_id)
+        rid = f"{actor}/{request_id}" if request_id else ""
+
+        def job() -> tuple[R, Txn | None]:
+            if rid and rid in self.request_ids:
+                assert self._group is not None
+                prior = self._group.answers.get(rid) or self.store.request(rid)
                 if prior is not None:
                     if prior[0] != method:
-                        raise invalid(f"request_id {request_id.split('/', 1)[1]!r} was already "
-                                      f"used for {prior[0]}")
-                    return resp_cls.FromString(prior[1])
+                        raise invalid(f"request_id {request_id!r} was already used for "
+                                      f"{prior[0]}")
+                    return resp_cls.FromString(prior[1]), None
             txn = Txn(actor, self.instances)
             resp = body(txn)
-            self.commit(txn, (request_id, method, resp) if request_id else None)
-            if request_id:
-                self.request_ids.add(request_id)
-        for action in txn.after:
+            self._stage(txn, (rid, method, resp) if rid else None)
+            return resp, txn
+
+        resp, txn = self._turn(job)
+        for action in txn.after if txn is not None else ():
             action()
         return resp
 
     def write(self, actor: str, body: Callable[[Txn], None]) -> None:
         """An internal change (no request id), e.g. from the liveness monitor."""
-        with self.lock:
+        def job() -> Txn:
             txn = Txn(actor, self.instances)
             body(txn)
-            self.commit(txn)
-        for action in txn.after:
+            self._stage(txn)
+            return txn
+
+        for action in self._turn(job).after:
             action()
 
     # -- start-up -----------------------------------------------------------------

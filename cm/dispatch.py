@@ -21,8 +21,9 @@ from typing import Any
 
 import grpc
 
-from tashi.cm.cluster import Cluster, Txn, move
+from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
+from tashi.cm.txn import Txn, move
 from tashi.runtime.nm_client import MAX_STARTS, NodeManagerClients
 from tashi.runtime.rpc import TashiError
 from tashi.runtime.tls import Tls

@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 
-from tashi.cm.cluster import Cluster, Txn, copy_of, move
+from tashi.cm.cluster import Cluster
 from tashi.cm.instances import check_migration_target, migrating_to
+from tashi.cm.txn import Txn, copy_of, move
 from tashi.runtime.errors import ServiceError, invalid
 from tashi.runtime.fit import MIGRATING
 from tashi.runtime.names import instance_state_name

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from tashi.cm import images
 from tashi.cm import validation as v
-from tashi.cm.cluster import Txn, copy_of
 from tashi.cm.image_ops import CHUNK, Cancelled, ImageOps, Job, _clip, _place, _remove, log
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime import qemu_img
 from tashi.runtime.errors import ServiceError, invalid, not_found, precondition, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb

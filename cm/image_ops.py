@@ -41,7 +41,8 @@ import grpc
 
 from tashi.cm import images
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime import qemu_img
 from tashi.runtime.errors import (
     ServiceError,

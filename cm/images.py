@@ -29,7 +29,8 @@ import os
 from pathlib import Path, PurePosixPath
 
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime import qemu_img
 from tashi.runtime.errors import denied, exists, invalid, not_found, precondition, unavailable
 from tashi.v1 import cluster_manager_pb2 as cmpb

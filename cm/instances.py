@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from tashi.cm import images
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, Usage, copy_of, move
+from tashi.cm.cluster import Cluster
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, not_allowed
+from tashi.cm.txn import Txn, Usage, copy_of, move
 from tashi.runtime.errors import exhausted, exists, invalid, precondition
 from tashi.runtime.fit import shortfall
 from tashi.runtime.macs import stable_mac

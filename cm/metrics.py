@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tashi.cm.cluster import Cluster, Usage
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Usage
 from tashi.runtime.names import INSTANCE_STATE_NAMES, instance_state_name
 from tashi.v1 import resources_pb2 as pb
 

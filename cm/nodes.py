@@ -12,9 +12,10 @@ from collections.abc import Callable
 from tashi.cm import instances
 from tashi.cm import validation as v
 from tashi.cm.cadence import cadence
-from tashi.cm.cluster import Cluster, Txn, copy_of, move
+from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
+from tashi.cm.txn import Txn, copy_of, move
 from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import ServiceError, aborted, denied, exhausted, invalid, not_found
 from tashi.runtime.migration import uri_problem

@@ -245,10 +245,11 @@ class PostgresStore(Store):
                                 batch.deletes)
             if batch.events:
                 cur.executemany("INSERT INTO events (seq, body) VALUES (%s, %s)", batch.events)
-            if batch.request:
-                rid, method, body = batch.request
-                cur.execute("INSERT INTO requests (request_id, method, response, at) "
-                            "VALUES (%s, %s, %s, %s)", (rid, method, body, time.time()))
+            if batch.requests:
+                at = time.time()
+                cur.executemany("INSERT INTO requests (request_id, method, response, at) "
+                                "VALUES (%s, %s, %s, %s)",
+                                [(rid, method, body, at) for rid, method, body in batch.requests])
             if batch.meta:
                 cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s) "
                                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -5,7 +5,8 @@ two proposals (from one scheduler or several) can overcommit a host."""
 from __future__ import annotations
 
 from tashi.cm import validation as v
-from tashi.cm.cluster import Cluster, Txn, Usage, move
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Txn, Usage, move
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.fit import shortfall
 from tashi.runtime.names import instance_state_name

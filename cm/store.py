@@ -27,12 +27,14 @@ class StoreError(Exception):
 
 @dataclass
 class Batch:
-    """Everything one mutation writes, committed atomically."""
+    """Everything one turn of the cluster's lock writes (cm/commits.py), committed
+    atomically."""
 
     puts: list[tuple[str, int, bytes]] = field(default_factory=list)
     deletes: list[tuple[str, int]] = field(default_factory=list)
     events: list[tuple[int, bytes]] = field(default_factory=list)
-    request: tuple[str, str, bytes] | None = None
+    # Answers to the requests made with a request_id: (request_id, method, response).
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list)
     meta: dict[str, int] = field(default_factory=dict)
 
 
@@ -161,11 +163,11 @@ class SqliteStore(Store):
                     db.executemany("DELETE FROM resources WHERE kind = ? AND id = ?", batch.deletes)
                 if batch.events:
                     db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", batch.events)
-                if batch.request:
-                    rid, method, body = batch.request
-                    db.execute(
+                if batch.requests:
+                    at = time.time()
+                    db.executemany(
                         "INSERT INTO requests (request_id, method, response, at) VALUES (?,?,?,?)",
-                        (rid, method, body, time.time()),
+                        [(rid, method, body, at) for rid, method, body in batch.requests],
                     )
                 if batch.meta:
                     db.executemany(

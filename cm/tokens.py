@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import secrets
 
-from tashi.cm.cluster import Cluster, Txn
+from tashi.cm.cluster import Cluster
+from tashi.cm.txn import Txn
 from tashi.runtime.errors import denied, not_found
 from tashi.v1 import cluster_manager_pb2 as cmpb
 from tashi.v1 import resources_pb2 as pb

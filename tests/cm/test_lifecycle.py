@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 from tashi.cm import instances
-from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.lifecycle import DESTROY_AT_ONCE, USER_ACTIONS, settle
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.names import instance_state_name
 from tashi.v1 import cluster_manager_pb2 as cmpb
@@ -49,10 +50,10 @@ def force(c: Cluster, state: int) -> pb.Instance:
     settle(new.status)
     # Set-up, not a move: store the state as a past run would have left it,
     # around the transition check that every real path goes through.
-    txn = Txn("test")
-    txn.changes.append(("instance", new.id, new))
-    txn.events.append(pb.Event(type=pb.EVENT_TYPE_INSTANCE_UPDATED, instance=new))
-    c.commit(txn)
+    def stage(txn: Txn) -> None:
+        txn.changes.append(("instance", new.id, new))
+        txn.events.append(pb.Event(type=pb.EVENT_TYPE_INSTANCE_UPDATED, instance=new))
+    c.write("test", stage)
     return c.instances[inst.id]
 
 

@@ -16,10 +16,11 @@ import grpc
 import pytest
 
 from tashi.cm import admin, instances, nodes, placement
-from tashi.cm.cluster import Cluster, Txn, copy_of
+from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.dispatch import Dispatcher
 from tashi.cm.lifecycle import TRANSITIONS, IllegalTransition, settle
+from tashi.cm.txn import Txn, copy_of
 from tashi.runtime.errors import ServiceError
 from tashi.runtime.fit import HOSTLESS
 from tashi.runtime.names import instance_state_name
@@ -141,10 +142,10 @@ class World:
             new.status.prior_state = prior
         settle(new.status)
         # Set-up, not a move: the state as a past run left it in the store.
-        txn = Txn("test")
-        txn.changes.append(("instance", new.id, new))
-        txn.events.append(pb.Event(type=S.EVENT_TYPE_INSTANCE_UPDATED, instance=new))
-        self.c.commit(txn)
+        def stage(txn: Txn) -> None:
+            txn.changes.append(("instance", new.id, new))
+            txn.events.append(pb.Event(type=S.EVENT_TYPE_INSTANCE_UPDATED, instance=new))
+        self.c.write("test", stage)
         return self.c.instances[new.id]
 
 
