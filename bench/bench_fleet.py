@@ -105,6 +105,32 @@ def handled(metrics: str) -> Counter[str]:
     return out
 
 
+def handling(metrics: str, method: str) -> Counter[str]:
+    """The CM's grpc_server_handling_seconds of `method` so far: count, sum and the
+    cumulative buckets by upper bound (the handler's time, refusals included)."""
+    out: Counter[str] = Counter()
+    for (name, labels), v in scrape(metrics).items():
+        tags = dict(labels)
+        if tags.get("grpc_method") != method or not name.startswith("grpc_server_handling"):
+            continue
+        out[tags.get("le", name.rsplit("_", 1)[-1])] += v
+    return out
+
+
+def in_cm(before: Counter[str], after: Counter[str]) -> str:
+    """Mean and bucket bounds of p50/p99 between two `handling` scrapes."""
+    d = after - before
+    n = d["count"]
+    if not n:
+        return "no calls"
+    bounds = sorted((float(k), v) for k, v in d.items() if k not in ("count", "sum"))
+
+    def bound(q: float) -> str:
+        le = next((b for b, v in bounds if v >= q * n), float("inf"))
+        return f"<= {le * 1000:.0f} ms"
+    return f"mean {1000 * d['sum'] / n:.0f} ms, p50 {bound(.5)}, p99 {bound(.99)}"
+
+
 def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
          parts: dict[str, list[int]], metrics: str) -> list[int]:
     """createMany batches, the users in turn.  `parts`: the processes whose CPU
@@ -193,6 +219,7 @@ def churn(users: dict[str, ClusterClient], tracker: Tracker, victims: list[pb.In
     each destroy by the VM's owner: of `victims` first, then of the VMs this churn
     created, oldest first, once they are Running."""
     cpu0, c0, busy0 = cpu_use(parts), time.perf_counter(), refused(metrics)
+    in0 = {m: handling(metrics, m) for m in ("CreateInstance", "DeleteInstance")}
     names = sorted(users)
     owner = {v.id: v.owner for v in victims}
     starts: dict[int, float] = {}
@@ -256,6 +283,8 @@ def churn(users: dict[str, ClusterClient], tracker: Tracker, victims: list[pb.In
           f"({never} never Running); CreateInstance call p50 {pct(call_s, .5) * 1000:.0f} ms "
           f"p99 {pct(call_s, .99) * 1000:.0f} ms; DeleteInstance p99 "
           f"{pct(del_s, .99) * 1000:.0f} ms", flush=True)
+    print("[churn] time in the CM's handlers (refused calls included): " + "; ".join(
+        f"{m} {in_cm(h, handling(metrics, m))}" for m, h in in0.items()), flush=True)
     print(f"[churn] create -> Activating p50 {pct(placed, .5):.2f}s p99 {pct(placed, .99):.2f}s;"
           f" Activating -> Running p50 {pct(begun, .5):.2f}s p99 {pct(begun, .99):.2f}s; CPU "
           "over the churn: " + ", ".join(
