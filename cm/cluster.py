@@ -1,5 +1,7 @@
 """The cluster manager's truth: the whole cluster in memory, written through
-to the store one transaction per change, with its events.
+to the store with its events: the changes made in one turn of the lock go in
+one transaction (cm/commits.py), and no reader under the lock sees a change
+before it is stored.
 
 Every object held in the dictionaries here is treated as immutable: a
 change copies it, edits the copy and puts it through a `Txn`, so readers and
