@@ -98,6 +98,7 @@ class Cluster:
         self.heartbeats: dict[int, float] = {}
         # Kept to the fleet's size by the liveness monitor's rounds (cm/cadence.py).
         self.cadence = cadence(config, len(self.hosts))
+        self.cadence_shrunk_at: float | None = None  # cm/cadence.py settle
         # The process that hears heartbeats, when there is one (cm/beats.py).
         self.beats: Beats | None = None
         self.applied_reports: dict[int, int] = {}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from tashi.cm import instances
 from tashi.cm import validation as v
-from tashi.cm.cadence import cadence
+from tashi.cm.cadence import cadence, settle
 from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
 from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
@@ -436,7 +436,8 @@ class LivenessMonitor(threading.Thread):
         """Under the lock: the cadence for the fleet's size, and what the liveness
         process heard (cm/beats.py)."""
         c = self.cluster
-        c.cadence = cadence(c.cfg, len(c.hosts))
+        c.cadence, c.cadence_shrunk_at = settle(c.cadence, c.cadence_shrunk_at,
+                                                cadence(c.cfg, len(c.hosts)), time.monotonic())
         if c.beats is not None:
             c.beats.ensure(len(c.hosts))
             c.beats.merge(((h.id, h.up) for h in c.hosts.values()), c.heartbeats,
