@@ -471,8 +471,8 @@ METRICS_RE = re.compile(r"serving metrics on http://(\S+)/metrics")
 
 def metrics_address(proc: Process) -> str:
     """Where a service started with --metrics-listen 127.0.0.1:0 serves /metrics."""
-    return str(wait_for(lambda: (m := METRICS_RE.search(proc.log_path.read_text()))
-                        and m.group(1), what="the metrics address"))
+    return str(wait_for(lambda: (m := METRICS_RE.search(proc.log_path.read_text(
+        errors="replace"))) and m.group(1), what=f"{proc.argv[0]} serving metrics"))
 
 
 def scrape(address: str) -> Samples:

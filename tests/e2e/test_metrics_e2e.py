@@ -17,24 +17,24 @@ from typing import Any
 import pytest
 
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import NMProcess, Process, Site, bin_path, free_port, start_cm, wait_for
+from tests.harness import (
+    NMProcess,
+    Process,
+    Site,
+    bin_path,
+    free_port,
+    metrics_address,
+    start_cm,
+    wait_for,
+)
 
 PROMETHEUS = "/usr/bin/prometheus"
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "tashi-alerts.yml"
-METRICS_RE = re.compile(r"serving metrics on http://(\S+)/metrics")
 MIB = 1024 * 1024
 
 pytestmark = [pytest.mark.system, pytest.mark.slow,
               pytest.mark.skipif(not Path(PROMETHEUS).exists(),
                                  reason="needs Debian's prometheus package")]
-
-
-def metrics_address(proc: Process) -> str:
-    """The /metrics address a service logged (it was started on port 0)."""
-    def found() -> str | None:
-        m = METRICS_RE.search(proc.log_path.read_text(errors="replace"))
-        return m.group(1) if m else None
-    return str(wait_for(found, what=f"{proc.argv[0]} serving metrics"))
 
 
 class Prometheus:
