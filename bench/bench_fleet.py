@@ -17,28 +17,28 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
    SIGCONT: time until all Running again, none lost; every VM accounted for.
 
 Measured here (2-core machine), defaults (1,000 hosts / 20,000 VMs / 8 fleet
-processes / 8 users, hosts' own beat 2 s, expiry 10 s), one run on 2026-12-01:
-the CM asks for a beat every 5 s (--heartbeat-rate 200) and stretches the
-expiry to 25 s; the beats go to its liveness process (cm/beats.py).  Fleet
-0.91 MiB and 4.1 threads per host idle, 1.50 MiB and 9.0 after the fill;
-fill Activating 101 s (198/s), Running 108 s (186/s), with 208 of the 215
-CPU seconds the 2 cores had spent (CM 2.33 ms/VM, its liveness process
-0.49, scheduler 0.30, accounting 0.45, the simulated hosts 6.73); steady CM
-14.5% of a core, 325 MiB, 202 heartbeats/s heard of 200 expected; ListInstances
-of 20,000 median 87 ms; GetUsage by user 6 ms, by instance 577 ms; churn
-offered at 100/s + 100/s by 8 users: 47 creates/s achieved (10,884 calls
-refused as busy and sent again), create -> Running p50 1.29 s p99 6.54 s,
-CreateInstance p50 270 ms p99 5.4 s, DeleteInstance p99 20.4 s; 0
-overcommits; 50 hosts frozen: down and Orphaned 25.3 s (bound 30 s), back
-in 5.1 s, 0 lost, every VM accounted for; no other host went down in the
-whole run (the day before, with the CM hearing heartbeats itself: 1,578 to
-4,592 host expiries per run).  The price, measured the same hour with
---churn 0 --kill 0, one run each: with --beat-listen off the fill reached
-Running at 252/s (CM 2.05 ms/VM, hosts 4.74) and the CM took 0.11
-ReportInstances per VM; with the liveness process 197/s (CM 2.59 + 0.46,
-hosts 5.49) and 1.28 ReportInstances per VM.  A deaf CM made the hosts'
-reports queue and leave in batches of about nine; a CM that hears them
-takes one call per VM, and here the hosts' CPU is the machine's.
+processes / 8 users, hosts' own beat 2 s, expiry 10 s), one run on 2026-12-01
+(code of 92d5c84): the CM asks for a beat every 5 s (--heartbeat-rate 200) and
+stretches the expiry to 25 s; the beats go to its liveness process
+(cm/beats.py).  Fleet 0.91 MiB and 4.1 threads per host idle, 1.50 MiB and 9.0
+after the fill; fill Activating 59.5 s (336/s), Running 66.8 s (299/s), with
+127 of the 134 CPU seconds the 2 cores had spent (CM 1.67 ms/VM, its liveness
+process 0.27, scheduler 0.17, accounting 0.17, the simulated hosts 4.05);
+steady CM 10.7% of a core, 342 MiB, 203 heartbeats/s heard of 200 expected;
+ListInstances of 20,000 median 105 ms; GetUsage by user 3 ms, by instance 371
+ms; churn offered at 100/s + 100/s for 30 s by 8 users: 95 creates/s achieved
+(1,230 calls refused as busy and sent again), create -> Running p50 0.31 s p99
+1.88 s, CreateInstance p50 112 ms p99 1.64 s (in the CM's handlers p99 <= 250
+ms), DeleteInstance p99 3.0 s; 0 overcommits; 50 hosts frozen: down and
+Orphaned 23.6 s (bound 30 s), back in 5.6 s, 0 lost, every VM accounted for.
+This machine's speed varies through the day (the same code filled at 163 to
+408 VMs/s in 8 runs; the hosts' cost 2.9 to 9.3 ms/VM): compare within an
+hour.  Group commit (cm/commits.py), A/B the same hour, --kill 0, one run
+each: before (9cbebbf) fill 217/s, CM 2.49 ms/VM, 1.47 ReportInstances/VM;
+churn 12,914 busy refusals, create -> Running p99 6.26 s, CreateInstance p99
+5.45 s, DeleteInstance p99 18.6 s; after: fill 234/s, CM 1.92 ms/VM, 0.54
+ReportInstances/VM; churn 1,408 refusals, create -> Running p99 3.18 s,
+CreateInstance p99 2.93 s, DeleteInstance p99 7.5 s.
 """
 
 from __future__ import annotations
