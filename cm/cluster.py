@@ -43,6 +43,10 @@ E = pb  # event types live in resources_pb2
 # store without it was written before that split and cannot be read as such.
 STORE_FORMAT = 2
 
+# The in-memory table of each stored kind, by attribute (what an undo puts back).
+TABLES = {"instance": "instances", "host": "hosts", "network": "networks", "user": "users",
+          "token": "tokens", "image": "image_records"}
+
 # A takeover makes again the node manager calls these states were waiting on.
 AGAIN_ON_TAKEOVER = {
     pb.INSTANCE_STATE_ACTIVATING: "start", pb.INSTANCE_STATE_PAUSING: "pause",
@@ -342,10 +346,7 @@ class Cluster:
 
     def _table(self, kind: str) -> dict[int, Any]:
         """Where each kind's objects live in memory (what a change replaced, for undo)."""
-        tables: dict[str, dict[int, Any]] = {
-            "instance": self.instances, "host": self.hosts, "network": self.networks,
-            "user": self.users, "token": self.tokens, "image": self.image_records}
-        return tables[kind]
+        return getattr(self, TABLES[kind])  # type: ignore[no-any-return]
 
     def _run_group(self, jobs: list[Job]) -> None:
         """Under the lock (cm/commits.py): run `jobs` one after another, each seeing

@@ -86,10 +86,10 @@ class Reporter:
         self._sent_networks: list[pb.HostNetworkStatus] | None = None
         self._generation = 0  # registrations this reporter made
         # The CM's liveness process (cm/beats.py), once the CM names one: its client,
-        # and the (host id, token) to beat with; (port, token) of one that failed,
-        # not tried again until the CM names another.
+        # and the (port, host id, token) to beat with; (port, token) of one that
+        # failed, not tried again until the CM names another.
         self._liveness: LivenessClient | None = None
-        self._beat_with: tuple[int, bytes] | None = None
+        self._beat_with: tuple[int, int, bytes] | None = None
         self._shunned: tuple[int, bytes] = (0, b"")
         self._old_clients: list[LivenessClient] = []
         self._host_id = 0
@@ -292,12 +292,13 @@ class Reporter:
         if liveness is None or beat_with is None:
             return None
         try:
+            port, host_id, token = beat_with
             return liveness.call(liveness.liveness.Beat, reg.BeatRequest(
-                host_id=beat_with[0], token=beat_with[1]), timeout=CALL_TIMEOUT)
+                host_id=host_id, token=token), timeout=CALL_TIMEOUT)
         except TashiError as exc:
             log.warning("the cluster manager's liveness process at %s: %s; heartbeats go to "
                         "the cluster manager itself", liveness.address, exc)
-            self._shunned = (int(liveness.address.rpartition(":")[2]), beat_with[1])
+            self._shunned = (port, token)
             self._beat_with = None
             return None
 
@@ -314,7 +315,7 @@ class Reporter:
             if self._liveness is not None:
                 self._old_clients.append(self._liveness)  # a beat may be using it
             self._liveness = LivenessClient(address, self.client.user, tls=self.client.tls)
-        self._beat_with = (host_id, token)
+        self._beat_with = (port, host_id, token)
 
     def _flush_unregistered(self) -> None:
         """Deliver the history first, so the CM sees every change in order; a CM that
