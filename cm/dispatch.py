@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
+from tashi.cm.lifecycle import SETTLING
 from tashi.cm.txn import Txn, move
 from tashi.runtime.nm_client import MAX_STARTS, NodeManagerClients
 from tashi.runtime.rpc import TashiError
@@ -32,6 +35,28 @@ from tashi.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 S = pb
+R = TypeVar("R")
+
+
+# A start that failed with one of these may have run all the same (the answer
+# was lost, or came too late): it is asked once more, after a pause, before the
+# instance is held.  A node manager's start is idempotent (it answers with the
+# VM it already runs), so the second answer says what the first would have.
+UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                       grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
+ASK_AGAIN_SECONDS = 1.0
+
+
+def ask_twice(call: Callable[[], R]) -> R:
+    """`call()`, once more after ASK_AGAIN_SECONDS if it failed uncertainly."""
+    try:
+        return call()
+    except TashiError as exc:
+        if exc.code not in UNCERTAIN:
+            raise
+        log.warning("a start's answer did not come (%s); asking again", exc)
+    time.sleep(ASK_AGAIN_SECONDS)
+    return call()
 
 
 @dataclass(frozen=True)
@@ -163,8 +188,9 @@ class Dispatcher:
                     instance=inst, networks=self._networks(inst)))
         for address, (host, requests) in calls.items():
             try:
-                answers: list[nmpb.VmInfo | TashiError] = self.nms.get(address).start_vms(
-                    requests)
+                nm = self.nms.get(address)
+                answers: list[nmpb.VmInfo | TashiError] = ask_twice(
+                    lambda: nm.start_vms(requests))  # noqa: B023 - called at once
             except TashiError as exc:
                 answers = [exc] * len(requests)
             self._started(host, [(r.instance.id, a) for r, a in zip(requests, answers,
@@ -176,6 +202,17 @@ class Dispatcher:
             if not isinstance(answer, TashiError):
                 self.cluster.learned(host.id, answer.report_seq)
             cur = txn.instance(iid)
+            if not isinstance(answer, TashiError) and (cur is None or (
+                    cur.status.host_id not in (0, host.id)
+                    and cur.status.state not in SETTLING)):
+                # Deleted, or placed again on another host, while this start was out:
+                # what it ran on this host is no instance's VM.  (One waiting for a
+                # host is found running here by this host's report.)
+                log.warning("host %s started instance %d, which is %s; ending that VM",
+                            host.name, iid, "deleted" if cur is None else
+                            f"on {cur.status.host_name or 'no host'}")
+                txn.after.append(lambda: self.end_stray(host.id, iid))
+                return
             if cur is None or cur.status.state != S.INSTANCE_STATE_ACTIVATING or \
                     cur.status.host_id != host.id:
                 return
@@ -258,13 +295,15 @@ class Dispatcher:
         suspend_file = inst.status.suspend_image
         try:
             if suspend_file:
-                vm = nm.resume_vm(nmpb.ResumeVmRequest(
+                resume = nmpb.ResumeVmRequest(
                     request_id=f"resume-{iid}-{inst.update_time.ToNanoseconds()}",
-                    instance=inst, suspend_file=suspend_file, networks=self._networks(inst))).vm
+                    instance=inst, suspend_file=suspend_file, networks=self._networks(inst))
+                vm = ask_twice(lambda: nm.resume_vm(resume)).vm
             else:
-                vm = nm.start_vm(nmpb.StartVmRequest(
+                start = nmpb.StartVmRequest(
                     request_id=f"start-{iid}-{inst.update_time.ToNanoseconds()}",
-                    instance=inst, networks=self._networks(inst))).vm
+                    instance=inst, networks=self._networks(inst))
+                vm = ask_twice(lambda: nm.start_vm(start)).vm
         except TashiError as exc:
             reason = f"start on {host.name} failed: {exc}"
 

@@ -62,6 +62,10 @@ ORPHANABLE = frozenset({
     S.INSTANCE_STATE_RESUMING, S.INSTANCE_STATE_MIGRATE_PREP, S.INSTANCE_STATE_MIGRATE_TRANS,
     S.INSTANCE_STATE_SHUTTING_DOWN})
 
+# States of an instance in which another host's copy of its VM is not ended:
+# either copy may be the one that runs (a migration, or nobody knows).
+SETTLING = MIGRATING | {S.INSTANCE_STATE_ORPHANED}
+
 # States an instance may be born in: created by a user, or adopted from what an
 # NM runs that the CM did not know.
 BIRTH = frozenset({S.INSTANCE_STATE_PENDING, S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED})

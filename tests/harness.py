@@ -30,6 +30,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -284,6 +285,19 @@ def inproc_cm(tmp_path: Path, **settings: object) -> Iterator[InProcCM]:
 
 
 # -- node managers --------------------------------------------------------------------
+
+
+@contextmanager
+def serving_nm(servicer: nm_grpc.NodeManagerServiceServicer) -> Iterator[str]:
+    """A scripted NodeManagerService on loopback; yields its address."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    nm_grpc.add_NodeManagerServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait()
 
 
 def node_xml(path: Path, cores: int = 4, memory_mib: int = 8192) -> Path:

@@ -4,6 +4,7 @@ if its instance is still Activating on the host the call went to."""
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from tashi.runtime.rpc import TashiError
 from tashi.v1 import node_manager_pb2 as nmpb
@@ -13,19 +14,25 @@ from tests.harness import InProcCM, activate, register_host, vm
 S = pb
 
 
-def test_answers_apply_together_and_only_where_the_call_left_them(icm: InProcCM) -> None:
+def test_answers_apply_together_and_only_where_the_call_left_them(
+        icm: InProcCM, monkeypatch: pytest.MonkeyPatch) -> None:
     root = icm.client()
     h1 = register_host(root, "h1").host  # no node manager address: nothing is called
     h2 = register_host(root, "h2").host
-    a, b, c, d = (root.create_instances(vm(n))[0] for n in "abcd")
+    a, b, c, d, e, f = (root.create_instances(vm(n))[0] for n in "abcdef")
     for inst, host in ((a, h1), (b, h1), (c, h2), (d, h1)):
         activate(root, inst.id, host.id)
     root.instance_action("Delete", d.id)  # gone from Activating while the call was out
     d_state = root.get_instance(d.id).status.state
     assert d_state != S.INSTANCE_STATE_ACTIVATING
+    root.instance_action("Delete", e.id)  # Pending: gone at once
     cluster, dispatcher = icm.cluster, icm.cm.dispatcher
+    ended: list[tuple[int, int]] = []
+    monkeypatch.setattr(dispatcher, "end_stray", lambda hid, iid: ended.append((hid, iid)))
     before = cluster._commits
     dispatcher._started(h1, [
+        (e.id, nmpb.VmInfo(instance_id=e.id, vm_id="z", state=S.INSTANCE_STATE_RUNNING)),
+        (f.id, nmpb.VmInfo(instance_id=f.id, vm_id="w", state=S.INSTANCE_STATE_RUNNING)),
         (a.id, nmpb.VmInfo(instance_id=a.id, vm_id=f"tashi-{a.id}",
                            state=S.INSTANCE_STATE_RUNNING)),
         (b.id, TashiError(grpc.StatusCode.FAILED_PRECONDITION, "needs 9 cores; 2 free")),
@@ -43,3 +50,7 @@ def test_answers_apply_together_and_only_where_the_call_left_them(icm: InProcCM)
     assert (got[c.id].status.state, got[c.id].status.vm_id) == (S.INSTANCE_STATE_ACTIVATING, "")
     assert root.get_instance(d.id).status.state == d_state, "a late answer revives nothing"
     assert root.get_host("h1").used_cores == 2, "a, and d until its delete ends; not b"
+    assert ended == [(h1.id, e.id), (h1.id, c.id)], \
+        "what h1 ran for a deleted instance, and for one placed on h2, is ended there"
+    assert root.get_instance(f.id).status.state == S.INSTANCE_STATE_PENDING, \
+        "one waiting for a host is not ended: h1's report finds it running there"

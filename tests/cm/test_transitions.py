@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from tashi.v1 import node_manager_pb2_grpc as nm_grpc
 from tashi.v1 import node_registry_pb2 as nr
 from tashi.v1 import placement_pb2 as plpb
 from tashi.v1 import resources_pb2 as pb
-from tests.harness import db_url, open_test_store
+from tests.harness import db_url, open_test_store, serving_nm
 
 S = pb
 ALL_STATES = [s for s in pb.InstanceState.values()
@@ -97,12 +96,8 @@ class ScriptedNM(nm_grpc.NodeManagerServiceServicer):
 @pytest.fixture(scope="module")
 def nm() -> Iterator[tuple[ScriptedNM, str]]:
     servicer = ScriptedNM()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    nm_grpc.add_NodeManagerServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    server.stop(0).wait()
+    with serving_nm(servicer) as address:
+        yield servicer, address
 
 
 class World:
