@@ -39,6 +39,9 @@ class NmConfig(TransportSettings):
                                      metadata={"help": "seconds between heartbeats"})
     resync_seconds: float = field(default=60.0, metadata={
         "help": "seconds between safety-net resyncs with libvirt"})
+    answered_report_seconds: float = field(default=30.0, metadata={
+        "help": "seconds the report of a VM a start call ran may wait to go with other "
+                "news, since the call's answer tells the cluster manager (0: at once)"})
     domain_type: str = field(default="qemu",
                              metadata={"help": "libvirt domain type: qemu (TCG) or kvm"})
     user: str = field(default="root", metadata={"help": "user name the NM calls the CM as"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from tashi.nm.answering import Answering
 from tashi.nm.config import NmConfig
 from tashi.nm.driver import Driver
 from tashi.nm.libvirt.driver import LibvirtDriver
@@ -68,7 +69,9 @@ class NodeManager:
             bridge_lookup = bridge_lookup or self.networks.bridge_for
             network_status = network_status or self.networks.statuses
         self.clock = ReportClock()  # numbers the reports and the answers of starts
-        self.servicer = NodeManagerServicer(self.driver, bridge_lookup, stamp=self.clock.next)
+        self.answering = Answering()  # starts whose answers tell the CM what they ran
+        self.servicer = NodeManagerServicer(self.driver, bridge_lookup, stamp=self.clock.next,
+                                            answering=self.answering)
         self.network_status = network_status
         self.running: server.Running | None = None
         self.reporter: Reporter | None = None
@@ -92,7 +95,8 @@ class NodeManager:
             reserved_memory_mib=self.cfg.reserved_memory,
             heartbeat_seconds=self.cfg.heartbeat_seconds,
             resync_seconds=self.cfg.resync_seconds, network_status=self.network_status,
-            clock=self.clock)
+            clock=self.clock, answering=self.answering,
+            answered_hold_seconds=self.cfg.answered_report_seconds)
         if self.networks is not None:  # first pass before registering, bounded
             self.networks.start(self.reporter.observe)
         self.reporter.start()

@@ -12,6 +12,7 @@ applied it (`applied_seq`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import math
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 import grpc
 
+from tashi.nm.answering import Answering
 from tashi.nm.convert import report_pb
 from tashi.nm.driver import Driver
 from tashi.nm.model import Observation
@@ -39,6 +41,11 @@ CALL_TIMEOUT = 5.0
 MAX_ASKED_INTERVAL = 300.0
 
 NetworkStatus = Callable[[], list[pb.HostNetworkStatus]]
+# Longest a report an answer already told may wait (a configured hold beyond it
+# is taken as this).
+MAX_HOLD = 300.0
+# States a start's answer tells the CM itself.
+ANSWERED = frozenset({pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED})
 
 
 class ReportClock:
@@ -64,7 +71,12 @@ class Reporter:
                  *, capabilities: pb.HostCapabilities | None = None,
                  reserved_memory_mib: int = 0, heartbeat_seconds: float = 2.0,
                  resync_seconds: float = 60.0, network_status: NetworkStatus | None = None,
-                 clock: ReportClock | None = None) -> None:
+                 clock: ReportClock | None = None, answering: Answering | None = None,
+                 answered_hold_seconds: float = 30.0) -> None:
+        """`answering`: the starts being answered (shared with the servicer); the
+        report of a VM one of them started waits up to `answered_hold_seconds` to
+        go with other news (it goes at once with 0).  It is held, never dropped:
+        if the answer is lost, the report still tells the CM."""
         self.driver = driver
         self.client = client
         self.hostname = hostname
@@ -81,6 +93,14 @@ class Reporter:
         self.last_error = ""
         self._buffer: collections.deque[reg.InstanceReport] = collections.deque()
         self.clock = clock or ReportClock()
+        self.answering = answering or Answering()
+        self.answered_hold_seconds = (min(answered_hold_seconds, MAX_HOLD)
+                                      if math.isfinite(answered_hold_seconds) else 0.0)
+        # Whether the buffer holds news that goes at once; else, until when what
+        # it holds (reports an answer already told) may wait.
+        self._urgent = False
+        self._hold_until = 0.0
+        self._held: dict[int, reg.InstanceReport] = {}  # by instance, while buffered
         self._cond = threading.Condition()
         self._stopping = False
         self._sent_networks: list[pb.HostNetworkStatus] | None = None
@@ -100,9 +120,37 @@ class Reporter:
     # -- intake -----------------------------------------------------------------
     def observe(self, obs: Observation) -> None:
         """Queue one observed change (called from the driver's event thread)."""
+        iid = obs.vm.instance_id
+        told = (obs.vm.state in ANSWERED and self.answered_hold_seconds > 0
+                and iid in self.answering)
         with self._cond:
-            self._buffer.append(report_pb(obs, self.clock.next()))
-            self._cond.notify_all()
+            report = report_pb(obs, self.clock.next())
+            # A held report this one supersedes goes no more: sent after the change
+            # this one tells (a pause the CM asked for), it would undo it there.
+            stale = self._held.pop(iid, None)
+            if stale is not None:
+                with contextlib.suppress(ValueError):  # already sent
+                    self._buffer.remove(stale)
+            self._buffer.append(report)
+            if not told:
+                self._urgent = True
+                self._cond.notify_all()
+                return
+            self._held[iid] = report
+            if not self._hold_until:
+                self._hold_until = time.monotonic() + self.answered_hold_seconds
+                self._cond.notify_all()  # the loop's wait ends by then
+
+    def _due(self, now: float) -> bool:
+        """Under `_cond`: whether the buffer should go now."""
+        return bool(self._buffer) and (self._urgent or now >= self._hold_until)
+
+    def _drained(self) -> None:
+        """Under `_cond`, once the buffer is empty."""
+        if not self._buffer:
+            self._urgent = False
+            self._hold_until = 0.0
+            self._held.clear()
 
     def pending(self) -> int:
         with self._cond:
@@ -143,11 +191,13 @@ class Reporter:
                 if self._stopping:
                     return
                 now = time.monotonic()
-                if now >= retry_at and (self._buffer or not self.registered):
+                if now >= retry_at and (self._due(now) or not self.registered):
                     continue  # more to send, or a heartbeat asked to register again
                 # Until a change (observe), a registration asked for, the retry after
-                # a failure, the resync, or stop.
+                # a failure, the end of a hold, the resync, or stop.
                 until = retry_at if now < retry_at else next_resync
+                if self._buffer and not self._urgent:
+                    until = min(until, self._hold_until)
                 self._cond.wait(timeout=max(0.0, min(until, next_resync) - now))
                 if self._stopping:
                     return
@@ -183,7 +233,7 @@ class Reporter:
             self._flush_unregistered()
             self._register()
             called = True
-        if self._flush() or called:
+        if self._flush(held_too=called) or called:
             self._ok()
 
     def _step(self, what: str, step: Callable[[], None]) -> bool:
@@ -250,6 +300,7 @@ class Reporter:
             self._cond.notify_all()  # the heartbeats go on
             while self._buffer and self._buffer[0].report_seq <= snapshot_seq:
                 self._buffer.popleft()
+            self._drained()
         log.info("registered as %s with %s (%d VMs, %d cores, %d MiB)", self.hostname,
                  self.client.address, len(snapshot), facts.cores, req.memory_mib)
 
@@ -326,13 +377,18 @@ class Reporter:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
 
-    def _flush(self) -> bool:
-        """Send the buffer in batches, oldest first, until it is empty; True if a
-        call was made."""
+    def _flush(self, held_too: bool = True) -> bool:
+        """Send the buffer in batches, oldest first, until it is empty (unless all
+        it holds may still wait, and not `held_too`); True if a call was made."""
         sent = False
+        with self._cond:
+            if not held_too and not self._due(time.monotonic()):
+                return False
         while True:
             with self._cond:
                 batch = list(self._buffer)[:MAX_BATCH]
+                if not batch:
+                    self._drained()
             if not batch:
                 return sent
             req = reg.ReportInstancesRequest(name=self.hostname, reports=batch)

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from tashi.nm.answering import Answering
 from tashi.nm.console import ConsoleSession, LogReader
 from tashi.nm.convert import spec_from_instance, vm_info_pb, vm_stats_pb
 from tashi.nm.driver import Driver
@@ -55,12 +56,15 @@ def _instance_id(value: int) -> int:
 
 class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def __init__(self, driver: Driver, bridge_lookup: BridgeLookup | None = None,
-                 stamp: Callable[[], int] | None = None) -> None:
+                 stamp: Callable[[], int] | None = None,
+                 answering: Answering | None = None) -> None:
         """`stamp`: the reporter's next report_seq (ReportClock.next), put on the
-        answers of starts, resumes and receives."""
+        answers of starts, resumes and receives; `answering`: where the starts
+        being answered are noted for the reporter."""
         self.driver = driver
         self.bridge_lookup = bridge_lookup
         self.stamp = stamp
+        self.answering = answering or Answering()
         self._console_streams = threading.BoundedSemaphore(CONSOLE_STREAMS)
         self._attached: set[int] = set()  # instances with an interactive session
         self._attached_lock = threading.Lock()
@@ -87,7 +91,8 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         return spec_from_instance(inst, bridges)
 
     def StartVm(self, request: nm.StartVmRequest, context: Any) -> nm.StartVmResponse:
-        vm = self.driver.start_vm(self._spec(request.instance, request.networks))
+        with self.answering.start(request.instance.id):
+            vm = self.driver.start_vm(self._spec(request.instance, request.networks))
         return nm.StartVmResponse(vm=self._ran(vm))
 
     def StartVms(self, request: nm.StartVmsRequest, context: Any) -> nm.StartVmsResponse:
@@ -101,7 +106,8 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
     def _one_start(self, start: nm.StartVmRequest) -> nm.StartVmResult:
         iid = start.instance.id
         try:
-            vm = self.driver.start_vm(self._spec(start.instance, start.networks))
+            with self.answering.start(iid):
+                vm = self.driver.start_vm(self._spec(start.instance, start.networks))
         except ServiceError as exc:
             log.log(logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.DEBUG,
                     "StartVms: instance %d: %s %s", iid, exc.code.name, exc.message)
@@ -136,7 +142,9 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
 
     def ResumeVm(self, request: nm.ResumeVmRequest, context: Any) -> nm.ResumeVmResponse:
         suspend_file = request.suspend_file or request.instance.status.suspend_image
-        vm = self.driver.resume_vm(self._spec(request.instance, request.networks), suspend_file)
+        with self.answering.start(request.instance.id):
+            vm = self.driver.resume_vm(self._spec(request.instance, request.networks),
+                                       suspend_file)
         return nm.ResumeVmResponse(vm=self._ran(vm))
 
     def PrepareReceiveVm(self, request: nm.PrepareReceiveVmRequest,

@@ -153,7 +153,10 @@ def test_reports_buffered_while_cm_is_away(tmp_path: Path, images: Path,
     cm = start_cm(tmp_path, images=str(images))
     client = cm.client()
     client.create_host("h1")
-    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, heartbeat_seconds=0.3)
+    # Every report at once (not held after the starts' answers), so that the trail
+    # below holds only what happened while the CM was away.
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, heartbeat_seconds=0.3,
+                   extra=["--answered-report-seconds", "0"])
     procs.append(nm)
     host = up_host(client, "h1")
     a, b = create(client, "a"), create(client, "b")
@@ -193,7 +196,10 @@ def test_a_start_landing_after_its_delete_is_ended_not_adopted(
     procs.append(cm)
     client = cm.client()
     client.create_host("h1")
-    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, cores=4, memory_mib=4096)
+    # The start below is made as the CM's would be, whose answer tells the CM:
+    # its report is held for a second (by default 30 s) and still goes.
+    nm = NMProcess(tmp_path / "h1", cm.address, "h1", images=images, cores=4, memory_mib=4096,
+                   extra=["--answered-report-seconds", "1"])
     procs.append(nm)
     up_host(client, "h1")
     inst = create(client, "late")

@@ -282,3 +282,45 @@ def test_one_report_waiting_seconds_does_not_hold_a_beat_back(tmp_path: Path) ->
         beats = [b for b in registry.beats if t0 < b < t1]
         gaps = [b - a for a, b in zip([t0, *beats], [*beats, t1], strict=True)]
         assert len(beats) >= 10 and max(gaps) < 1.0, gaps
+
+
+def _start_request(iid: int) -> nm.StartVmRequest:
+    return nm.StartVmRequest(request_id=f"s{iid}", instance=pb.Instance(
+        id=iid, name=f"vm{iid}", owner="alice", spec=pb.InstanceSpec(cores=1, memory_mib=64)))
+
+
+def test_what_a_starts_answer_told_waits_for_other_news(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    """The VMs a start call ran are told to the CM by its answer: their reports are
+    held (not dropped), go with the next news, in order, or when the hold ends."""
+    drv, registry, _running, rep = setup
+    servicer = NodeManagerServicer(drv, stamp=rep.clock.next, answering=rep.answering)
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    answers = servicer.StartVms(nm.StartVmsRequest(starts=[_start_request(1),
+                                                           _start_request(2)]), None)
+    assert [r.vm.state for r in answers.results] == [S.INSTANCE_STATE_RUNNING] * 2
+    time.sleep(0.5)
+    assert registry.reports_by_instance() == {}, "held: the answer told the CM"
+    assert rep.pending() == 2
+    # News of its own goes at once, and the held reports with it; vm2's end
+    # supersedes its start.
+    drv.destroy_vm(2)
+    wait_for(lambda: registry.states(2) == [S.INSTANCE_STATE_EXITED], what="vm2's end reported")
+    assert registry.states(1) == [S.INSTANCE_STATE_RUNNING]
+    seqs = [r.report_seq for r in registry.reports]
+    assert seqs == sorted(seqs), "in the order they were seen"
+    rep.answered_hold_seconds = 1.0
+    servicer.StartVm(_start_request(3), None)
+    time.sleep(0.3)
+    assert registry.states(3) == []
+    wait_for(lambda: registry.states(3) == [S.INSTANCE_STATE_RUNNING], timeout=5,
+             what="vm3's report once its hold ended")
+    drv.start_vm(spec(4))  # no call answers it (as a VM started outside the CM): at once
+    wait_for(lambda: registry.states(4) == [S.INSTANCE_STATE_RUNNING], timeout=0.5,
+             what="vm4 reported at once")
+    rep.answered_hold_seconds = 30.0
+    servicer.StartVm(_start_request(5), None)
+    drv.pause_vm(5)  # as the CM asks after the start's answer: the held report goes no more
+    wait_for(lambda: registry.states(5) == [S.INSTANCE_STATE_PAUSED], timeout=2,
+             what="vm5's pause reported, without the start its answer told")
