@@ -14,7 +14,7 @@ from tashi.cm import validation as v
 from tashi.cm.cadence import cadence, settle
 from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
-from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS
+from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS, SETTLING
 from tashi.cm.txn import Txn, copy_of, move
 from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import ServiceError, aborted, denied, exhausted, invalid, not_found
@@ -87,7 +87,7 @@ def register(c: Cluster, actor: str, req: nr.RegisterHostRequest,
             raise denied(f"host {host.name} is up and registered with another certificate; "
                          "it may register again once it is down")
         for report in req.instances:
-            check_report(c, txn, actor, host, report)
+            check_report(report)
         new = copy_of(host)
         new.up = True
         new.decayed = False
@@ -171,7 +171,7 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
         speak_for(c, actor, req.name, "report instances")
         host = _host_by_name(c, req.name)
         for rep in req.reports:
-            check_report(c, txn, actor, host, rep)
+            check_report(rep)
         applied = c.applied_reports.get(host.id, 0)
         for rep in req.reports:
             if rep.report_seq and rep.report_seq <= applied:
@@ -194,12 +194,14 @@ REPORTABLE = frozenset({pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED,
                         pb.INSTANCE_STATE_HELD, pb.INSTANCE_STATE_DESTROYING})
 
 
-def check_report(c: Cluster, txn: Txn, actor: str, host: pb.Host,
-                 rep: nr.InstanceReport) -> None:
-    """What any report must be (an instance id, a state a node manager can see, a
-    sequence number not from the far future), and that a node reports only about
-    instances on its host (or on none: a start the CM forgot in a restart, or a VM
-    it never knew); never about another host's."""
+def check_report(rep: nr.InstanceReport) -> None:
+    """What any report must be: an instance id, a state a node manager can see, a
+    sequence number not from the far future.  A node's report about another
+    host's instance is not refused, since an honest node makes one too (a start
+    whose answer the CM never heard, so it placed the instance again elsewhere; a
+    stale report from before a migration), and refusing it would refuse the whole
+    call, which the node sends again and again: its reports and registrations
+    would never go through.  `observe` applies nothing from such a report."""
     if rep.instance_id <= 0:
         raise invalid(f"instance_id must be positive, got {rep.instance_id}")
     if rep.state not in REPORTABLE:
@@ -208,16 +210,6 @@ def check_report(c: Cluster, txn: Txn, actor: str, host: pb.Host,
     if rep.report_seq < 0 or rep.report_seq > time.time_ns() // 1000 + MAX_SEQ_AHEAD_US:
         raise invalid(f"report_seq {rep.report_seq} is more than a day ahead of the cluster "
                       "manager's clock")
-    if not actor.startswith(NODE_PREFIX):
-        return
-    inst = txn.instance(rep.instance_id)
-    if inst is None or not inst.status.host_id:
-        return
-    if host.id not in (inst.status.host_id, inst.status.migration_target_host_id):
-        log.warning("refused: node %s reported instance %d, which is on host %s",
-                    host.name, inst.id, inst.status.host_name)
-        raise denied(f"host {host.name} may report only its own instances; instance "
-                     f"{inst.id} is on {inst.status.host_name}")
 
 
 def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None:
@@ -253,6 +245,8 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
                 new.vm_id = rep.vm_id
             move(txn, inst, pb.INSTANCE_STATE_RUNNING, f"found running on {host.name}",
                  edit=found)
+        elif status.host_id:
+            _elsewhere(c, txn, host, inst, state)
         return
     if status.state == pb.INSTANCE_STATE_DESTROYING:
         iid = inst.id
@@ -272,6 +266,20 @@ def observe(c: Cluster, txn: Txn, host: pb.Host, rep: nr.InstanceReport) -> None
 
     msg = rep.message or f"{instance_state_name(state)} on {host.name}"
     move(txn, inst, state, msg, rep.message if state == pb.INSTANCE_STATE_HELD else "", seen)
+
+
+def _elsewhere(c: Cluster, txn: Txn, host: pb.Host, inst: pb.Instance, state: int) -> None:
+    """`host` reports a VM of `inst`, which is on another host: nothing of it is
+    applied.  If `host` runs a copy while the instance settled elsewhere (a start
+    answer the CM never heard, then placed again), the copy is ended there; not
+    while the instance migrates or is Orphaned, when either copy may be the one."""
+    log.warning("host %s reported instance %d as %s, which is on host %s; not applied",
+                host.name, inst.id, instance_state_name(state), inst.status.host_name)
+    if state in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED) and \
+            inst.status.state not in SETTLING:
+        log.warning("host %s runs a second copy of instance %d; ending it", host.name, inst.id)
+        hid, iid = host.id, inst.id
+        txn.after.append(lambda: c.end_stray(hid, iid))
 
 
 def _learn_addresses(txn: Txn, inst: pb.Instance, host: pb.Host,

@@ -219,8 +219,8 @@ def test_a_header_makes_nobody_root(world: World) -> None:
 
 def test_host_hijack_is_refused(world: World, tmp_path: Path) -> None:
     """Attack 3: another node's certificate registering as h1, a second certificate
-    for h1 while it is up, and forged reports about h1's instance are refused;
-    h1's instance and address stay as they were."""
+    for h1 while it is up are refused; forged reports about h1's instance change
+    nothing; h1's instance and address stay as they were."""
     w = world
     admin = w.clients["admin"]
     admin.activate([pl.Placement(instance_id=w.alices.id, host_id=w.h1)])
@@ -236,11 +236,10 @@ def test_host_hijack_is_refused(world: World, tmp_path: Path) -> None:
         h2.call(h2.registry.RegisterHost, nr.RegisterHostRequest(
             name="h1", cores=64, memory_mib=65536, version="0.1.0", nm_address="127.0.0.1:1"))
     assert err.value.code == C.PERMISSION_DENIED
-    with pytest.raises(TashiError) as err:
+    # Taken, so an honest node's stale report never blocks its others, but not applied.
+    for forged in (pb.INSTANCE_STATE_EXITED, pb.INSTANCE_STATE_PAUSED, pb.INSTANCE_STATE_HELD):
         h2.call(h2.registry.ReportInstances, nr.ReportInstancesRequest(name="h2", reports=[
-            nr.InstanceReport(instance_id=w.alices.id, state=pb.INSTANCE_STATE_EXITED,
-                              report_seq=5)]))
-    assert err.value.code == C.PERMISSION_DENIED and "own instances" in err.value.message
+            nr.InstanceReport(instance_id=w.alices.id, state=forged, report_seq=5 + forged)]))
     impostor = ClusterClient(w.icm.address, timeout=5, tls=w.site.tls("node", "h1"))
     try:
         with pytest.raises(TashiError) as err:

@@ -219,3 +219,42 @@ def test_a_start_landing_after_its_delete_is_ended_not_adopted(
              if e.WhichOneof("subject") == "instance" and e.instance.id == inst.id]
     assert about == [], "the deleted instance was never adopted back"
     assert kept.id > inst.id
+
+
+def test_a_second_copy_on_another_host_is_ended_and_its_reports_go_on(
+        tmp_path: Path, images: Path, procs: list[CMProcess | NMProcess]) -> None:
+    """A start whose answer the CM never heard, so the instance ran elsewhere
+    meanwhile: h2 runs a copy of h1's instance and reports it.  The report is not
+    applied (the instance stays on h1), h2's copy is ended, and h2's reports are
+    not refused as a whole: what it reports next still reaches the CM."""
+    cm = start_cm(tmp_path, images=str(images))
+    procs.append(cm)
+    client = cm.client()
+    nms = {}
+    for name in ("h1", "h2"):
+        client.create_host(name)
+        nms[name] = NMProcess(tmp_path / name, cm.address, name, images=images, cores=4,
+                              memory_mib=4096, heartbeat_seconds=0.3,
+                              extra=["--answered-report-seconds", "1"])
+        procs.append(nms[name])
+    h1, h2 = up_host(client, "h1"), up_host(client, "h2")
+    x = create(client, "x")
+    activate(client, x.id, h1.id)
+    wait_state(client, x.id, S.INSTANCE_STATE_RUNNING)
+    on_h1 = client.get_instance(x.id)
+    since = client.last_seq()
+    nms["h2"].stub.StartVm(nmpb.StartVmRequest(request_id="lost-answer", instance=on_h1))
+    wait_for(lambda: not nms["h2"].stub.ListVms(nmpb.ListVmsRequest()).vms,
+             what="h2's copy of h1's instance ended")
+    assert "runs a second copy of instance" in cm.log_path.read_text()
+    y = create(client, "y")
+    activate(client, y.id, h2.id)
+    wait_state(client, y.id, S.INSTANCE_STATE_RUNNING)
+    nms["h2"].stub.PauseVm(nmpb.PauseVmRequest(instance_id=y.id))  # only h2's report tells
+    wait_state(client, y.id, S.INSTANCE_STATE_PAUSED)
+    now = client.get_instance(x.id)
+    assert (now.status.state, now.status.host_id) == (S.INSTANCE_STATE_RUNNING, h1.id)
+    assert [v.instance_id for v in nms["h1"].stub.ListVms(nmpb.ListVmsRequest()).vms] == [x.id]
+    about_x = [e for e in events_until_now(client, since)
+               if e.WhichOneof("subject") == "instance" and e.instance.id == x.id]
+    assert about_x == [], "nothing h2 said about x was applied"
