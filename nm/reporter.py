@@ -196,8 +196,8 @@ class Reporter:
                 # Until a change (observe), a registration asked for, the retry after
                 # a failure, the end of a hold, the resync, or stop.
                 until = retry_at if now < retry_at else next_resync
-                if self._buffer and not self._urgent:
-                    until = min(until, self._hold_until)
+                if self._buffer and not self._urgent and self._hold_until > now:
+                    until = min(until, self._hold_until)  # (once past, the retry's time)
                 self._cond.wait(timeout=max(0.0, min(until, next_resync) - now))
                 if self._stopping:
                     return

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tashi.nm.libvirt.driver import LibvirtDriver
@@ -40,6 +41,7 @@ class Registry(reg_grpc.NodeRegistryServiceServicer):
         self.reports: list[reg.InstanceReport] = []
         self.registered = True
         self.asked = 0.0  # the heartbeat interval this CM asks for
+        self.refuse_reports = False
 
     def RegisterHost(self, request: Any, context: Any) -> reg.RegisterHostResponse:
         with self.lock:
@@ -54,6 +56,8 @@ class Registry(reg_grpc.NodeRegistryServiceServicer):
                                          heartbeat_interval_seconds=self.asked)
 
     def ReportInstances(self, request: Any, context: Any) -> reg.ReportInstancesResponse:
+        if self.refuse_reports:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
         with self.lock:
             # Like the CM: a report already applied (a retry after a lost answer) is skipped.
             top = max((r.report_seq for r in self.reports), default=0)
@@ -324,3 +328,25 @@ def test_what_a_starts_answer_told_waits_for_other_news(
     drv.pause_vm(5)  # as the CM asks after the start's answer: the held report goes no more
     wait_for(lambda: registry.states(5) == [S.INSTANCE_STATE_PAUSED], timeout=2,
              what="vm5's pause reported, without the start its answer told")
+
+
+def test_held_reports_the_cm_refuses_are_tried_again_without_spinning(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    """Once a hold has ended and the send failed, the reporter waits for its retry
+    (bench_fleet caught it spinning until then: 1,000 hosts' worth of CPU)."""
+    drv, registry, _running, rep = setup
+    servicer = NodeManagerServicer(drv, stamp=rep.clock.next, answering=rep.answering)
+    rep.answered_hold_seconds = 0.1
+    rep.heartbeat_seconds = 1.0  # a failed send is tried again after 1 s
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    registry.refuse_reports = True
+    servicer.StartVm(_start_request(1), None)
+    time.sleep(0.3)  # the hold is over and the first send refused
+    before = time.process_time()
+    time.sleep(1.5)
+    spent = time.process_time() - before
+    assert spent < 0.5, f"{spent:.2f} CPU-s in 1.5 s while waiting to send again"
+    registry.refuse_reports = False
+    wait_for(lambda: registry.states(1) == [S.INSTANCE_STATE_RUNNING], timeout=5,
+             what="the held report once the CM takes it")
