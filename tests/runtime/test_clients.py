@@ -141,3 +141,30 @@ def test_a_servers_try_again_after_is_read_within_bounds() -> None:
     assert translate(_Refused(busy, ())).retry_after == 0.0
     assert translate(_Refused(grpc.StatusCode.INTERNAL,
                               ((RETRY_AFTER_KEY, "50"),))).retry_after == 0.0
+
+
+@pytest.mark.parametrize("hint_ms", [20, 1000])
+def test_a_refused_call_is_sent_again_soon_after_a_brief_refusal(
+        monkeypatch: pytest.MonkeyPatch, hint_ms: int) -> None:
+    """The wait between tries doubles from the server's "try again after", but only
+    up to a quarter second unless the server asked for longer itself."""
+    from tashi.runtime import rpc
+    pauses: list[float] = []
+    monkeypatch.setattr(rpc.time, "sleep", pauses.append)
+    refused = 12
+
+    def method(request: object, timeout: float, metadata: object) -> str:
+        if len(pauses) < refused:
+            raise _Refused(C.RESOURCE_EXHAUSTED, ((RETRY_AFTER_KEY, str(hint_ms)),))
+        return "answered"
+
+    client = NodeManagerClient("127.0.0.1:1", timeout=60)
+    try:
+        assert client.call(method, None) == "answered"
+    finally:
+        client.close()
+    hint = hint_ms / 1000
+    assert len(pauses) == refused
+    assert all(0.5 * hint <= p <= 1.5 * max(hint, rpc.DOUBLED_UP_TO) for p in pauses), pauses
+    if hint < rpc.DOUBLED_UP_TO:
+        assert pauses[0] <= 1.5 * hint and max(pauses) > 1.5 * hint, "it doubles"
