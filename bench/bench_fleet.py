@@ -18,27 +18,26 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
 
 Measured here (2-core machine), defaults (1,000 hosts / 20,000 VMs / 8 fleet
 processes / 8 users, hosts' own beat 2 s, expiry 10 s), one run on 2026-12-01
-(code of 92d5c84): the CM asks for a beat every 5 s (--heartbeat-rate 200) and
-stretches the expiry to 25 s; the beats go to its liveness process
-(cm/beats.py).  Fleet 0.91 MiB and 4.1 threads per host idle, 1.50 MiB and 9.0
-after the fill; fill Activating 59.5 s (336/s), Running 66.8 s (299/s), with
-127 of the 134 CPU seconds the 2 cores had spent (CM 1.67 ms/VM, its liveness
-process 0.27, scheduler 0.17, accounting 0.17, the simulated hosts 4.05);
-steady CM 10.7% of a core, 342 MiB, 203 heartbeats/s heard of 200 expected;
-ListInstances of 20,000 median 105 ms; GetUsage by user 3 ms, by instance 371
-ms; churn offered at 100/s + 100/s for 30 s by 8 users: 95 creates/s achieved
-(1,230 calls refused as busy and sent again), create -> Running p50 0.31 s p99
-1.88 s, CreateInstance p50 112 ms p99 1.64 s (in the CM's handlers p99 <= 250
-ms), DeleteInstance p99 3.0 s; 0 overcommits; 50 hosts frozen: down and
-Orphaned 23.6 s (bound 30 s), back in 5.6 s, 0 lost, every VM accounted for.
-This machine's speed varies through the day (the same code filled at 163 to
-408 VMs/s in 8 runs; the hosts' cost 2.9 to 9.3 ms/VM): compare within an
-hour.  Group commit (cm/commits.py), A/B the same hour, --kill 0, one run
-each: before (9cbebbf) fill 217/s, CM 2.49 ms/VM, 1.47 ReportInstances/VM;
-churn 12,914 busy refusals, create -> Running p99 6.26 s, CreateInstance p99
-5.45 s, DeleteInstance p99 18.6 s; after: fill 234/s, CM 1.92 ms/VM, 0.54
-ReportInstances/VM; churn 1,408 refusals, create -> Running p99 3.18 s,
-CreateInstance p99 2.93 s, DeleteInstance p99 7.5 s.
+05:43 (code of a82d450): the CM asks for a beat every 5 s (--heartbeat-rate
+200) and stretches the expiry to 25 s; the beats go to its liveness process
+(cm/beats.py).  Fleet 0.91 MiB and 4.1 threads per host idle, 1.49 MiB and
+9.1 after the fill; fill Activating 27.9 s (717/s), Running 36.2 s (553/s),
+with 69.5 of the 72.3 CPU seconds the 2 cores had spent (CM 0.73 ms/VM, its
+liveness process 0.13, scheduler 0.14, accounting 0.15, the simulated hosts
+2.30); 0.08 ReportInstances calls per VM; steady CM 10.0% of a core, 333 MiB,
+195 heartbeats/s heard of 200 expected; ListInstances of 20,000 median 134
+ms; GetUsage by user 5 ms, by instance 569 ms; churn offered at 100/s +
+100/s for 30 s by 8 users: 96 creates/s achieved (1,908 calls refused as busy
+and sent again), create -> Running p50 0.63 s p99 1.68 s, CreateInstance p50
+389 ms p99 1,444 ms (in the CM's handlers p99 <= 250 ms), DeleteInstance p99
+4.6 s; 0 overcommits; 50 hosts frozen: down and Orphaned 24.1 s (bound 30 s),
+back in 5.1 s, 0 lost, every VM accounted for.
+This machine's speed varies through the day (the simulated hosts' cost ran
+from 2.3 to 10.7 ms/VM on 2026-12-01): compare within an hour.  The RUNNING
+report held after a start's answer (nm/answering.py), A/B the same hour
+(05:18 to 05:27), --kill 0, one run each: before (69cea20) fill to Running
+309/s, CM 1.50 ms/VM, 0.67 ReportInstances/VM, hosts 3.99 ms/VM; after
+(968f236) 432/s, CM 0.98 ms/VM, 0.15 ReportInstances/VM, hosts 2.92 ms/VM.
 """
 
 from __future__ import annotations
