@@ -70,9 +70,10 @@ class CMConfig(TransportSettings):
     sync: str = field(default="normal", metadata={
         "help": "normal: durable across a killed CM; full: also across power loss"})
     nm_call_seconds: float = field(default=120.0, metadata={"help": "timeout of calls to NMs"})
-    nm_calls: int = field(default=256, metadata={
+    nm_calls: int = field(default=64, metadata={
         "help": "calls to node managers out at once (each holds a thread while it waits; "
-                "starts and destroys queue behind them)"})
+                "starts and destroys queue behind them; more threads also compete with "
+                "the cluster's own work for the interpreter)"})
     metrics_listen: str = field(default="", metadata={"help": "HOST:PORT for /metrics (off)"})
     data_listen: str = field(default="", metadata={
         "help": "HOST:PORT of the image data port (fast uploads and downloads with a ticket "
