@@ -18,22 +18,23 @@ against a fleet of real node managers (bench/fleet.py), measured in one run.
 
 Measured here (2-core machine), defaults (1,000 hosts / 20,000 VMs / 8 fleet
 processes / 8 users, hosts' own beat 2 s, expiry 10 s), one run on 2026-12-01
-05:43 (code of a82d450): the CM asks for a beat every 5 s (--heartbeat-rate
+06:43 (code of f2abc68): the CM asks for a beat every 5 s (--heartbeat-rate
 200) and stretches the expiry to 25 s; the beats go to its liveness process
-(cm/beats.py).  Fleet 0.91 MiB and 4.1 threads per host idle, 1.49 MiB and
-9.1 after the fill; fill Activating 27.9 s (717/s), Running 36.2 s (553/s),
-with 69.5 of the 72.3 CPU seconds the 2 cores had spent (CM 0.73 ms/VM, its
-liveness process 0.13, scheduler 0.14, accounting 0.15, the simulated hosts
-2.30); 0.08 ReportInstances calls per VM; steady CM 10.0% of a core, 333 MiB,
-195 heartbeats/s heard of 200 expected; ListInstances of 20,000 median 134
-ms; GetUsage by user 5 ms, by instance 569 ms; churn offered at 100/s +
-100/s for 30 s by 8 users: 96 creates/s achieved (1,908 calls refused as busy
-and sent again), create -> Running p50 0.63 s p99 1.68 s, CreateInstance p50
-389 ms p99 1,444 ms (in the CM's handlers p99 <= 250 ms), DeleteInstance p99
-4.6 s; 0 overcommits; 50 hosts frozen: down and Orphaned 24.1 s (bound 30 s),
-back in 5.1 s, 0 lost, every VM accounted for.
+(cm/beats.py).  Fleet 0.91 MiB and 4.1 threads per host idle, 1.45 MiB and
+9.1 after the fill; fill Activating 20.7 s (966/s), Running 25.0 s (799/s),
+with 48.0 of the 50.1 CPU seconds the 2 cores had spent (CM 0.45 ms/VM, its
+liveness process 0.08, scheduler 0.13, accounting 0.14, the simulated hosts
+1.57); fewer than 0.005 ReportInstances calls per VM; steady CM 7.8% of a
+core, 310 MiB, 194 heartbeats/s heard of 200 expected; ListInstances of
+20,000 median 113 ms; GetUsage by user 4 ms, by instance 387 ms; churn
+offered at 100/s + 100/s for 30 s by 8 users: 100 creates/s achieved (222
+calls refused as busy and sent again), create -> Running p50 0.08 s p99 0.38
+s, CreateInstance p50 19 ms p99 158 ms, DeleteInstance p99 206 ms; 0
+overcommits; 50 hosts frozen: down and Orphaned 24.2 s (bound 30 s), back in
+5.2 s, 0 lost, every VM accounted for.  That run came in a fast moment: the
+same code's CreateInstance p99 was 533 and 1,450 ms in two runs at 06:27.
 This machine's speed varies through the day (the simulated hosts' cost ran
-from 2.3 to 10.7 ms/VM on 2026-12-01): compare within an hour.  The RUNNING
+from 1.6 to 10.7 ms/VM on 2026-12-01): compare within an hour.  The RUNNING
 report held after a start's answer (nm/answering.py), A/B the same hour
 (05:18 to 05:27), --kill 0, one run each: before (69cea20) fill to Running
 309/s, CM 1.50 ms/VM, 0.67 ReportInstances/VM, hosts 3.99 ms/VM; after
