@@ -25,7 +25,7 @@ import grpc
 
 from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
-from tashi.cm.lifecycle import SETTLING
+from tashi.cm.lifecycle import stray_copy
 from tashi.cm.txn import Txn, move
 from tashi.runtime.nm_client import MAX_STARTS, NodeManagerClients
 from tashi.runtime.rpc import TashiError
@@ -205,9 +205,8 @@ class Dispatcher:
             if not isinstance(answer, TashiError):
                 self.cluster.learned(host.id, answer.report_seq)
             cur = txn.instance(iid)
-            if not isinstance(answer, TashiError) and (cur is None or (
-                    cur.status.host_id not in (0, host.id)
-                    and cur.status.state not in SETTLING)):
+            if not isinstance(answer, TashiError) and (
+                    cur is None or stray_copy(cur.status, host.id)):
                 # Deleted, or placed again on another host, while this start was out:
                 # what it ran on this host is no instance's VM.  (One waiting for a
                 # host is found running here by this host's report.)

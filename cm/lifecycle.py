@@ -66,6 +66,13 @@ ORPHANABLE = frozenset({
 # either copy may be the one that runs (a migration, or nobody knows).
 SETTLING = MIGRATING | {S.INSTANCE_STATE_ORPHANED}
 
+
+def stray_copy(status: pb.InstanceStatus, host_id: int) -> bool:
+    """Whether a VM of this instance on host `host_id` is a copy to end: the
+    instance is settled on another host (not SETTLING; one waiting for a host is
+    found running on `host_id` by that host's report instead)."""
+    return status.host_id not in (0, host_id) and status.state not in SETTLING
+
 # States an instance may be born in: created by a user, or adopted from what an
 # NM runs that the CM did not know.
 BIRTH = frozenset({S.INSTANCE_STATE_PENDING, S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED})

@@ -14,7 +14,7 @@ from tashi.cm import validation as v
 from tashi.cm.cadence import cadence, settle
 from tashi.cm.cluster import Cluster
 from tashi.cm.instances import remove
-from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS, SETTLING
+from tashi.cm.lifecycle import EXIT_IGNORED, ORPHANABLE, REPORT_TARGETS, stray_copy
 from tashi.cm.txn import Txn, copy_of, move
 from tashi.runtime.auth import NODE_PREFIX
 from tashi.runtime.errors import ServiceError, aborted, denied, exhausted, invalid, not_found
@@ -276,7 +276,7 @@ def _elsewhere(c: Cluster, txn: Txn, host: pb.Host, inst: pb.Instance, state: in
     log.warning("host %s reported instance %d as %s, which is on host %s; not applied",
                 host.name, inst.id, instance_state_name(state), inst.status.host_name)
     if state in (pb.INSTANCE_STATE_RUNNING, pb.INSTANCE_STATE_PAUSED) and \
-            inst.status.state not in SETTLING:
+            stray_copy(inst.status, host.id):
         log.warning("host %s runs a second copy of instance %d; ending it", host.name, inst.id)
         hid, iid = host.id, inst.id
         txn.after.append(lambda: c.end_stray(hid, iid))
