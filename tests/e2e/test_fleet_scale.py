@@ -20,7 +20,15 @@ from bench.bench_scheduler import history, overcommitted
 from bench.fleet import Fleet
 from bench.fleet_checks import ORPHANED, RUNNING, Tracker, accounted, failure_drill
 from tashi.runtime.client import ClusterClient
-from tests.harness import CMProcess, SchedulerProcess, metrics_address, scrape, stop_all, vm
+from tests.harness import (
+    CMProcess,
+    SchedulerProcess,
+    metrics_address,
+    scrape,
+    stop_all,
+    vm,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -70,8 +78,9 @@ def test_fleet_at_ci_scale(cluster: tuple[CMProcess, Fleet, ClusterClient]) -> N
         assert len(hosts) == HOSTS and all(h.up for h in hosts)
         assert sum(h.used_memory_mib for h in hosts) == VMS * 1024
         # From 50 hosts on, their heartbeats go to the CM's liveness process (cm/beats.py).
-        beats = scrape(metrics_address(cm)).get(("tashi_cm_beats_total", ()), 0)
-        assert beats > HOSTS, beats
+        # (Waited for: a fill that ends before every host beat twice leaves it at HOSTS.)
+        wait_for(lambda: scrape(metrics_address(cm)).get(("tashi_cm_beats_total", ()), 0)
+                 > HOSTS, timeout=30, what="more beats heard by the liveness process than hosts")
 
         # Ten hosts go silent at once (SIGSTOP of their process).
         drill = failure_drill(client, fleet, fleet.groups[-1], tracker, timeout=60)
