@@ -380,7 +380,8 @@ def main() -> None:
         kinds = Counter(re.sub(r"\d+", "N", p) for p in problems)
         print(f"[end] {len(client.list_instances())} instances; not accounted for: "
               f"{len(problems)} {dict(kinds)}; {fleet.cost()}; CM RSS "
-              f"{proc_status(cm.proc.pid)[0] / 2**20:,.0f} MiB", flush=True)
+              f"{proc_status(cm.proc.pid)[0] / 2**20:,.0f} MiB; the bench's watch broke and "
+              f"was resumed {len(tracker.resumed)} times {tracker.resumed}", flush=True)
         tracker.cancel()
         for user in users.values():
             user.close()

@@ -18,14 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
+
 from bench.fleet import Fleet, Group
 from tashi.runtime.client import ClusterClient
 from tashi.runtime.names import instance_state_name
+from tashi.runtime.rpc import TashiError
 from tashi.v1 import resources_pb2 as pb
 
 RUNNING = pb.INSTANCE_STATE_RUNNING
 ORPHANED = pb.INSTANCE_STATE_ORPHANED
 ACTIVATING = pb.INSTANCE_STATE_ACTIVATING
+MAX_RESUMED = 5  # broken watches resumed at most, per run
 
 
 
@@ -40,16 +44,31 @@ class Tracker(threading.Thread):
         self.host_at: dict[int, float] = {}
         self.cond = threading.Condition()
         self.error: BaseException | None = None
+        # Watches that broke UNAVAILABLE and were resumed where they stopped, as a
+        # follower would (runtime/informer.py): on this 2-core machine loaded with a
+        # thousand hosts, a keepalive ping may go unanswered past its 5 s.
+        self.resumed: list[str] = []
+        self._client = client
+        self._cancelled = False
         self._stream = client.watch_events(since, max_batch=5000)
 
     def run(self) -> None:
         try:
-            for batch in self._stream:
-                now = time.perf_counter()
-                with self.cond:
-                    for ev in batch:
-                        self._note(ev, now)
-                    self.cond.notify_all()
+            while True:
+                try:
+                    for batch in self._stream:
+                        now = time.perf_counter()
+                        with self.cond:
+                            for ev in batch:
+                                self._note(ev, now)
+                            self.cond.notify_all()
+                    return
+                except TashiError as exc:
+                    if exc.code != grpc.StatusCode.UNAVAILABLE or self._cancelled or \
+                            len(self.resumed) >= MAX_RESUMED:
+                        raise
+                    self.resumed.append(exc.message)
+                    self._stream = self._client.watch_events(self._stream.seq, max_batch=5000)
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             self.error = exc
             with self.cond:
@@ -84,6 +103,7 @@ class Tracker(threading.Thread):
             return sum(1 for i in ids if self.state.get(i) == state)
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._stream.cancel()
 
 
