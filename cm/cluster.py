@@ -109,6 +109,9 @@ class Cluster:
         # Per host: (the NM's incarnation, the highest report_seq this CM learned
         # from it: a registration list, a start's answer); see nodes.register.
         self.nm_seqs: dict[int, tuple[int, int]] = {}
+        # Per instance: (host id, report_seq) of the last answer that host's node
+        # manager gave about it; its reports numbered below say less (nodes.report).
+        self.answer_seqs: dict[int, tuple[int, int]] = {}
         # host id -> sha256 of the certificate its node manager registered with.
         self.host_certs: dict[int, str] = {}
         self.dispatch: Callable[[str, int], None] = lambda action, iid: None
@@ -231,13 +234,18 @@ class Cluster:
             view.last_heartbeat_time.FromSeconds(int(time.time() - (time.monotonic() - beat)))
         return view
 
-    def learned(self, host_id: int, report_seq: int) -> None:
+    def learned(self, host_id: int, report_seq: int, iid: int = 0) -> None:
         """Under the lock: this CM learned what host `host_id`'s node manager
-        numbered `report_seq` (a report, the answer of a start); a registration
-        list that node manager took before it is out of date (nodes.stale_list)."""
+        numbered `report_seq` (a report, the answer of a start; of a pause, a
+        shutdown... of instance `iid`); a registration list that node manager
+        took before it is out of date (nodes.stale_list), and so is its report of
+        `iid` numbered before."""
         if report_seq:
             incarnation, top = self.nm_seqs.get(host_id, (0, 0))
             self.nm_seqs[host_id] = (incarnation, max(top, report_seq))
+            known = self.answer_seqs.get(iid)
+            if iid and (known is None or known[0] != host_id or known[1] < report_seq):
+                self.answer_seqs[iid] = (host_id, report_seq)
 
     def free(self, host: pb.Host) -> tuple[int, int]:
         use = self.usage.get(host.id, Usage())
@@ -280,6 +288,7 @@ class Cluster:
             if obj is None:
                 if self.instances.pop(oid, None) is not None:
                     self.instance_keys += 1
+                self.answer_seqs.pop(oid, None)
                 return
             assert isinstance(obj, pb.Instance)
             if old is None:

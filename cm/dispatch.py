@@ -272,12 +272,16 @@ class Dispatcher:
                 return None
             return inst, host
 
-    def _finish(self, iid: int, expect: int, change: Any) -> None:
-        """Apply `change(txn, inst)` if the instance is still in `expect`."""
+    def _finish(self, iid: int, expect: int, change: Any,
+                answered: tuple[int, int] | None = None) -> None:
+        """Apply `change(txn, inst)` if the instance is still in `expect`;
+        `answered`: (host id, report_seq) of the node manager's answer."""
         c = self.cluster
 
         def body(txn: Txn) -> None:
             inst = c.instances.get(iid)
+            if inst is not None and answered is not None:
+                c.learned(*answered, iid)
             if inst is not None and inst.status.state == expect:
                 change(txn, inst)
 
@@ -348,6 +352,7 @@ class Dispatcher:
                     move(txn, cur, prior or call.undo, reason, reason)
                 self._finish(iid, call.expect, undo)
             return
+        answered = (host.id, answer.vm.report_seq)  # type: ignore[attr-defined]
         if call.done == S.INSTANCE_STATE_EXITED:
             self._finish(iid, call.expect, lambda txn, cur: remove(
                 txn, cur, f"destroyed on {host.name}"))
@@ -360,10 +365,10 @@ class Dispatcher:
                     status.suspend_image = suspend_file
                     status.suspend_host_id = host.id
                 move(txn, cur, S.INSTANCE_STATE_SUSPENDED, f"suspended on {host.name}", edit=edit)
-            self._finish(iid, call.expect, suspended)
-        elif call.done != call.expect:
-            self._finish(iid, call.expect, lambda txn, cur: move(
-                txn, cur, call.done, f"{action} done on {host.name}"))
+            self._finish(iid, call.expect, suspended, answered)
+        else:  # a shutdown stays Shutting Down until the host reports the VM gone
+            self._finish(iid, call.expect, lambda txn, cur: call.done != call.expect and move(
+                txn, cur, call.done, f"{action} done on {host.name}"), answered)
 
     def _migrate(self, iid: int) -> None:
         """Tashi's four steps: the target claims and readies, the source checks,

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tashi.cm import instances
 from tashi.cm import validation as v
@@ -176,13 +176,38 @@ def report(c: Cluster, actor: str, req: nr.ReportInstancesRequest,
         for rep in req.reports:
             if rep.report_seq and rep.report_seq <= applied:
                 continue
-            observe(c, txn, host, rep)
             applied = max(applied, rep.report_seq)
+            if not answered_since(c, host, rep):
+                observe(c, txn, host, rep)
         c.learned(host.id, applied)
-        txn.after.append(lambda: c.applied_reports.__setitem__(host.id, applied))
+        txn.after.append(lambda: settled_reports(c, host.id, applied, req.reports))
         return nr.ReportInstancesResponse(applied_seq=applied)
 
     return c.mutate(actor, req.request_id, "ReportInstances", nr.ReportInstancesResponse, body)
+
+
+def answered_since(c: Cluster, host: pb.Host, rep: nr.InstanceReport) -> bool:
+    """Whether `host`'s node manager answered an action on the instance after it
+    observed what `rep` says (a RUNNING still in flight when a pause's answer
+    came: applied, it would undo the pause)."""
+    host_id, seq = c.answer_seqs.get(rep.instance_id, (0, 0))
+    if host_id == host.id and rep.report_seq and rep.report_seq < seq:
+        log.info("host %s's report of instance %d (seq %d) is older than its answer "
+                 "(seq %d); not applied", host.name, rep.instance_id, rep.report_seq, seq)
+        return True
+    return False
+
+
+def settled_reports(c: Cluster, host_id: int, applied: int,
+                    reports: Sequence[nr.InstanceReport]) -> None:
+    """Once a report call is stored: the node manager's reports up to `applied`
+    are done with, and so are its answers numbered up to it (whatever it reports
+    of those instances later is numbered after them)."""
+    c.applied_reports[host_id] = applied
+    for rep in reports:
+        known = c.answer_seqs.get(rep.instance_id)
+        if known is not None and known[0] == host_id and known[1] <= applied:
+            del c.answer_seqs[rep.instance_id]
 
 
 # How far ahead of the CM's clock a report_seq may be: node managers number

@@ -59,8 +59,8 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
                  stamp: Callable[[], int] | None = None,
                  answering: Answering | None = None) -> None:
         """`stamp`: the reporter's next report_seq (ReportClock.next), put on the
-        answers of starts, resumes and receives; `answering`: where the starts
-        being answered are noted for the reporter."""
+        answers of actions on VMs; `answering`: where the starts being answered
+        are noted for the reporter."""
         self.driver = driver
         self.bridge_lookup = bridge_lookup
         self.stamp = stamp
@@ -77,6 +77,21 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         if self.stamp is not None:
             info.report_seq = self.stamp()
         return info
+
+    def _act(self, act: Callable[[int], VmInfo], instance_id: int) -> nm.VmInfo:
+        """`act` on a VM; its answer numbered as `_before` says."""
+        iid = _instance_id(instance_id)
+        seq = self._before()
+        info = vm_info_pb(act(iid))
+        info.report_seq = seq
+        return info
+
+    def _before(self) -> int:
+        """The number of an action's answer, taken just before it begins: the CM does
+        not apply a report of the VM observed earlier that reaches it after the
+        answer (it would undo the action), while one observed during the action
+        (the VM exiting as it shuts down) is numbered after."""
+        return self.stamp() if self.stamp is not None else 0
 
     def _spec(self, inst: pb.Instance, networks: Any) -> VmSpec:
         if inst.id <= 0:
@@ -121,24 +136,24 @@ class NodeManagerServicer(nm_grpc.NodeManagerServiceServicer):
         return nm.StartVmResult(instance_id=iid, vm=self._ran(vm))
 
     def ShutdownVm(self, request: nm.ShutdownVmRequest, context: Any) -> nm.ShutdownVmResponse:
-        vm = self.driver.shutdown_vm(_instance_id(request.instance_id))
-        return nm.ShutdownVmResponse(vm=vm_info_pb(vm))
+        return nm.ShutdownVmResponse(vm=self._act(self.driver.shutdown_vm, request.instance_id))
 
     def DestroyVm(self, request: nm.DestroyVmRequest, context: Any) -> nm.DestroyVmResponse:
-        vm = self.driver.destroy_vm(_instance_id(request.instance_id))
-        return nm.DestroyVmResponse(vm=vm_info_pb(vm))
+        return nm.DestroyVmResponse(vm=self._act(self.driver.destroy_vm, request.instance_id))
 
     def PauseVm(self, request: nm.PauseVmRequest, context: Any) -> nm.PauseVmResponse:
-        return nm.PauseVmResponse(
-            vm=vm_info_pb(self.driver.pause_vm(_instance_id(request.instance_id))))
+        return nm.PauseVmResponse(vm=self._act(self.driver.pause_vm, request.instance_id))
 
     def UnpauseVm(self, request: nm.UnpauseVmRequest, context: Any) -> nm.UnpauseVmResponse:
-        return nm.UnpauseVmResponse(
-            vm=vm_info_pb(self.driver.unpause_vm(_instance_id(request.instance_id))))
+        return nm.UnpauseVmResponse(vm=self._act(self.driver.unpause_vm, request.instance_id))
 
     def SuspendVm(self, request: nm.SuspendVmRequest, context: Any) -> nm.SuspendVmResponse:
-        vm, path = self.driver.suspend_vm(_instance_id(request.instance_id))
-        return nm.SuspendVmResponse(vm=vm_info_pb(vm), suspend_file=path)
+        iid = _instance_id(request.instance_id)
+        seq = self._before()
+        vm, path = self.driver.suspend_vm(iid)
+        info = vm_info_pb(vm)
+        info.report_seq = seq
+        return nm.SuspendVmResponse(vm=info, suspend_file=path)
 
     def ResumeVm(self, request: nm.ResumeVmRequest, context: Any) -> nm.ResumeVmResponse:
         suspend_file = request.suspend_file or request.instance.status.suspend_image

@@ -143,6 +143,31 @@ def test_a_registration_is_numbered_between_what_it_lists_and_later_starts(
     assert [x.report_seq for x in registry.reports if x.instance_id == 2][0] > r.snapshot_seq
 
 
+def test_the_answer_of_every_action_is_numbered_after_what_was_reported_before(
+        setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
+    """A pause's answer carries a report_seq above the RUNNING report the reporter
+    numbered before it, and below the PAUSED one the pause made: the CM tells
+    from it a report still in flight when the answer came, and applies what the
+    action itself made the host see (tests/cm/test_answer_order.py)."""
+    drv, registry, _running, rep = setup
+    servicer = NodeManagerServicer(drv, stamp=rep.clock.next)
+    rep.start()
+    wait_for(lambda: registry.registrations, what="registration")
+    drv.start_vm(spec(4))
+    wait_for(lambda: registry.states(4) == [S.INSTANCE_STATE_RUNNING], what="running report")
+    answers = [servicer.PauseVm(nm.PauseVmRequest(instance_id=4), None).vm,
+               servicer.UnpauseVm(nm.UnpauseVmRequest(instance_id=4), None).vm,
+               servicer.DestroyVm(nm.DestroyVmRequest(instance_id=4), None).vm]
+    wait_for(lambda: len(registry.states(4)) == 4, what="paused, running, exited reports")
+    reports = [x for x in registry.reports if x.instance_id == 4]
+    assert [x.state for x in reports] == [S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_PAUSED,
+                                          S.INSTANCE_STATE_RUNNING, S.INSTANCE_STATE_EXITED]
+    assert [a.state for a in answers] == [S.INSTANCE_STATE_PAUSED, S.INSTANCE_STATE_RUNNING,
+                                          S.INSTANCE_STATE_EXITED]
+    for before, answer, after in zip(reports, answers, reports[1:], strict=False):
+        assert 0 < before.report_seq < answer.report_seq < after.report_seq
+
+
 def test_reports_in_order_and_nothing_lost_while_the_cm_is_away(
         setup: tuple[LibvirtDriver, Registry, server.Running, Reporter]) -> None:
     drv, registry, running, rep = setup
