@@ -117,6 +117,27 @@ def handling(metrics: str, method: str) -> Counter[str]:
     return out
 
 
+def commits(metrics: str) -> dict[str, Counter[str]]:
+    """The CM's tashi_cm_commit_{turn,wait}_seconds so far (cm/commits.py), as
+    `handling` reads a method's."""
+    out: dict[str, Counter[str]] = {"turn": Counter(), "wait": Counter()}
+    for (name, labels), v in scrape(metrics).items():
+        m = re.fullmatch(r"tashi_cm_commit_(turn|wait)_seconds_(bucket|count|sum)", name)
+        if m:
+            out[m.group(1)][dict(labels).get("le", m.group(2))] += v
+    return out
+
+
+def in_commits(before: dict[str, Counter[str]], metrics: str) -> str:
+    """The commit turns and waits since `before`: how many, their spread, turns over 0.1 s."""
+    after = commits(metrics)
+    d = after["turn"] - before["turn"]
+    slow = d["count"] - d["0.1"]
+    return (f"{d['count']:.0f} turns of the lock, {in_cm(before['turn'], after['turn'])}, "
+            f"{slow:.0f} over 100 ms; the changes' waits for their turn: "
+            f"{in_cm(before['wait'], after['wait'])}")
+
+
 def in_cm(before: Counter[str], after: Counter[str]) -> str:
     """Mean and bucket bounds of p50/p99 between two `handling` scrapes."""
     d = after - before
@@ -136,7 +157,7 @@ def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
     """createMany batches, the users in turn.  `parts`: the processes whose CPU
     seconds the fill is charged, by name (on this machine's 2 cores their sum per
     VM bounds the rate)."""
-    cpu0, calls0 = cpu_use(parts), handled(metrics)
+    cpu0, calls0, turns0 = cpu_use(parts), handled(metrics), commits(metrics)
     t0 = time.perf_counter()
     ids: list[int] = []
     for k, start in enumerate(range(0, vms, batch)):
@@ -158,6 +179,7 @@ def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
     calls = handled(metrics) - calls0
     print("[fill] calls the CM took per VM: " + ", ".join(
         f"{method} {n / vms:.2f}" for method, n in calls.most_common(4)), flush=True)
+    print(f"[fill] {in_commits(turns0, metrics)}", flush=True)
     return ids
 
 
@@ -220,6 +242,7 @@ def churn(users: dict[str, ClusterClient], tracker: Tracker, victims: list[pb.In
     created, oldest first, once they are Running."""
     cpu0, c0, busy0 = cpu_use(parts), time.perf_counter(), refused(metrics)
     in0 = {m: handling(metrics, m) for m in ("CreateInstance", "DeleteInstance")}
+    turns0 = commits(metrics)
     names = sorted(users)
     owner = {v.id: v.owner for v in victims}
     starts: dict[int, float] = {}
@@ -285,6 +308,7 @@ def churn(users: dict[str, ClusterClient], tracker: Tracker, victims: list[pb.In
           f"{pct(del_s, .99) * 1000:.0f} ms", flush=True)
     print("[churn] time in the CM's handlers (refused calls included): " + "; ".join(
         f"{m} {in_cm(h, handling(metrics, m))}" for m, h in in0.items()), flush=True)
+    print(f"[churn] {in_commits(turns0, metrics)}", flush=True)
     print(f"[churn] create -> Activating p50 {pct(placed, .5):.2f}s p99 {pct(placed, .99):.2f}s;"
           f" Activating -> Running p50 {pct(begun, .5):.2f}s p99 {pct(begun, .99):.2f}s; CPU "
           "over the churn: " + ", ".join(

@@ -123,7 +123,7 @@ class Cluster:
         self.deposed: Callable[[str], None] = lambda why: None
         self._commits = 0
         # Changes waiting for the lock are made and stored in turns (cm/commits.py).
-        self._combiner = Combiner(self.lock, self._run_group)
+        self.combiner = Combiner(self.lock, self._run_group)
         self._group: Group | None = None  # the turn being made, under the lock
 
     def _load_resources(self, resources: dict[str, list[bytes]]) -> None:
@@ -473,7 +473,7 @@ class Cluster:
             job = Job(fn)
             self._run_group([job])
             return job.outcome()
-        return self._combiner.run(fn)
+        return self.combiner.run(fn)
 
     def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
                body: Callable[[Txn], R]) -> R:

@@ -19,7 +19,9 @@ next group.  Each caller then does what its change asked for after the lock
 
 from __future__ import annotations
 
+import bisect
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,14 +31,32 @@ from tashi.runtime.errors import unavailable
 MAX_GROUP = 256
 
 
+# Upper bounds (seconds) of the turns' and waits' histograms.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Counts by upper bound (the last: above every bound) and the sum; written by
+    the leading thread only, read by scrapes (tashi_cm_commit_*_seconds)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
 class Job:
     """One change waiting for the lock: `fn` runs under it; its result or error
     reaches the caller once the group it ran in is stored."""
 
-    __slots__ = ("fn", "result", "error", "finished", "_wake")
+    __slots__ = ("fn", "result", "error", "finished", "queued", "_wake")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
+        self.queued = time.monotonic()
         self.result: Any = None
         self.error: BaseException | None = None
         self.finished = False
@@ -58,6 +78,10 @@ class Combiner:
         self._queue: list[Job] = []
         self._queue_lock = threading.Lock()
         self._leading = False
+        # How long each turn held the lock (its jobs and their write), and how long
+        # each job waited for the turn it ran in.
+        self.turns = Histogram()
+        self.waits = Histogram()
 
     def run(self, fn: Callable[[], Any]) -> Any:
         job = Job(fn)
@@ -82,7 +106,13 @@ class Combiner:
                     with self._queue_lock:
                         jobs = self._queue[:MAX_GROUP]
                         del self._queue[:MAX_GROUP]
-                    self._run_group(jobs)
+                    began = time.monotonic()
+                    for job in jobs:
+                        self.waits.observe(began - job.queued)
+                    try:
+                        self._run_group(jobs)
+                    finally:
+                        self.turns.observe(time.monotonic() - began)
             except BaseException as exc:  # noqa: BLE001 - passed on below, after the hand-over
                 failure = exc
             for job in jobs:

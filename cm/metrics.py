@@ -19,10 +19,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from tashi.cm.cluster import Cluster
+from tashi.cm.commits import BUCKETS
 from tashi.cm.txn import Usage
 from tashi.runtime.names import INSTANCE_STATE_NAMES, instance_state_name
 from tashi.v1 import resources_pb2 as pb
@@ -43,6 +49,21 @@ class ClusterCollector(Collector):
         yield from self._hosts(hosts, usage, beats)
         yield from self._instances(instances)
         yield from self._events()
+        yield from self._commits()
+
+    def _commits(self) -> Iterator[Metric]:
+        combiner = self.cluster.combiner
+        for name, hist, what in (
+                ("tashi_cm_commit_turn_seconds", combiner.turns, "How long each turn of the "
+                 "cluster's lock took: the changes queued for it made and stored together."),
+                ("tashi_cm_commit_wait_seconds", combiner.waits, "How long each change "
+                 "(a call, a start's answer, a report) waited for the turn it was made in.")):
+            counts, total = list(hist.counts), hist.sum
+            buckets, running = [], 0
+            for bound, n in zip((*(str(b) for b in BUCKETS), "+Inf"), counts, strict=True):
+                running += n
+                buckets.append((bound, running))
+            yield HistogramMetricFamily(name, what, buckets=buckets, sum_value=total)
 
     def _hosts(self, hosts: dict[int, pb.Host], usage: dict[int, Usage],
                beats: dict[int, float]) -> Iterator[Metric]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +111,25 @@ def test_grpc_calls_of_the_cm_are_counted(cm: InProcCM) -> None:
                grpc_method="ListInstances", grpc_code="OK") == 1
     assert get(s, "grpc_server_handling_seconds_count", grpc_type="unary", grpc_service=svc,
                grpc_method="ListInstances") == 1
+
+
+def test_commit_turns_and_their_waits_are_measured(cm: InProcCM) -> None:
+    """A change that holds the lock 0.3 s shows as one turn above 0.25 s, and the
+    call queued behind it as a wait above 0.1 s."""
+    def delta(name: str, le: str) -> float:
+        return (get(after, f"{name}_bucket", le=le) or 0) - (get(before, f"{name}_bucket",
+                                                                 le=le) or 0)
+
+    before = scrape(cm)
+    slow = threading.Thread(target=cm.cluster.write,
+                            args=("root", lambda txn: time.sleep(0.3)))
+    slow.start()
+    time.sleep(0.1)
+    cm.client().create_user("carol")  # queued while the slow turn holds the lock
+    slow.join()
+    after = scrape(cm)
+    turns, waits = "tashi_cm_commit_turn_seconds", "tashi_cm_commit_wait_seconds"
+    assert delta(turns, "0.5") - delta(turns, "0.25") == 1
+    assert delta(waits, "+Inf") - delta(waits, "0.1") == 1
+    assert delta(waits, "+Inf") >= 2 and delta(turns, "+Inf") >= 2
+    assert (get(after, f"{turns}_sum") or 0) - (get(before, f"{turns}_sum") or 0) >= 0.3
