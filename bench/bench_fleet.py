@@ -119,12 +119,13 @@ def handling(metrics: str, method: str) -> Counter[str]:
 
 def commits(metrics: str) -> dict[str, Counter[str]]:
     """The CM's tashi_cm_commit_{turn,wait}_seconds so far (cm/commits.py), as
-    `handling` reads a method's."""
-    out: dict[str, Counter[str]] = {"turn": Counter(), "wait": Counter()}
+    `handling` reads a method's: "turn", and "call" and "own" for the waits."""
+    out: dict[str, Counter[str]] = {"turn": Counter(), "call": Counter(), "own": Counter()}
     for (name, labels), v in scrape(metrics).items():
         m = re.fullmatch(r"tashi_cm_commit_(turn|wait)_seconds_(bucket|count|sum)", name)
         if m:
-            out[m.group(1)][dict(labels).get("le", m.group(2))] += v
+            tags = dict(labels)
+            out[tags.get("change", m.group(1))][tags.get("le", m.group(2))] += v
     return out
 
 
@@ -134,8 +135,9 @@ def in_commits(before: dict[str, Counter[str]], metrics: str) -> str:
     d = after["turn"] - before["turn"]
     slow = d["count"] - d["0.1"]
     return (f"{d['count']:.0f} turns of the lock, {in_cm(before['turn'], after['turn'])}, "
-            f"{slow:.0f} over 100 ms; the changes' waits for their turn: "
-            f"{in_cm(before['wait'], after['wait'])}")
+            f"{slow:.0f} over 100 ms; waits for a turn: calls' "
+            f"{in_cm(before['call'], after['call'])}; the CM's own changes' "
+            f"{in_cm(before['own'], after['own'])}")
 
 
 def in_cm(before: Counter[str], after: Counter[str]) -> str:

@@ -357,12 +357,14 @@ class Cluster:
         """Where each kind's objects live in memory (what a change replaced, for undo)."""
         return getattr(self, TABLES[kind])  # type: ignore[no-any-return]
 
-    def _run_group(self, jobs: list[Job]) -> None:
+    def _run_group(self, jobs: Iterable[Job]) -> None:
         """Under the lock (cm/commits.py): run `jobs` one after another, each seeing
         the changes of those before it, then store what they staged at once."""
         self._group = Group(self.events.last_seq)
+        ran: list[Job] = []
         try:
             for job in jobs:
+                ran.append(job)
                 self._group.jobs.append(job)
                 try:
                     job.result = job.fn()
@@ -371,7 +373,7 @@ class Cluster:
             self._flush()
         finally:
             self._group = None
-            for job in jobs:
+            for job in ran:
                 job.finished = True
 
     def _stage(self, txn: Txn, request: tuple[str, str, Message] | None = None) -> None:
@@ -464,16 +466,17 @@ class Cluster:
         self.request_ids = self.store.request_ids()
         self.events.trimmed_to(keep_from)
 
-    def _turn(self, fn: Callable[[], Any]) -> Any:
+    def _turn(self, fn: Callable[[], Any], call: bool = False) -> Any:
         """Run `fn` (which stages its change) in a turn of the lock: its own turn
-        or, called under the lock, now (within the turn this thread runs)."""
+        or, called under the lock, now (within the turn this thread runs);
+        `call`: a caller's change, not the CM's own (cm/commits.py)."""
         if self.lock._is_owned():  # type: ignore[attr-defined]
             if self._group is not None:
                 return fn()
             job = Job(fn)
             self._run_group([job])
             return job.outcome()
-        return self.combiner.run(fn)
+        return self.combiner.run(fn, call)
 
     def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
                body: Callable[[Txn], R]) -> R:
@@ -496,7 +499,7 @@ class Cluster:
             self._stage(txn, (rid, method, resp) if rid else None)
             return resp, txn
 
-        resp, txn = self._turn(job)
+        resp, txn = self._turn(job, call=True)
         for action in txn.after if txn is not None else ():
             action()
         return resp

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from tashi.cm.cluster import Cluster
-from tashi.cm.commits import BUCKETS
+from tashi.cm.commits import BUCKETS, Histogram
 from tashi.cm.txn import Usage
 from tashi.runtime.names import INSTANCE_STATE_NAMES, instance_state_name
 from tashi.v1 import resources_pb2 as pb
@@ -53,17 +53,19 @@ class ClusterCollector(Collector):
 
     def _commits(self) -> Iterator[Metric]:
         combiner = self.cluster.combiner
-        for name, hist, what in (
-                ("tashi_cm_commit_turn_seconds", combiner.turns, "How long each turn of the "
-                 "cluster's lock took: the changes queued for it made and stored together."),
-                ("tashi_cm_commit_wait_seconds", combiner.waits, "How long each change "
-                 "(a call, a start's answer, a report) waited for the turn it was made in.")):
-            counts, total = list(hist.counts), hist.sum
-            buckets, running = [], 0
-            for bound, n in zip((*(str(b) for b in BUCKETS), "+Inf"), counts, strict=True):
-                running += n
-                buckets.append((bound, running))
-            yield HistogramMetricFamily(name, what, buckets=buckets, sum_value=total)
+        turns = HistogramMetricFamily(
+            "tashi_cm_commit_turn_seconds", "How long each turn of the cluster's lock took: "
+            "the changes queued for it made and stored together.")
+        turns.add_metric([], *_buckets(combiner.turns))
+        yield turns
+        waits = HistogramMetricFamily(
+            "tashi_cm_commit_wait_seconds", "How long each change waited for the turn it "
+            "was made in, by whose: a call's (taken first) or the cluster manager's own "
+            "(a start's answer, the liveness monitor's).", labels=("change",))
+        for call, hist in combiner.waits.items():
+            waits.add_metric(["call" if call else "own"], *_buckets(hist))
+        yield waits
+
 
     def _hosts(self, hosts: dict[int, pb.Host], usage: dict[int, Usage],
                beats: dict[int, float]) -> Iterator[Metric]:
@@ -151,3 +153,13 @@ class ClusterCollector(Collector):
                                 value=log.first_seq)
         yield GaugeMetricFamily("tashi_cm_watchers", "WatchEvents streams open now.",
                                 value=log.watchers)
+
+
+def _buckets(hist: Histogram) -> tuple[list[tuple[str, float]], float]:
+    """A histogram's cumulative buckets and its sum, as HistogramMetricFamily takes them."""
+    counts, total = list(hist.counts), hist.sum
+    buckets, running = [], 0
+    for bound, n in zip((*(str(b) for b in BUCKETS), "+Inf"), counts, strict=True):
+        running += n
+        buckets.append((bound, float(running)))
+    return buckets, total

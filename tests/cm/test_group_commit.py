@@ -58,9 +58,9 @@ def queued_together(c: Cluster, calls: list[Callable[[], object]]) -> list[objec
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
-        while len(c._combiner._queue) < len(calls) and time.monotonic() < deadline:
+        while c.combiner.queued() < len(calls) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(c._combiner._queue) == len(calls), "every call queued for the lock"
+        assert c.combiner.queued() == len(calls), "every call queued for the lock"
     for t in threads:
         t.join(10)
         assert not t.is_alive()
@@ -174,4 +174,33 @@ def test_a_change_made_by_a_thread_that_holds_the_lock_is_made_at_once(
 
     cluster.write("test", body)  # type: ignore[arg-type]
     assert "nested" in cluster.instance_ids
+    memory_is_the_store(cluster)
+
+
+def test_a_call_goes_before_the_cms_own_changes_and_turns_are_short(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten of the CM's own changes of 20 ms each queued before a call: the oldest
+    goes first, then the call; a turn takes no new change after TURN_SECONDS."""
+    batches = counting_commits(cluster, monkeypatch)
+    order: list[str] = []
+
+    def own(k: int) -> Callable[[], object]:
+        def body(txn: object) -> None:
+            order.append(f"own{k}")
+            time.sleep(0.02)
+        return lambda: cluster.write("tashi-cm", body)  # type: ignore[arg-type]
+
+    def call() -> object:
+        def body(txn: object) -> cmpb.CreateInstanceResponse:
+            order.append("call")
+            return create(cluster, "urgent")
+        return cluster.mutate("alice", "", "Test", cmpb.CreateInstanceResponse, body)  # type: ignore[arg-type]
+
+    turns = sum(cluster.combiner.turns.counts)
+    out = queued_together(cluster, [*(own(k) for k in range(10)), call])
+    assert isinstance(out[-1], cmpb.CreateInstanceResponse)
+    assert order[:2] == ["own0", "call"] and order[2:] == [f"own{k}" for k in range(1, 10)]
+    # 10 x 20 ms in turns of at most 50 ms and one change more: 4 turns or more.
+    assert sum(cluster.combiner.turns.counts) - turns >= 4
+    assert len(batches) == 1, "turns without a change write nothing; the create wrote once"
     memory_is_the_store(cluster)
