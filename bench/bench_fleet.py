@@ -69,6 +69,10 @@ from tashi.runtime.client import ClusterClient
 from tashi.v1 import resources_pb2 as pb
 from tests.harness import CMProcess, Process, SchedulerProcess, scrape, start_accounting
 
+# A scrape of the CM's /metrics (21,000 objects' worth) may take a while on a 2-core
+# machine that also runs a thousand hosts; Prometheus itself waits 10 s by default.
+SCRAPE_SECONDS = 30.0
+
 
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -79,7 +83,7 @@ def pct(values: list[float], q: float) -> float:
 
 def heartbeats(metrics: str) -> float:
     """Heartbeats the CM took itself and beats its liveness process took (cm/beats.py)."""
-    samples = scrape(metrics)
+    samples = scrape(metrics, SCRAPE_SECONDS)
     return samples.get(("tashi_cm_beats_total", ()), 0.0) + sum(
         v for (name, labels), v in samples.items()
         if name == "grpc_server_handled_total" and ("grpc_method", "Heartbeat") in labels)
@@ -91,7 +95,7 @@ def spec(name: str) -> pb.Instance:
 
 def refused(metrics: str) -> float:
     """Calls the CM refused as too busy (RESOURCE_EXHAUSTED, retried by the client)."""
-    return sum(v for (name, labels), v in scrape(metrics).items()
+    return sum(v for (name, labels), v in scrape(metrics, SCRAPE_SECONDS).items()
                if name == "grpc_server_handled_total"
                and ("grpc_code", "ResourceExhausted") in labels)
 
@@ -99,7 +103,7 @@ def refused(metrics: str) -> float:
 def handled(metrics: str) -> Counter[str]:
     """Calls the CM took so far, by method."""
     out: Counter[str] = Counter()
-    for (name, labels), v in scrape(metrics).items():
+    for (name, labels), v in scrape(metrics, SCRAPE_SECONDS).items():
         if name == "grpc_server_handled_total":
             out[dict(labels)["grpc_method"]] += int(v)
     return out
@@ -109,7 +113,7 @@ def handling(metrics: str, method: str) -> Counter[str]:
     """The CM's grpc_server_handling_seconds of `method` so far: count, sum and the
     cumulative buckets by upper bound (the handler's time, refusals included)."""
     out: Counter[str] = Counter()
-    for (name, labels), v in scrape(metrics).items():
+    for (name, labels), v in scrape(metrics, SCRAPE_SECONDS).items():
         tags = dict(labels)
         if tags.get("grpc_method") != method or not name.startswith("grpc_server_handling"):
             continue
@@ -121,7 +125,7 @@ def commits(metrics: str) -> dict[str, Counter[str]]:
     """The CM's tashi_cm_commit_{turn,wait}_seconds so far (cm/commits.py), as
     `handling` reads a method's: "turn", and "call" and "own" for the waits."""
     out: dict[str, Counter[str]] = {"turn": Counter(), "call": Counter(), "own": Counter()}
-    for (name, labels), v in scrape(metrics).items():
+    for (name, labels), v in scrape(metrics, SCRAPE_SECONDS).items():
         m = re.fullmatch(r"tashi_cm_commit_(turn|wait)_seconds_(bucket|count|sum)", name)
         if m:
             tags = dict(labels)
@@ -187,7 +191,7 @@ def fill(users: list[ClusterClient], tracker: Tracker, vms: int, batch: int,
 
 def cadence(metrics: str) -> tuple[float, float]:
     """The CM's heartbeat interval and host expiry for the fleet's size (cm/cadence.py)."""
-    samples = scrape(metrics)
+    samples = scrape(metrics, SCRAPE_SECONDS)
     return (samples[("tashi_cm_heartbeat_interval_seconds", ())],
             samples[("tashi_cm_host_expiry_seconds", ())])
 

@@ -466,7 +466,7 @@ class Cluster:
         self.request_ids = self.store.request_ids()
         self.events.trimmed_to(keep_from)
 
-    def _turn(self, fn: Callable[[], Any], call: bool = False) -> Any:
+    def _turn(self, fn: Callable[[], Any], call: bool = False, what: str = "") -> Any:
         """Run `fn` (which stages its change) in a turn of the lock: its own turn
         or, called under the lock, now (within the turn this thread runs);
         `call`: a caller's change, not the CM's own (cm/commits.py)."""
@@ -476,7 +476,7 @@ class Cluster:
             job = Job(fn)
             self._run_group([job])
             return job.outcome()
-        return self.combiner.run(fn, call)
+        return self.combiner.run(fn, call, what)
 
     def mutate(self, actor: str, request_id: str, method: str, resp_cls: type[R],
                body: Callable[[Txn], R]) -> R:
@@ -499,7 +499,7 @@ class Cluster:
             self._stage(txn, (rid, method, resp) if rid else None)
             return resp, txn
 
-        resp, txn = self._turn(job, call=True)
+        resp, txn = self._turn(job, call=True, what=method)
         for action in txn.after if txn is not None else ():
             action()
         return resp
@@ -512,7 +512,7 @@ class Cluster:
             self._stage(txn)
             return txn
 
-        for action in self._turn(job).after:
+        for action in self._turn(job, what=body.__qualname__.replace(".<locals>", "")).after:
             action()
 
     # -- start-up -----------------------------------------------------------------

@@ -29,6 +29,7 @@ under a flood of calls.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections import deque
@@ -37,10 +38,14 @@ from typing import Any
 
 from tashi.runtime.errors import unavailable
 
+log = logging.getLogger(__name__)
+
 # Jobs in one group at most, so a leader's own caller is never held long.
 MAX_GROUP = 256
 # A turn takes no new job once it has lasted this long (it always takes one).
 TURN_SECONDS = 0.05
+# A turn longer than this is logged with its longest change.
+SLOW_TURN_SECONDS = 1.0
 
 
 # Upper bounds (seconds) of the turns' and waits' histograms.
@@ -64,11 +69,12 @@ class Job:
     """One change waiting for the lock: `fn` runs under it; its result or error
     reaches the caller once the group it ran in is stored."""
 
-    __slots__ = ("fn", "call", "result", "error", "finished", "queued", "_wake")
+    __slots__ = ("fn", "call", "what", "result", "error", "finished", "queued", "_wake")
 
-    def __init__(self, fn: Callable[[], Any], call: bool = False) -> None:
+    def __init__(self, fn: Callable[[], Any], call: bool = False, what: str = "") -> None:
         self.fn = fn
         self.call = call  # a caller's change, taken before the CM's own
+        self.what = what  # named in the log of a slow turn
         self.queued = time.monotonic()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -99,8 +105,8 @@ class Combiner:
         self.turns = Histogram()
         self.waits = {True: Histogram(), False: Histogram()}
 
-    def run(self, fn: Callable[[], Any], call: bool = False) -> Any:
-        job = Job(fn, call)
+    def run(self, fn: Callable[[], Any], call: bool = False, what: str = "") -> Any:
+        job = Job(fn, call, what)
         with self._queue_lock:
             (self._calls if call else self._own).append(job)
             lead = not self._leading
@@ -129,24 +135,41 @@ class Combiner:
             queue = calls or own
             return queue.popleft() if queue else None
 
-    def _turn(self, began: float, jobs: list[Job]) -> Iterator[Job]:
+    def _turn(self, began: float, jobs: list[Job], spent: list[Any]) -> Iterator[Job]:
+        """The jobs of one turn, as `run_group` asks for them (it asks for the next
+        once the one before is done); `spent`: [seconds in all jobs, the longest's
+        seconds, its name]."""
         while (job := self._next(began, len(jobs))) is not None:
-            self.waits[job.call].observe(time.monotonic() - job.queued)
+            now = time.monotonic()
+            self.waits[job.call].observe(now - job.queued)
             jobs.append(job)
             yield job
+            took = time.monotonic() - now
+            spent[0] += took
+            if took >= spent[1]:
+                spent[1:] = [took, job.what or "unnamed"]
+
+    def _turned(self, began: float, jobs: list[Job], spent: list[Any]) -> None:
+        took = time.monotonic() - began
+        self.turns.observe(took)
+        if took > SLOW_TURN_SECONDS:
+            log.warning("a turn of the cluster's lock took %.2fs: %d changes made in %.2fs, "
+                        "the longest %s (%.2fs); the rest storing them", took, len(jobs),
+                        spent[0], spent[2], spent[1])
 
     def _lead(self, own: Job) -> None:
         """Run turns until `own` is done, then pass the lead on (or drop it)."""
         failure: BaseException | None = None
         while failure is None:
             jobs: list[Job] = []
+            spent: list[Any] = [0.0, 0.0, "none"]
             try:
                 with self._lock:
                     began = time.monotonic()
                     try:
-                        self._run_group(self._turn(began, jobs))
+                        self._run_group(self._turn(began, jobs, spent))
                     finally:
-                        self.turns.observe(time.monotonic() - began)
+                        self._turned(began, jobs, spent)
             except BaseException as exc:  # noqa: BLE001 - passed on below, after the hand-over
                 failure = exc
             for job in jobs:

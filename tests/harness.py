@@ -489,10 +489,10 @@ def metrics_address(proc: Process) -> str:
         errors="replace"))) and m.group(1), what=f"{proc.argv[0]} serving metrics"))
 
 
-def scrape(address: str) -> Samples:
+def scrape(address: str, timeout: float = 5.0) -> Samples:
     """Every sample a /metrics endpoint serves, by name and sorted labels."""
     from prometheus_client.parser import text_string_to_metric_families
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
         text = resp.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(text) for s in f.samples}

@@ -4,6 +4,7 @@ answer, and a turn the store refuses leaves memory as the store has it."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tashi.cm import admin, instances, tokens
+from tashi.cm import admin, commits, instances, tokens
 from tashi.cm.cluster import Cluster
 from tashi.cm.config import CMConfig
 from tashi.cm.store import Batch
@@ -204,3 +205,19 @@ def test_a_call_goes_before_the_cms_own_changes_and_turns_are_short(
     assert sum(cluster.combiner.turns.counts) - turns >= 4
     assert len(batches) == 1, "turns without a change write nothing; the create wrote once"
     memory_is_the_store(cluster)
+
+
+def test_a_slow_turn_is_logged_with_its_longest_change(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(commits, "SLOW_TURN_SECONDS", 0.1)
+
+    def dawdle(txn: object) -> None:
+        time.sleep(0.15)
+
+    with caplog.at_level(logging.WARNING, logger="tashi.cm.commits"):
+        cluster.write("test", dawdle)  # type: ignore[arg-type]
+        create(cluster, "quick")
+    slow = [r.getMessage() for r in caplog.records if "turn of the cluster's lock" in r.message]
+    assert len(slow) == 1 and "1 changes" in slow[0], slow
+    assert "the longest test_a_slow_turn_is_logged_with_its_longest_change.dawdle (0.1" in slow[0]
